@@ -1,0 +1,599 @@
+"""Kyoto Tycoon's binary protocol (protocol.md §A), both directions, sans-IO.
+
+Client side: request encoders (``encode_*``) return ``bytes``; reply parsers follow the
+contract of docs/internals.md: ``parse_xxx(buf, pos) -> (result, end) | None``, ``0xBF`` raises
+:class:`kt.errors.ServerError`, bytes that can never be a valid reply raise
+:class:`kt.errors.ProtocolError`.
+
+Server side: :func:`parse_request` decodes one request incrementally and reports exactly the
+cases the real server treats differently (unknown magic, oversized sizes, truncation), and the
+``encode_*_reply`` functions build every reply.
+
+All integers are big-endian.  Records are plain tuples so the hot path creates no objects
+beyond the result: set_bulk records are ``(dbidx, key, value, xt)``, get_bulk/remove_bulk
+request records ``(dbidx, key)``, play_script records ``(key, value)``.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+from kt.errors import ProtocolError, ServerError
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+MAGIC_NOP = 0xB0
+MAGIC_REPLICATION = 0xB1
+MAGIC_PLAY_SCRIPT = 0xB4
+MAGIC_SET_BULK = 0xB8
+MAGIC_REMOVE_BULK = 0xB9
+MAGIC_GET_BULK = 0xBA
+MAGIC_ERROR = 0xBF
+
+FLAG_NO_REPLY = 0x00000001
+"""``BONOREPLY`` for set_bulk/remove_bulk/play_script; ``WHITESID`` for replication."""
+
+DATA_MAX_SIZE = 1 << 28
+"""``RemoteDB::DATAMAXSIZ``: the largest key, value or name the server accepts."""
+
+ERROR_REPLY = b"\xbf"
+REPLICATION_ACK = b"\xb1"
+"""Sent once by the server after a replication request; also the client's answer to NOP."""
+
+MAGIC_NAMES = {
+    MAGIC_NOP: "nop",
+    MAGIC_REPLICATION: "replication",
+    MAGIC_PLAY_SCRIPT: "play_script",
+    MAGIC_SET_BULK: "set_bulk",
+    MAGIC_REMOVE_BULK: "remove_bulk",
+    MAGIC_GET_BULK: "get_bulk",
+    MAGIC_ERROR: "error",
+}
+
+_HEAD = struct.Struct(">BII")  # magic, flags, rnum
+_COUNT = struct.Struct(">BI")  # magic, hits/rnum
+_SET_REC = struct.Struct(">HIIq")  # dbidx, ksiz, vsiz, xt
+_KEY_REC = struct.Struct(">HI")  # dbidx, ksiz
+_SCRIPT_HEAD = struct.Struct(">BIII")  # magic, flags, nsiz, rnum
+_SCRIPT_REC = struct.Struct(">II")  # ksiz, vsiz
+_REPL_REQ = struct.Struct(">BIQH")  # magic, flags, ts, sid
+_REPL_REC = struct.Struct(">BQI")  # magic, ts, msiz
+_NOP = struct.Struct(">BQ")  # magic, ts
+_GET_ONE_HEAD = struct.Struct(">BIIHI")  # magic, flags, rnum=1, dbidx, ksiz
+_SET_ONE_HEAD = struct.Struct(">BIIHIIq")  # magic, flags, rnum=1, dbidx, ksiz, vsiz, xt
+_GET_ONE_REPLY = struct.Struct(">BIHIIq")  # magic, hits, dbidx, ksiz, vsiz, xt
+
+_pack_set_rec = _SET_REC.pack
+_pack_key_rec = _KEY_REC.pack
+_pack_script_rec = _SCRIPT_REC.pack
+_unpack_set_rec = _SET_REC.unpack_from
+_unpack_count = _COUNT.unpack_from
+_unpack_script_rec = _SCRIPT_REC.unpack_from
+
+SetRecord = Tuple[int, bytes, bytes, int]
+KeyRecord = Tuple[int, bytes]
+ScriptRecord = Tuple[bytes, bytes]
+
+
+# --------------------------------------------------------------------------- client requests
+
+
+def encode_set_bulk(records: Iterable[SetRecord], no_reply: bool = False) -> bytes:
+    """``set_bulk`` (0xB8) for ``(dbidx, key, value, xt)`` records; xt as from ``to_binary_xt``."""
+    parts: List[bytes] = [b""]
+    append = parts.append
+    n = 0
+    for dbidx, key, value, xt in records:
+        append(_pack_set_rec(dbidx, len(key), len(value), xt))
+        append(key)
+        append(value)
+        n += 1
+    parts[0] = _HEAD.pack(MAGIC_SET_BULK, FLAG_NO_REPLY if no_reply else 0, n)
+    return b"".join(parts)
+
+
+def encode_set_one(dbidx: int, key: bytes, value: bytes, xt: int, no_reply: bool = False) -> bytes:
+    """Fast path: ``set_bulk`` with exactly one record."""
+    return (
+        _SET_ONE_HEAD.pack(
+            MAGIC_SET_BULK, FLAG_NO_REPLY if no_reply else 0, 1, dbidx, len(key), len(value), xt
+        )
+        + key
+        + value
+    )
+
+
+def _encode_key_records(magic: int, records: Iterable[KeyRecord], flags: int) -> bytes:
+    parts: List[bytes] = [b""]
+    append = parts.append
+    n = 0
+    for dbidx, key in records:
+        append(_pack_key_rec(dbidx, len(key)))
+        append(key)
+        n += 1
+    parts[0] = _HEAD.pack(magic, flags, n)
+    return b"".join(parts)
+
+
+def encode_get_bulk(records: Iterable[KeyRecord]) -> bytes:
+    """``get_bulk`` (0xBA) for ``(dbidx, key)`` records (the server ignores flags; we send 0)."""
+    return _encode_key_records(MAGIC_GET_BULK, records, 0)
+
+
+def encode_get_one(dbidx: int, key: bytes) -> bytes:
+    """Fast path: ``get_bulk`` for one key; parse the reply with :func:`parse_get_one_reply`."""
+    return _GET_ONE_HEAD.pack(MAGIC_GET_BULK, 0, 1, dbidx, len(key)) + key
+
+
+def encode_remove_bulk(records: Iterable[KeyRecord], no_reply: bool = False) -> bytes:
+    """``remove_bulk`` (0xB9) for ``(dbidx, key)`` records."""
+    return _encode_key_records(MAGIC_REMOVE_BULK, records, FLAG_NO_REPLY if no_reply else 0)
+
+
+def encode_play_script(name: bytes, records: Iterable[ScriptRecord], no_reply: bool = False) -> bytes:
+    """``play_script`` (0xB4): procedure ``name`` with ``(key, value)`` input records."""
+    parts: List[bytes] = [b"", name]
+    append = parts.append
+    n = 0
+    for key, value in records:
+        append(_pack_script_rec(len(key), len(value)))
+        append(key)
+        append(value)
+        n += 1
+    parts[0] = _SCRIPT_HEAD.pack(MAGIC_PLAY_SCRIPT, FLAG_NO_REPLY if no_reply else 0, len(name), n)
+    return b"".join(parts)
+
+
+def encode_replication(ts: int, sid: int, white_sid: bool = False) -> bytes:
+    """Replication request (0xB1): stream update-log records newer than ``ts``."""
+    return _REPL_REQ.pack(MAGIC_REPLICATION, FLAG_NO_REPLY if white_sid else 0, ts, sid)
+
+
+# --------------------------------------------------------------------------- client replies
+
+
+def _bytes_view(buf: Buffer, start: int, end: int) -> bytes:
+    """``buf[start:end]`` as ``bytes`` with a single copy whatever the buffer type."""
+    if type(buf) is bytes:
+        return buf[start:end]
+    return memoryview(buf)[start:end].tobytes()
+
+
+def _unexpected(buf: Buffer, pos: int, expected: int) -> ProtocolError:
+    got = buf[pos]
+    return ProtocolError(
+        f"expected a {MAGIC_NAMES[expected]} reply (0x{expected:02X}), got byte 0x{got:02X}"
+    )
+
+
+def _check_magic(buf: Buffer, pos: int, expected: int, procedure: str) -> bool:
+    """True when a reply can start here; raises for 0xBF and foreign bytes."""
+    if len(buf) <= pos:
+        return False
+    magic = buf[pos]
+    if magic == expected:
+        return True
+    if magic == MAGIC_ERROR:
+        raise ServerError("the server reported an error (0xBF)", code=MAGIC_ERROR, procedure=procedure)
+    raise _unexpected(buf, pos, expected)
+
+
+def _parse_count(buf: Buffer, pos: int, magic: int, procedure: str) -> Optional[Tuple[int, int]]:
+    if len(buf) - pos < 5:
+        if len(buf) > pos:
+            _check_magic(buf, pos, magic, procedure)
+        return None
+    got, hits = _unpack_count(buf, pos)
+    if got != magic:
+        _check_magic(buf, pos, magic, procedure)
+    return hits, pos + 5
+
+
+def parse_set_bulk_reply(buf: Buffer, pos: int = 0) -> Optional[Tuple[int, int]]:
+    """``[0xB8][hits:u32]`` -> ``(hits, end)``."""
+    return _parse_count(buf, pos, MAGIC_SET_BULK, "set_bulk")
+
+
+def parse_remove_bulk_reply(buf: Buffer, pos: int = 0) -> Optional[Tuple[int, int]]:
+    """``[0xB9][hits:u32]`` -> ``(hits, end)``."""
+    return _parse_count(buf, pos, MAGIC_REMOVE_BULK, "remove_bulk")
+
+
+def _too_big(what: str, size: int) -> ProtocolError:
+    return ProtocolError(f"{what} of {size} bytes exceeds the protocol limit of {DATA_MAX_SIZE}")
+
+
+def parse_get_bulk_reply(buf: Buffer, pos: int = 0) -> Optional[Tuple[List[SetRecord], int]]:
+    """``get_bulk`` reply -> ``([(dbidx, key, value, xt), ...], end)``; xt is the stored absolute time."""
+    head = _parse_count(buf, pos, MAGIC_GET_BULK, "get_bulk")
+    if head is None:
+        return None
+    hits, off = head
+    size = len(buf)
+    if size - off < hits * 18:
+        return None
+    # First walk the headers only: a partial reply costs no record objects.
+    unpack = _unpack_set_rec
+    scan = off
+    for _ in range(hits):
+        if size - scan < 18:
+            return None
+        _, ksiz, vsiz, _ = unpack(buf, scan)
+        if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
+            raise _too_big("a get_bulk record", max(ksiz, vsiz))
+        scan += 18 + ksiz + vsiz
+    if scan > size:
+        return None
+    if type(buf) is not bytes:
+        data = memoryview(buf)[off:scan].tobytes()
+        base = 0
+    else:
+        data = buf
+        base = off
+    records: List[SetRecord] = []
+    append = records.append
+    for _ in range(hits):
+        dbidx, ksiz, vsiz, xt = unpack(data, base)
+        kstart = base + 18
+        vstart = kstart + ksiz
+        base = vstart + vsiz
+        append((dbidx, data[kstart:vstart], data[vstart:base], xt))
+    return records, scan
+
+
+def parse_get_one_reply(
+    buf: Buffer, pos: int = 0
+) -> Optional[Tuple[Optional[Tuple[bytes, int]], int]]:
+    """Reply to :func:`encode_get_one` -> ``((value, xt) or None for a miss, end)``."""
+    size = len(buf)
+    if size - pos < 23:
+        head = _parse_count(buf, pos, MAGIC_GET_BULK, "get_bulk")
+        if head is None:
+            return None
+        hits, end = head
+        if hits == 0:
+            return None, end
+        if hits != 1:
+            raise ProtocolError(f"get_bulk for one key answered {hits} records")
+        return None
+    magic, hits, _, ksiz, vsiz, xt = _GET_ONE_REPLY.unpack_from(buf, pos)
+    if magic != MAGIC_GET_BULK:
+        _check_magic(buf, pos, MAGIC_GET_BULK, "get_bulk")
+    if hits == 0:
+        return None, pos + 5
+    if hits != 1:
+        raise ProtocolError(f"get_bulk for one key answered {hits} records")
+    if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
+        raise _too_big("a get_bulk record", max(ksiz, vsiz))
+    vstart = pos + 23 + ksiz
+    end = vstart + vsiz
+    if end > size:
+        return None
+    return (_bytes_view(buf, vstart, end), xt), end
+
+
+def parse_play_script_reply(buf: Buffer, pos: int = 0) -> Optional[Tuple[List[ScriptRecord], int]]:
+    """``play_script`` reply -> ``([(key, value), ...] in the server's key order, end)``."""
+    head = _parse_count(buf, pos, MAGIC_PLAY_SCRIPT, "play_script")
+    if head is None:
+        return None
+    rnum, off = head
+    size = len(buf)
+    if size - off < rnum * 8:
+        return None
+    scan = off
+    for _ in range(rnum):
+        if size - scan < 8:
+            return None
+        ksiz, vsiz = _unpack_script_rec(buf, scan)
+        if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
+            raise _too_big("a play_script record", max(ksiz, vsiz))
+        scan += 8 + ksiz + vsiz
+    if scan > size:
+        return None
+    data = buf if type(buf) is bytes else memoryview(buf)[off:scan].tobytes()
+    base = off if data is buf else 0
+    records: List[ScriptRecord] = []
+    for _ in range(rnum):
+        ksiz, vsiz = _unpack_script_rec(data, base)
+        kstart = base + 8
+        vstart = kstart + ksiz
+        base = vstart + vsiz
+        records.append((data[kstart:vstart], data[vstart:base]))
+    return records, scan
+
+
+class ReplicationMessage:
+    """One frame of a replication stream (server -> client).
+
+    ``kind`` is ``"ack"`` (the one-byte start), ``"record"`` (``ts`` and ``message``; an empty
+    message is a heartbeat) or ``"nop"`` (caught up: answer with :data:`REPLICATION_ACK`).
+    """
+
+    __slots__ = ("kind", "ts", "message")
+
+    def __init__(self, kind: str, ts: int = 0, message: bytes = b""):
+        self.kind = kind
+        self.ts = ts
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"ReplicationMessage({self.kind!r}, ts={self.ts}, message={self.message!r})"
+
+
+def parse_replication_frame(
+    buf: Buffer, pos: int = 0, started: bool = True
+) -> Optional[Tuple[ReplicationMessage, int]]:
+    """Parse one replication frame; pass ``started=False`` for the very first (the ack)."""
+    size = len(buf)
+    if size <= pos:
+        return None
+    magic = buf[pos]
+    if magic == MAGIC_ERROR:
+        raise ServerError("the server refused replication (0xBF)", code=MAGIC_ERROR, procedure="replication")
+    if not started:
+        if magic != MAGIC_REPLICATION:
+            raise _unexpected(buf, pos, MAGIC_REPLICATION)
+        return ReplicationMessage("ack"), pos + 1
+    if magic == MAGIC_NOP:
+        if size - pos < 9:
+            return None
+        return ReplicationMessage("nop", _NOP.unpack_from(buf, pos)[1]), pos + 9
+    if magic != MAGIC_REPLICATION:
+        raise _unexpected(buf, pos, MAGIC_REPLICATION)
+    if size - pos < 13:
+        return None
+    _, ts, msiz = _REPL_REC.unpack_from(buf, pos)
+    if msiz > DATA_MAX_SIZE:
+        raise _too_big("a replication record", msiz)
+    end = pos + 13 + msiz
+    if end > size:
+        return None
+    return ReplicationMessage("record", ts, _bytes_view(buf, pos + 13, end)), end
+
+
+# --------------------------------------------------------------------------- server requests
+
+TRUNCATED = "truncated"
+"""The peer closed the connection before the request was complete."""
+OVERSIZED = "oversized"
+"""A size field exceeded :data:`DATA_MAX_SIZE`; the real server stops reading right there."""
+
+
+class BinaryRequest:
+    """A decoded (possibly partial) binary request, as the server sees it.
+
+    ``magic`` is the first byte; ``known`` tells whether the server handles it (otherwise it
+    closes without a reply).  ``records`` holds every record decoded completely, in wire order
+    (``(dbidx, key, value, xt)`` for set_bulk, ``(dbidx, key)`` for get/remove_bulk,
+    ``(key, value)`` for play_script).  ``failure`` is ``None`` for a complete request, or
+    :data:`TRUNCATED` / :data:`OVERSIZED`: the real server still applies ``records`` (set/remove)
+    before it answers ``0xBF`` and closes.  ``rnum`` is the announced record count.
+    """
+
+    __slots__ = ("magic", "flags", "rnum", "records", "name", "ts", "sid", "failure")
+
+    def __init__(self, magic: int, flags: int = 0, rnum: int = 0):
+        self.magic = magic
+        self.flags = flags
+        self.rnum = rnum
+        self.records: list = []
+        self.name = b""
+        self.ts = 0
+        self.sid = 0
+        self.failure: Optional[str] = None
+
+    @property
+    def known(self) -> bool:
+        return self.magic in _KNOWN_REQUESTS
+
+    @property
+    def no_reply(self) -> bool:
+        """True when the client asked for no reply (never for get_bulk/replication)."""
+        return bool(self.flags & FLAG_NO_REPLY) and self.magic in _NO_REPLY_CAPABLE
+
+    def __repr__(self) -> str:
+        name = MAGIC_NAMES.get(self.magic, f"0x{self.magic:02X}")
+        return (
+            f"BinaryRequest({name}, flags={self.flags}, rnum={self.rnum}, "
+            f"records={len(self.records)}, failure={self.failure!r})"
+        )
+
+
+_KNOWN_REQUESTS = frozenset(
+    (MAGIC_REPLICATION, MAGIC_PLAY_SCRIPT, MAGIC_SET_BULK, MAGIC_REMOVE_BULK, MAGIC_GET_BULK)
+)
+_NO_REPLY_CAPABLE = frozenset((MAGIC_PLAY_SCRIPT, MAGIC_SET_BULK, MAGIC_REMOVE_BULK))
+
+
+def is_binary_start(first_byte: int) -> bool:
+    """KT dispatch rule: a request starting with 0x00 or a byte >= 0x80 is binary."""
+    return first_byte == 0 or first_byte >= 0x80
+
+
+def _finish(req: BinaryRequest, failure: str, end: int) -> Tuple[BinaryRequest, int]:
+    req.failure = failure
+    return req, end
+
+
+def parse_request(
+    buf: Buffer, pos: int = 0, eof: bool = False
+) -> Optional[Tuple[BinaryRequest, int]]:
+    """Decode one binary request starting at ``buf[pos]``.
+
+    Returns ``None`` when more bytes are needed (never when ``eof`` is true), else
+    ``(request, end)``.  An unknown magic is returned at once (``request.known`` is false,
+    ``end = pos + 1``).  With ``failure`` set, ``end`` is where decoding stopped; the connection
+    must be closed after answering, so the rest of the buffer does not matter.
+    """
+    size = len(buf)
+    if size <= pos:
+        return None
+    magic = buf[pos]
+    if magic not in _KNOWN_REQUESTS:
+        return BinaryRequest(magic), pos + 1
+    if magic == MAGIC_REPLICATION:
+        if size - pos < 15:
+            return _finish(BinaryRequest(magic), TRUNCATED, size) if eof else None
+        _, flags, ts, sid = _REPL_REQ.unpack_from(buf, pos)
+        req = BinaryRequest(magic, flags)
+        req.ts = ts
+        req.sid = sid
+        return req, pos + 15
+    if magic == MAGIC_PLAY_SCRIPT:
+        return _parse_script_request(buf, pos, eof)
+    if size - pos < 9:
+        return _finish(BinaryRequest(magic), TRUNCATED, size) if eof else None
+    _, flags, rnum = _HEAD.unpack_from(buf, pos)
+    req = BinaryRequest(magic, flags, rnum)
+    off = pos + 9
+    records = req.records
+    append = records.append
+    if magic == MAGIC_SET_BULK:
+        unpack = _unpack_set_rec
+        for _ in range(rnum):
+            if size - off < 18:
+                return _finish(req, TRUNCATED, size) if eof else None
+            dbidx, ksiz, vsiz, xt = unpack(buf, off)
+            if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
+                return _finish(req, OVERSIZED, off + 18)
+            kstart = off + 18
+            vstart = kstart + ksiz
+            end = vstart + vsiz
+            if end > size:
+                return _finish(req, TRUNCATED, size) if eof else None
+            append((dbidx, _bytes_view(buf, kstart, vstart), _bytes_view(buf, vstart, end), xt))
+            off = end
+        return req, off
+    unpack_key = _KEY_REC.unpack_from
+    for _ in range(rnum):
+        if size - off < 6:
+            return _finish(req, TRUNCATED, size) if eof else None
+        dbidx, ksiz = unpack_key(buf, off)
+        if ksiz > DATA_MAX_SIZE:
+            return _finish(req, OVERSIZED, off + 6)
+        end = off + 6 + ksiz
+        if end > size:
+            return _finish(req, TRUNCATED, size) if eof else None
+        append((dbidx, _bytes_view(buf, off + 6, end)))
+        off = end
+    return req, off
+
+
+def _parse_script_request(buf: Buffer, pos: int, eof: bool) -> Optional[Tuple[BinaryRequest, int]]:
+    size = len(buf)
+    if size - pos < 13:
+        return _finish(BinaryRequest(MAGIC_PLAY_SCRIPT), TRUNCATED, size) if eof else None
+    _, flags, nsiz, rnum = _SCRIPT_HEAD.unpack_from(buf, pos)
+    req = BinaryRequest(MAGIC_PLAY_SCRIPT, flags, rnum)
+    if nsiz > DATA_MAX_SIZE:
+        return _finish(req, OVERSIZED, pos + 13)
+    off = pos + 13 + nsiz
+    if off > size:
+        return _finish(req, TRUNCATED, size) if eof else None
+    req.name = _bytes_view(buf, pos + 13, off)
+    append = req.records.append
+    for _ in range(rnum):
+        if size - off < 8:
+            return _finish(req, TRUNCATED, size) if eof else None
+        ksiz, vsiz = _unpack_script_rec(buf, off)
+        if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
+            return _finish(req, OVERSIZED, off + 8)
+        vstart = off + 8 + ksiz
+        end = vstart + vsiz
+        if end > size:
+            return _finish(req, TRUNCATED, size) if eof else None
+        append((_bytes_view(buf, off + 8, vstart), _bytes_view(buf, vstart, end)))
+        off = end
+    return req, off
+
+
+# --------------------------------------------------------------------------- server replies
+
+
+def encode_count_reply(magic: int, hits: int) -> bytes:
+    """``[magic][hits:u32]``: the set_bulk / remove_bulk answer."""
+    return _COUNT.pack(magic, hits)
+
+
+def encode_set_bulk_reply(hits: int) -> bytes:
+    return _COUNT.pack(MAGIC_SET_BULK, hits)
+
+
+def encode_remove_bulk_reply(hits: int) -> bytes:
+    return _COUNT.pack(MAGIC_REMOVE_BULK, hits)
+
+
+def encode_get_bulk_reply(records: Sequence[SetRecord]) -> bytes:
+    """``get_bulk`` answer for the hits ``(dbidx, key, value, xt)`` (xt = stored absolute time)."""
+    parts: List[bytes] = [_COUNT.pack(MAGIC_GET_BULK, len(records))]
+    append = parts.append
+    for dbidx, key, value, xt in records:
+        append(_pack_set_rec(dbidx, len(key), len(value), xt))
+        append(key)
+        append(value)
+    return b"".join(parts)
+
+
+def encode_play_script_reply(records: Iterable[ScriptRecord]) -> bytes:
+    """``play_script`` answer; records are sent sorted by key bytes, as the server's std::map."""
+    ordered = sorted(records, key=lambda kv: kv[0])
+    parts: List[bytes] = [_COUNT.pack(MAGIC_PLAY_SCRIPT, len(ordered))]
+    append = parts.append
+    for key, value in ordered:
+        append(_pack_script_rec(len(key), len(value)))
+        append(key)
+        append(value)
+    return b"".join(parts)
+
+
+def encode_replication_record(ts: int, message: bytes) -> bytes:
+    """One update-log record in a replication stream (an empty message is a heartbeat)."""
+    return _REPL_REC.pack(MAGIC_REPLICATION, ts, len(message)) + message
+
+
+def encode_replication_nop(ts: int) -> bytes:
+    """"Caught up" frame; the client must answer :data:`REPLICATION_ACK`."""
+    return _NOP.pack(MAGIC_NOP, ts)
+
+
+__all__ = [
+    "MAGIC_NOP",
+    "MAGIC_REPLICATION",
+    "MAGIC_PLAY_SCRIPT",
+    "MAGIC_SET_BULK",
+    "MAGIC_REMOVE_BULK",
+    "MAGIC_GET_BULK",
+    "MAGIC_ERROR",
+    "FLAG_NO_REPLY",
+    "DATA_MAX_SIZE",
+    "ERROR_REPLY",
+    "REPLICATION_ACK",
+    "TRUNCATED",
+    "OVERSIZED",
+    "BinaryRequest",
+    "ReplicationMessage",
+    "encode_set_bulk",
+    "encode_set_one",
+    "encode_get_bulk",
+    "encode_get_one",
+    "encode_remove_bulk",
+    "encode_play_script",
+    "encode_replication",
+    "parse_set_bulk_reply",
+    "parse_remove_bulk_reply",
+    "parse_get_bulk_reply",
+    "parse_get_one_reply",
+    "parse_play_script_reply",
+    "parse_replication_frame",
+    "is_binary_start",
+    "parse_request",
+    "encode_count_reply",
+    "encode_set_bulk_reply",
+    "encode_remove_bulk_reply",
+    "encode_get_bulk_reply",
+    "encode_play_script_reply",
+    "encode_replication_record",
+    "encode_replication_nop",
+]
