@@ -1,0 +1,335 @@
+"""Tokyo Cabinet through its abstract database API (``tcadb*``), in ctypes ABI mode.
+
+ttserver keeps exactly one ``TCADB`` and calls ``tcadb*`` (and ``tcadbmisc`` for everything
+behind the ``misc`` command), so going through the same API gives the bundled server Tokyo
+Cabinet's own semantics for every database type: on-memory hash ``*`` and tree ``+``, and
+``.tch .tcb .tcf .tct`` files with ``#name=value`` tuning parameters.  Files written by
+ttserver open unchanged.
+
+The library is thread-safe for one handle (``tcadbopen`` enables the per-database mutexes),
+and ctypes releases the GIL around each call.  This module knows no wire format.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import math
+import threading
+from typing import List, Optional, Sequence
+
+from kt.errors import EngineError
+
+__all__ = ["TokyoCabinetDB", "load_library", "library_version", "DB_TYPE_NAMES", "INT_MIN"]
+
+LIBRARY_NAME = "libtokyocabinet.so.9"
+DEBIAN_PACKAGE = "libtokyocabinet9"
+
+INT_MIN = -(2**31)
+
+# tcadb.h: enum { ADBOVOID, ADBOMDB, ADBONDB, ADBOHDB, ADBOBDB, ADBOFDB, ADBOTDB, ADBOSKEL }
+DB_TYPE_NAMES = {
+    0: "void",
+    1: "on-memory hash",
+    2: "on-memory tree",
+    3: "hash",
+    4: "B+ tree",
+    5: "fixed-length",
+    6: "table",
+    7: "skeleton",
+}
+
+_c_void_p = ctypes.c_void_p
+_c_int = ctypes.c_int
+_c_char_p = ctypes.c_char_p
+_c_bool = ctypes.c_bool
+_c_uint64 = ctypes.c_uint64
+_c_int_p = ctypes.POINTER(ctypes.c_int)
+
+# void *(*TCPDPROC)(const void *vbuf, int vsiz, int *sp, void *op)
+_PDPROC = ctypes.CFUNCTYPE(_c_void_p, _c_void_p, _c_int, _c_int_p, _c_void_p)
+
+_lib: Optional[ctypes.CDLL] = None
+_lib_lock = threading.Lock()
+_libc = ctypes.CDLL(None)
+_libc.malloc.restype = _c_void_p
+_libc.malloc.argtypes = [ctypes.c_size_t]
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    """Give every function we call its C signature (ABI mode: nothing is checked for us)."""
+    sigs = {
+        "tcadbnew": (_c_void_p, []),
+        "tcadbdel": (None, [_c_void_p]),
+        "tcadbopen": (_c_bool, [_c_void_p, _c_char_p]),
+        "tcadbclose": (_c_bool, [_c_void_p]),
+        "tcadbput": (_c_bool, [_c_void_p, _c_char_p, _c_int, _c_char_p, _c_int]),
+        "tcadbputkeep": (_c_bool, [_c_void_p, _c_char_p, _c_int, _c_char_p, _c_int]),
+        "tcadbputcat": (_c_bool, [_c_void_p, _c_char_p, _c_int, _c_char_p, _c_int]),
+        "tcadbputproc": (_c_bool, [_c_void_p, _c_char_p, _c_int, _c_char_p, _c_int, _PDPROC, _c_void_p]),
+        "tcadbout": (_c_bool, [_c_void_p, _c_char_p, _c_int]),
+        "tcadbget": (_c_void_p, [_c_void_p, _c_char_p, _c_int, _c_int_p]),
+        "tcadbvsiz": (_c_int, [_c_void_p, _c_char_p, _c_int]),
+        "tcadbiterinit": (_c_bool, [_c_void_p]),
+        "tcadbiternext": (_c_void_p, [_c_void_p, _c_int_p]),
+        "tcadbfwmkeys": (_c_void_p, [_c_void_p, _c_char_p, _c_int, _c_int]),
+        "tcadbaddint": (_c_int, [_c_void_p, _c_char_p, _c_int, _c_int]),
+        "tcadbadddouble": (ctypes.c_double, [_c_void_p, _c_char_p, _c_int, ctypes.c_double]),
+        "tcadbsync": (_c_bool, [_c_void_p]),
+        "tcadboptimize": (_c_bool, [_c_void_p, _c_char_p]),
+        "tcadbvanish": (_c_bool, [_c_void_p]),
+        "tcadbcopy": (_c_bool, [_c_void_p, _c_char_p]),
+        "tcadbpath": (_c_char_p, [_c_void_p]),
+        "tcadbrnum": (_c_uint64, [_c_void_p]),
+        "tcadbsize": (_c_uint64, [_c_void_p]),
+        "tcadbomode": (_c_int, [_c_void_p]),
+        "tcadbreveal": (_c_void_p, [_c_void_p]),
+        "tcadbmisc": (_c_void_p, [_c_void_p, _c_char_p, _c_void_p]),
+        "tcadbsetskelmulti": (_c_bool, [_c_void_p, _c_int]),
+        "tclistnew": (_c_void_p, []),
+        "tclistpush": (None, [_c_void_p, _c_char_p, _c_int]),
+        "tclistnum": (_c_int, [_c_void_p]),
+        "tclistval": (_c_void_p, [_c_void_p, _c_int, _c_int_p]),
+        "tclistdel": (None, [_c_void_p]),
+        "tcfree": (None, [_c_void_p]),
+    }
+    for name, (restype, argtypes) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+def load_library() -> ctypes.CDLL:
+    """Load ``libtokyocabinet.so.9`` once; a clear EngineError names the package if missing."""
+    global _lib
+    with _lib_lock:
+        if _lib is None:
+            candidates = [LIBRARY_NAME]
+            found = ctypes.util.find_library("tokyocabinet")
+            if found and found not in candidates:
+                candidates.append(found)
+            last: Optional[OSError] = None
+            for cand in candidates:
+                try:
+                    lib = ctypes.CDLL(cand)
+                    break
+                except OSError as exc:
+                    last = exc
+            else:
+                raise EngineError(
+                    f"Tokyo Cabinet library {LIBRARY_NAME} not found ({last}); install the Debian "
+                    f"package {DEBIAN_PACKAGE} (apt-get install {DEBIAN_PACKAGE})"
+                )
+            _declare(lib)
+            _lib = lib
+        return _lib
+
+
+def library_version() -> str:
+    """Tokyo Cabinet's own version string (``tcversion``), e.g. ``1.4.48``."""
+    lib = load_library()
+    return _c_char_p.in_dll(lib, "tcversion").value.decode("ascii", "replace")
+
+
+class _ShiftOp(ctypes.Structure):
+    """The ``op`` handed to the putshl proc: the bytes to append and the width to keep."""
+
+    _fields_ = [("vbuf", _c_void_p), ("vsiz", _c_int), ("width", _c_int)]
+
+
+def _putshl_proc(vbuf: int, vsiz: int, sp, op: int) -> int:
+    """tculog.c's putshl proc: old value + appended bytes, keeping only the last ``width``."""
+    shift = _ShiftOp.from_address(op)
+    old = ctypes.string_at(vbuf, vsiz) if vsiz > 0 else b""
+    new = old + (ctypes.string_at(shift.vbuf, shift.vsiz) if shift.vsiz > 0 else b"")
+    width = shift.width
+    if len(new) > width:
+        new = new[len(new) - width :] if width > 0 else b""
+    buf = _libc.malloc(len(new) + 1)
+    if not buf:
+        return 0
+    ctypes.memmove(buf, new + b"\0", len(new) + 1)
+    sp[0] = len(new)
+    return buf
+
+
+_PUTSHL_PROC = _PDPROC(_putshl_proc)
+
+
+class TokyoCabinetDB:
+    """One open Tokyo Cabinet database (any type), the way ttserver holds it.
+
+    Methods return plain Python values: ``bool`` for success, ``None`` for "no such record".
+    Keys and values are ``bytes``.
+    """
+
+    def __init__(self, name: str, *, multiple: int = 0) -> None:
+        lib = load_library()
+        self._lib = lib
+        self.name = name
+        handle = lib.tcadbnew()
+        if not handle:
+            raise EngineError("tcadbnew failed (out of memory)")
+        if multiple > 0 and not lib.tcadbsetskelmulti(handle, multiple):
+            lib.tcadbdel(handle)
+            raise EngineError(f"cannot split the database into {multiple} files (-mul)")
+        if not lib.tcadbopen(handle, name.encode("utf-8", "surrogateescape")):
+            lib.tcadbdel(handle)
+            raise EngineError(f"cannot open the database {name!r} (tcadbopen failed)")
+        self._h: Optional[int] = handle
+        self._close_lock = threading.Lock()
+        # Bound C functions for the hot paths (saves an attribute lookup per call).
+        self._get = lib.tcadbget
+        self._put = lib.tcadbput
+        self._tcfree = lib.tcfree
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @property
+    def handle(self) -> int:
+        if self._h is None:
+            raise EngineError("the database is closed")
+        return self._h
+
+    def close(self) -> bool:
+        """Sync and close the database; safe to call twice."""
+        with self._close_lock:
+            if self._h is None:
+                return True
+            handle, self._h = self._h, None
+            ok = bool(self._lib.tcadbclose(handle))
+            self._lib.tcadbdel(handle)
+            return ok
+
+    @property
+    def closed(self) -> bool:
+        return self._h is None
+
+    def __enter__(self) -> TokyoCabinetDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- helpers --------------------------------------------------------------------------
+    def _take(self, ptr: Optional[int], size: int) -> bytes:
+        """Copy a buffer TC allocated for us and free it."""
+        try:
+            return ctypes.string_at(ptr, size)
+        finally:
+            self._tcfree(ptr)
+
+    def _take_list(self, lptr: Optional[int]) -> Optional[List[bytes]]:
+        """Copy a TCLIST into Python bytes and delete it (``None`` for a NULL list)."""
+        if not lptr:
+            return None
+        lib = self._lib
+        try:
+            n = lib.tclistnum(lptr)
+            size = ctypes.c_int()
+            out = []
+            for i in range(n):
+                ptr = lib.tclistval(lptr, i, ctypes.byref(size))
+                out.append(ctypes.string_at(ptr, size.value))
+            return out
+        finally:
+            lib.tclistdel(lptr)
+
+    # -- records --------------------------------------------------------------------------
+    def put(self, key: bytes, value: bytes) -> bool:
+        return bool(self._put(self.handle, key, len(key), value, len(value)))
+
+    def putkeep(self, key: bytes, value: bytes) -> bool:
+        return bool(self._lib.tcadbputkeep(self.handle, key, len(key), value, len(value)))
+
+    def putcat(self, key: bytes, value: bytes) -> bool:
+        return bool(self._lib.tcadbputcat(self.handle, key, len(key), value, len(value)))
+
+    def putshl(self, key: bytes, value: bytes, width: int) -> bool:
+        """Append ``value`` and keep the last ``width`` bytes; a new key stores ``value`` as is."""
+        vbuf = ctypes.create_string_buffer(value, len(value))
+        op = _ShiftOp(ctypes.cast(vbuf, _c_void_p), len(value), width)
+        return bool(
+            self._lib.tcadbputproc(
+                self.handle, key, len(key), value, len(value), _PUTSHL_PROC, ctypes.addressof(op)
+            )
+        )
+
+    def out(self, key: bytes) -> bool:
+        return bool(self._lib.tcadbout(self.handle, key, len(key)))
+
+    def get(self, key: bytes) -> Optional[bytes]:
+        size = ctypes.c_int()
+        ptr = self._get(self.handle, key, len(key), ctypes.byref(size))
+        if not ptr:
+            return None
+        return self._take(ptr, size.value)
+
+    def vsiz(self, key: bytes) -> int:
+        """Size of the stored value, -1 if missing (table: TC's internal serialization)."""
+        return int(self._lib.tcadbvsiz(self.handle, key, len(key)))
+
+    def iterinit(self) -> bool:
+        return bool(self._lib.tcadbiterinit(self.handle))
+
+    def iternext(self) -> Optional[bytes]:
+        size = ctypes.c_int()
+        ptr = self._lib.tcadbiternext(self.handle, ctypes.byref(size))
+        if not ptr:
+            return None
+        return self._take(ptr, size.value)
+
+    def fwmkeys(self, prefix: bytes, max_keys: int = -1) -> List[bytes]:
+        keys = self._take_list(self._lib.tcadbfwmkeys(self.handle, prefix, len(prefix), max_keys))
+        return keys or []
+
+    def addint(self, key: bytes, num: int) -> Optional[int]:
+        """Add to a 4-byte native int record; ``None`` when the record is not such an int."""
+        rv = int(self._lib.tcadbaddint(self.handle, key, len(key), num))
+        return None if rv == INT_MIN else rv
+
+    def adddouble(self, key: bytes, num: float) -> Optional[float]:
+        rv = float(self._lib.tcadbadddouble(self.handle, key, len(key), num))
+        return None if math.isnan(rv) else rv
+
+    # -- database -------------------------------------------------------------------------
+    def sync(self) -> bool:
+        return bool(self._lib.tcadbsync(self.handle))
+
+    def optimize(self, params: bytes = b"") -> bool:
+        return bool(self._lib.tcadboptimize(self.handle, params or None))
+
+    def vanish(self) -> bool:
+        return bool(self._lib.tcadbvanish(self.handle))
+
+    def copy(self, path: bytes) -> bool:
+        return bool(self._lib.tcadbcopy(self.handle, path))
+
+    def rnum(self) -> int:
+        return int(self._lib.tcadbrnum(self.handle))
+
+    def size(self) -> int:
+        return int(self._lib.tcadbsize(self.handle))
+
+    def path(self) -> Optional[str]:
+        raw = self._lib.tcadbpath(self.handle)
+        return None if raw is None else raw.decode("utf-8", "surrogateescape")
+
+    def omode(self) -> int:
+        return int(self._lib.tcadbomode(self.handle))
+
+    @property
+    def type_name(self) -> str:
+        """ttserver's ``stat`` name of the database type (``on-memory hash``, ``table``, ...)."""
+        return DB_TYPE_NAMES.get(self.omode(), "unknown")
+
+    def misc(self, name: bytes, args: Sequence[bytes] = ()) -> Optional[List[bytes]]:
+        """``tcadbmisc``: the misc functions and table searches; ``None`` on failure."""
+        lib = self._lib
+        targs = lib.tclistnew()
+        try:
+            for arg in args:
+                lib.tclistpush(targs, arg, len(arg))
+            name = name.split(b"\0", 1)[0]  # ttserver passes the name as a C string
+            return self._take_list(lib.tcadbmisc(self.handle, name, targs))
+        finally:
+            lib.tclistdel(targs)
