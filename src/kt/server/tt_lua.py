@@ -1,0 +1,387 @@
+"""ttserver's ``-ext`` Lua extension (``scrext.c``) on top of ``lupa``.
+
+A script defines global functions ``name(key, value)``; the ``ext`` command calls one and
+answers its first result (protocol.md §E.5): string/number -> bytes (numbers formatted the way
+Lua 5.1 prints them), ``true`` -> ``"true"``, a table -> its first element, ``nil``/``false``/
+empty table/error -> failure.  Names starting with ``_`` are refused.  Scripts reach the
+database through ttserver's built-ins (``_put``, ``_get``, ``_misc``, ...), implemented here on
+the same :class:`~kt.server.engines.tc.TokyoCabinetDB` the server uses.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import logging
+import os
+import re
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from kt.errors import EngineError
+from kt.server.engines.tc import TokyoCabinetDB
+
+__all__ = ["LuaExtension", "load_lua_runtime", "lua_available"]
+
+log = logging.getLogger("kt.server.tt")
+
+_LOCK_SLOTS = 31  # scrext.c: record locks hash the key into this many mutexes
+_TT_VERSION = "1.1.41"
+
+
+def lua_available() -> bool:
+    try:
+        load_lua_runtime()
+    except EngineError:
+        return False
+    return True
+
+
+def load_lua_runtime() -> Callable[..., Any]:
+    """The ``LuaRuntime`` class, Lua 5.1 first (what ttserver 1.1.41 embeds)."""
+    try:
+        from lupa import lua51  # type: ignore[attr-defined]
+
+        return lua51.LuaRuntime
+    except ImportError:
+        pass
+    try:
+        import lupa
+
+        return lupa.LuaRuntime
+    except ImportError as exc:
+        raise EngineError(
+            "-ext needs the Python package 'lupa' (pip install 'kt-tycoon[server]')"
+        ) from exc
+
+
+def _lua_number_text(num: float) -> bytes:
+    """Lua 5.1 ``tostring`` of a number (``%.14g``): 7 -> "7", 1.5 -> "1.5"."""
+    if isinstance(num, int):
+        return str(num).encode()
+    if num == int(num) and abs(num) < 1e15:
+        return str(int(num)).encode()
+    return b"%.14g" % num
+
+
+def _to_bytes(value: Any, what: str = "argument") -> bytes:
+    """Coerce a Lua string or number the way ``lua_tolstring`` does; anything else is an error."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"bad {what}: string expected, got {type(value).__name__}")
+    if isinstance(value, (int, float)):
+        return _lua_number_text(value)
+    raise ValueError(f"bad {what}: string expected")
+
+
+def _result_bytes(value: Any) -> Optional[bytes]:
+    """scrextcallmethod's conversion of the function's first result (None = failure)."""
+    if isinstance(value, tuple):
+        value = value[0] if value else None
+    if value is None or value is False:
+        return None
+    if value is True:
+        return b"true"
+    if isinstance(value, (bytes, str, int, float)):
+        return _to_bytes(value)
+    # A Lua table: its first element, same conversion.
+    try:
+        first = value[1]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if first is None or isinstance(first, bool) or not isinstance(first, (bytes, str, int, float)):
+        return b"true" if first is True else None
+    return _to_bytes(first)
+
+
+class LuaExtension:
+    """One Lua state running an ``-ext`` script against the server's database.
+
+    ttserver keeps one state per worker thread; the bundled server runs requests on one
+    thread, so one state serves all connections.  ``opts & 1`` (record lock) and ``opts & 2``
+    (global lock) are honoured with real locks so that Lua's own ``_lock`` and any future
+    threaded caller keep ttserver's guarantees.
+    """
+
+    def __init__(
+        self,
+        script_path: str,
+        db: TokyoCabinetDB,
+        *,
+        sid: int = 0,
+        thnum: int = 1,
+        thid: int = 0,
+        version: str = _TT_VERSION,
+    ) -> None:
+        runtime_cls = load_lua_runtime()
+        self.path = script_path
+        self.db = db
+        self._global_lock = threading.RLock()
+        self._record_locks = [threading.RLock() for _ in range(_LOCK_SLOTS)]
+        self._user_locks: Dict[bytes, threading.Lock] = {}
+        self._user_locks_guard = threading.Lock()
+        self._stash: Dict[bytes, bytes] = {}
+        self.lua = runtime_cls(encoding=None, unpack_returned_tuples=False, register_eval=False)
+        self._install_builtins(sid=sid, thnum=thnum, thid=thid, version=version)
+        with open(script_path, "rb") as fh:
+            code = fh.read()
+        try:
+            self.lua.execute(code)
+        except Exception as exc:  # lupa.LuaError, LuaSyntaxError
+            raise EngineError(f"cannot load the Lua extension {script_path}: {exc}") from exc
+        begin = self.lua.globals()[b"_begin"]
+        if begin is not None:
+            try:
+                begin()
+            except Exception as exc:
+                log.error("Lua _begin failed: %s", exc)
+
+    # -- the ext command ------------------------------------------------------------------
+    def call(self, name: bytes, key: bytes, value: bytes, opts: int = 0) -> Optional[bytes]:
+        """Run ``name(key, value)``; the reply bytes, or ``None`` for a failure reply."""
+        if not name or name.startswith(b"_"):
+            return None
+        func = self.lua.globals()[name]
+        if func is None:
+            return None
+        locks: List[Any] = []
+        if opts & 2:
+            locks.append(self._global_lock)
+        if opts & 1:
+            locks.append(self._record_locks[self._slot(key)])
+        for lock in locks:
+            lock.acquire()
+        try:
+            result = func(key, value)
+        except Exception as exc:
+            log.error("ext %r failed: %s", name, exc)
+            return None
+        finally:
+            for lock in reversed(locks):
+                lock.release()
+        try:
+            return _result_bytes(result)
+        except ValueError:
+            return None
+
+    def call_periodic(self, name: bytes) -> None:
+        """``-extpc name period``: ttserver calls ``name("", "")`` and ignores the result."""
+        self.call(name, b"", b"", 0)
+
+    def close(self) -> None:
+        end = self.lua.globals()[b"_end"]
+        if end is not None:
+            try:
+                end()
+            except Exception as exc:
+                log.error("Lua _end failed: %s", exc)
+
+    @staticmethod
+    def _slot(key: bytes) -> int:
+        h = 19780211
+        for byte in key:
+            h = (h * 37 + byte) & 0xFFFFFFFF
+        return h % _LOCK_SLOTS
+
+    # -- built-ins ------------------------------------------------------------------------
+    def _table(self, items: List[Any]) -> Any:
+        return self.lua.table_from(items)
+
+    def _install_builtins(self, *, sid: int, thnum: int, thid: int, version: str) -> None:
+        db = self.db
+        g = self.lua.globals()
+        table = self._table
+
+        def kv(fn: Callable[[bytes, bytes], bool]) -> Callable[[Any, Any], bool]:
+            return lambda k, v: fn(_to_bytes(k, "key"), _to_bytes(v, "value"))
+
+        g[b"_put"] = kv(db.put)
+        g[b"_putkeep"] = kv(db.putkeep)
+        g[b"_putcat"] = kv(db.putcat)
+        g[b"_out"] = lambda k: db.out(_to_bytes(k, "key"))
+        g[b"_get"] = lambda k: db.get(_to_bytes(k, "key"))
+        g[b"_vsiz"] = lambda k: db.vsiz(_to_bytes(k, "key"))
+        g[b"_iterinit"] = lambda: db.iterinit()
+        g[b"_iternext"] = lambda: db.iternext()
+
+        def fwmkeys(prefix: Any, max_keys: Any = -1) -> Any:
+            limit = -1 if max_keys is None else int(max_keys)
+            return table(db.fwmkeys(_to_bytes(prefix, "prefix"), limit))
+
+        g[b"_fwmkeys"] = fwmkeys
+
+        def addint(k: Any, n: Any) -> Optional[int]:
+            return db.addint(_to_bytes(k, "key"), int(n or 0))
+
+        def adddouble(k: Any, n: Any) -> Optional[float]:
+            return db.adddouble(_to_bytes(k, "key"), float(n or 0))
+
+        g[b"_addint"] = addint
+        g[b"_adddouble"] = adddouble
+        g[b"_vanish"] = lambda: db.vanish()
+        g[b"_rnum"] = lambda: db.rnum()
+        g[b"_size"] = lambda: db.size()
+
+        def misc(name: Any, args: Any = None, _opts: Any = None) -> Any:
+            items = [] if args is None else [_to_bytes(a) for a in _lua_list(args)]
+            res = db.misc(_to_bytes(name, "name"), items)
+            return None if res is None else table(res)
+
+        g[b"_misc"] = misc
+
+        def foreach(func: Any) -> bool:
+            for key in db.fwmkeys(b"", -1):
+                val = db.get(key)
+                if val is None:
+                    continue
+                rv = func(key, val)
+                if rv is False or rv is None:
+                    break
+            return True
+
+        g[b"_foreach"] = foreach
+
+        def log_message(msg: Any, level: Any = 1) -> None:
+            text = _to_bytes(msg, "message").decode("utf-8", "replace")
+            lvl = int(level) if isinstance(level, (int, float)) else 1
+            log.log({0: logging.DEBUG, 1: logging.INFO, 2: logging.ERROR}.get(lvl, logging.INFO), "%s", text)
+
+        g[b"_log"] = log_message
+
+        def lua_eval(code: Any) -> Any:
+            return self.lua.execute(_to_bytes(code, "code"))
+
+        g[b"_eval"] = lua_eval
+
+        def user_lock(key: Any) -> bool:
+            k = _to_bytes(key, "key")
+            with self._user_locks_guard:
+                lock = self._user_locks.setdefault(k, threading.Lock())
+            lock.acquire()
+            return True
+
+        def user_unlock(key: Any) -> bool:
+            k = _to_bytes(key, "key")
+            with self._user_locks_guard:
+                lock = self._user_locks.get(k)
+            if lock is None or not lock.locked():
+                return False
+            lock.release()
+            return True
+
+        g[b"_lock"] = user_lock
+        g[b"_unlock"] = user_unlock
+
+        stash = self._stash
+        g[b"_stashput"] = lambda k, v: stash.__setitem__(_to_bytes(k), _to_bytes(v)) or True
+        g[b"_stashout"] = lambda k: stash.pop(_to_bytes(k), None) is not None
+        g[b"_stashget"] = lambda k: stash.get(_to_bytes(k))
+        g[b"_stashvanish"] = lambda: stash.clear() or True
+
+        def stashforeach(func: Any) -> bool:
+            for k, v in list(stash.items()):
+                rv = func(k, v)
+                if rv is False or rv is None:
+                    break
+            return True
+
+        g[b"_stashforeach"] = stashforeach
+
+        def split(text: Any, delims: Any = None) -> Any:
+            s = _to_bytes(text, "string")
+            if delims is None:
+                return table(s.split(b"\0"))
+            d = _to_bytes(delims, "delimiters")
+            if not d:
+                return table([s])
+            return table(re.split(b"[" + re.escape(d) + b"]", s))
+
+        g[b"_split"] = split
+
+        def strstr(text: Any, pat: Any, alt: Any = None) -> Any:
+            s, p = _to_bytes(text), _to_bytes(pat)
+            if alt is None:
+                return s.find(p) + 1 if p in s else 0
+            return s.replace(p, _to_bytes(alt))
+
+        g[b"_strstr"] = strstr
+
+        def regex(text: Any, pattern: Any, alt: Any = None) -> Any:
+            s, p = _to_bytes(text), _to_bytes(pattern)
+            flags = 0
+            if p.startswith(b"*"):
+                p, flags = p[1:], re.IGNORECASE
+            try:
+                rx = re.compile(p, flags)
+            except re.error:
+                return False if alt is None else s
+            if alt is None:
+                return rx.search(s) is not None
+            return rx.sub(_to_bytes(alt).replace(b"\\", b"\\\\"), s)
+
+        g[b"_regex"] = regex
+        g[b"_time"] = lambda: time.time()
+        g[b"_sleep"] = lambda sec: time.sleep(max(0.0, float(sec or 0))) or True
+
+        def stat_file(path: Any) -> Any:
+            try:
+                st = os.stat(_to_bytes(path))
+            except OSError:
+                return None
+            t = self.lua.table()
+            t[b"dev"], t[b"ino"], t[b"mode"] = st.st_dev, st.st_ino, st.st_mode
+            t[b"nlink"], t[b"uid"], t[b"gid"] = st.st_nlink, st.st_uid, st.st_gid
+            t[b"size"], t[b"atime"], t[b"mtime"], t[b"ctime"] = (
+                st.st_size, int(st.st_atime), int(st.st_mtime), int(st.st_ctime))
+            t[b"_regular"] = bool(st.st_mode & 0o100000)
+            t[b"_directory"] = bool(st.st_mode & 0o040000)
+            return t
+
+        g[b"_stat"] = stat_file
+        g[b"_glob"] = lambda pat: table(sorted(glob.glob(_to_bytes(pat))))
+
+        def remove(path: Any) -> bool:
+            p = _to_bytes(path)
+            try:
+                if os.path.isdir(p):
+                    os.rmdir(p)
+                else:
+                    os.remove(p)
+            except OSError:
+                return False
+            return True
+
+        def mkdir(path: Any) -> bool:
+            try:
+                os.mkdir(_to_bytes(path))
+            except OSError:
+                return False
+            return True
+
+        g[b"_remove"] = remove
+        g[b"_mkdir"] = mkdir
+        g[b"_fnmatch"] = lambda s, p: fnmatch.fnmatchcase(_to_bytes(s).decode("latin-1"),
+                                                          _to_bytes(p).decode("latin-1"))
+        g[b"_version"] = version.encode()
+        g[b"_pid"] = os.getpid()
+        g[b"_sid"] = sid
+        g[b"_thnum"] = thnum
+        g[b"_thid"] = thid
+
+
+def _lua_list(value: Any) -> List[Any]:
+    """The array part of a Lua table (1..n), or a single value as a one-element list."""
+    if isinstance(value, (bytes, str, int, float)):
+        return [value]
+    out = []
+    i = 1
+    while True:
+        item = value[i]
+        if item is None:
+            return out
+        out.append(item)
+        i += 1
