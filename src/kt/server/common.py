@@ -1,0 +1,450 @@
+"""Plumbing shared by the bundled KT and TT servers: options, logging, listening, shutdown.
+
+Why threads (one per connection) and not asyncio: the engines are C libraries called through
+ctypes, which releases the GIL during each call, and some requests block by design (KT
+``WAIT``, a truncated binary request that waits for its remaining bytes, the replication
+stream, long ``synchronize``/``vacuum`` runs).  With a thread per connection a blocking
+request only ever stalls its own client, and request handlers stay plain sequential code.  On
+loopback a thread per connection measured within ~10% of an asyncio protocol server (better at
+4 connections, a little worse at 16; see ``bench/bench_kt_server.py``).
+
+API (used by ``kt_server`` and ``tt_server``):
+
+``OptionSpec(takes_value, effective=True, default=None)`` and
+``parse_options(argv, specs, stop_at_positional=True) -> (options, positionals)``
+    Real-server style options (``-port 1978``).  ``options`` maps the option name (with its
+    dash) to its string value, or ``True`` for flags.  The first non-option argument ends
+    option parsing when ``stop_at_positional`` (ktserver's ``argbrk``); ``--`` always does.
+    Unknown options and missing values raise :class:`UsageError`.
+    ``ineffective_options(options, specs)`` lists the given options that have no effect yet
+    (for a warning line each).
+
+``Logger(path=None, kinds=LOG_ALL, style="kt")``
+    ``debug/info/system/error(msg)``; ``path`` None or ``"-"`` = stdout.  ``kinds_from_options``
+    maps ``-li/-ls/-le/-lz`` (ktserver) to a kinds mask.  ``style="tt"`` writes ttserver's
+    tab-separated lines.
+
+``Connection``
+    One accepted client: ``sock``, ``peer`` (text), ``buf`` (bytearray of received, unconsumed
+    bytes), ``fill() -> bool`` (receive more; False at EOF; raises ``socket.timeout`` after the
+    idle timeout), ``consume(n)``, ``send(data)``, ``shutdown_write()``.
+
+``ThreadedServer(handler, host="127.0.0.1", port=0, timeout=30.0, max_connections=None,
+logger=None)``
+    ``handler(conn: Connection)`` runs in the connection's own thread and returns when the
+    connection should be closed (the server closes the socket).  ``bind()`` resolves and
+    binds (``port=0`` picks a free port) and logs ``listening on HOST:PORT``; ``address`` is
+    the bound ``(host, port)``.  ``run(pid_file=None, on_stop=None, on_close=None) -> int``
+    is the blocking main-thread entry point: it installs SIGTERM/SIGINT handlers, writes the
+    PID file, serves until a signal or ``stop()``, then closes the listener, calls
+    ``on_stop()`` (wake blocked requests), half-closes every client so idle readers see EOF,
+    waits for the handlers, and finally calls ``on_close()`` (sync/close the databases).
+    Connections over ``max_connections`` are closed at once and logged.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Callable, Dict, Iterable, List, Mapping, NamedTuple, Optional, Tuple
+
+__all__ = [
+    "UsageError",
+    "OptionSpec",
+    "parse_options",
+    "ineffective_options",
+    "LOG_DEBUG",
+    "LOG_INFO",
+    "LOG_SYSTEM",
+    "LOG_ERROR",
+    "LOG_ALL",
+    "kinds_from_options",
+    "Logger",
+    "Connection",
+    "ThreadedServer",
+]
+
+
+# ---------------------------------------------------------------------------- options
+
+class UsageError(Exception):
+    """The command line cannot be parsed (unknown option, missing value)."""
+
+
+class OptionSpec(NamedTuple):
+    takes_value: bool
+    effective: bool = True
+    default: Optional[str] = None
+
+
+def parse_options(argv: Iterable[str], specs: Mapping[str, OptionSpec], *,
+                  stop_at_positional: bool = True) -> Tuple[Dict[str, object], List[str]]:
+    """Split ``argv`` into ``({"-opt": value or True}, [positional, ...])``."""
+    args = list(argv)
+    options: Dict[str, object] = {}
+    positionals: List[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if positionals and stop_at_positional:
+            positionals.append(arg)
+            continue
+        if arg == "--":
+            positionals.extend(args[i:])
+            break
+        if arg.startswith("-") and len(arg) > 1:
+            spec = specs.get(arg)
+            if spec is None:
+                raise UsageError(f"unknown option: {arg}")
+            if spec.takes_value:
+                if i >= len(args):
+                    raise UsageError(f"option {arg} needs a value")
+                options[arg] = args[i]
+                i += 1
+            else:
+                options[arg] = True
+        else:
+            positionals.append(arg)
+    return options, positionals
+
+
+def ineffective_options(options: Mapping[str, object], specs: Mapping[str, OptionSpec]) -> List[str]:
+    """The given options that are accepted for compatibility but change nothing yet."""
+    return [name for name in options if not specs[name].effective]
+
+
+# ---------------------------------------------------------------------------- logging
+
+LOG_DEBUG, LOG_INFO, LOG_SYSTEM, LOG_ERROR = 1, 2, 4, 8
+LOG_ALL = LOG_DEBUG | LOG_INFO | LOG_SYSTEM | LOG_ERROR
+_KIND_NAMES = {LOG_DEBUG: "DEBUG", LOG_INFO: "INFO", LOG_SYSTEM: "SYSTEM", LOG_ERROR: "ERROR"}
+
+
+def kinds_from_options(options: Mapping[str, object]) -> int:
+    """ktserver's ``-li`` / ``-ls`` / ``-le`` / ``-lz`` (last one checked wins like ktserver)."""
+    kinds = LOG_ALL
+    if options.get("-li"):
+        kinds = LOG_INFO | LOG_SYSTEM | LOG_ERROR
+    if options.get("-ls"):
+        kinds = LOG_SYSTEM | LOG_ERROR
+    if options.get("-le"):
+        kinds = LOG_ERROR
+    if options.get("-lz"):
+        kinds = 0
+    return kinds
+
+
+def _local_timestamp(now: float) -> str:
+    tm = time.localtime(now)
+    offset = tm.tm_gmtoff or 0
+    if offset == 0:
+        zone = "Z"
+    else:
+        sign = "+" if offset > 0 else "-"
+        zone = f"{sign}{abs(offset) // 3600:02d}:{abs(offset) % 3600 // 60:02d}"
+    frac = int((now - int(now)) * 1e6)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", tm) + f".{frac:06d}" + zone
+
+
+class Logger:
+    """Thread-safe line logger in ktserver's (``style="kt"``) or ttserver's format."""
+
+    def __init__(self, path: Optional[str] = None, kinds: int = LOG_ALL, style: str = "kt"):
+        self.kinds = kinds
+        self.style = style
+        self._lock = threading.Lock()
+        self._own = bool(path) and path != "-"
+        self._stream = open(path, "a", encoding="utf-8", errors="replace") if self._own else sys.stdout
+
+    def log(self, kind: int, message: str) -> None:
+        if not self.kinds & kind:
+            return
+        now = time.time()
+        if self.style == "tt":
+            line = f"{_local_timestamp(now)}\t{_KIND_NAMES[kind]}\t{message}\n"
+        else:
+            line = f"{_local_timestamp(now)}: [{_KIND_NAMES[kind]}]: {message}\n"
+        with self._lock:
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def debug(self, message: str) -> None:
+        self.log(LOG_DEBUG, message)
+
+    def info(self, message: str) -> None:
+        self.log(LOG_INFO, message)
+
+    def system(self, message: str) -> None:
+        self.log(LOG_SYSTEM, message)
+
+    def error(self, message: str) -> None:
+        self.log(LOG_ERROR, message)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._own:
+                self._stream.close()
+                self._own = False
+
+
+# ---------------------------------------------------------------------------- connections
+
+_RECV_SIZE = 1 << 16
+
+
+class Connection:
+    """One accepted client socket with its receive buffer."""
+
+    __slots__ = ("sock", "peer", "buf", "server", "__weakref__")
+
+    def __init__(self, sock: socket.socket, peer: str, server: Optional[ThreadedServer] = None):
+        self.sock = sock
+        self.peer = peer
+        self.buf = bytearray()
+        self.server = server
+
+    def fill(self) -> bool:
+        """Receive more bytes into ``buf``; False at EOF (or a reset connection)."""
+        try:
+            data = self.sock.recv(_RECV_SIZE)
+        except socket.timeout:
+            raise
+        except OSError:
+            return False
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def consume(self, n: int) -> None:
+        if n >= len(self.buf):
+            self.buf.clear()
+        else:
+            del self.buf[:n]
+
+    def send(self, data) -> bool:
+        """Send everything; False when the peer is gone."""
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError:
+            return False
+
+    def shutdown_write(self) -> None:
+        try:
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _default_max_connections() -> int:
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return 4096
+        return max(16, min(4096, soft - 64))
+    except (ImportError, ValueError, OSError):
+        return 1024
+
+
+class ThreadedServer:
+    """TCP listener that runs ``handler(conn)`` in one thread per connection."""
+
+    def __init__(self, handler: Callable[[Connection], None], *, host: str = "127.0.0.1",
+                 port: int = 0, timeout: float = 30.0, max_connections: Optional[int] = None,
+                 logger: Optional[Logger] = None, backlog: int = 1024):
+        self.handler = handler
+        self.host = host
+        self.port = port
+        self.timeout = timeout if timeout and timeout > 0 else None
+        self.max_connections = max_connections or _default_max_connections()
+        self.logger = logger or Logger(kinds=LOG_SYSTEM | LOG_ERROR)
+        self.backlog = backlog
+        self.address: Optional[Tuple[str, int]] = None
+        self._listener: Optional[socket.socket] = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._clients: Dict[Connection, threading.Thread] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def bind(self) -> Tuple[str, int]:
+        """Resolve ``host``, bind and listen; log ``listening on HOST:PORT``."""
+        infos = socket.getaddrinfo(self.host or None, self.port, socket.AF_UNSPEC, socket.SOCK_STREAM,
+                                   0, socket.AI_PASSIVE)
+        family, socktype, proto, _canon, sockaddr = infos[0]
+        sock = socket.socket(family, socktype, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(self.backlog)
+        except OSError:
+            sock.close()
+            raise
+        self._listener = sock
+        bound = sock.getsockname()
+        self.address = (bound[0], bound[1])
+        host = bound[0] if family != socket.AF_INET6 else f"[{bound[0]}]"
+        self.logger.system(f"listening on {host}:{bound[1]}")
+        return self.address
+
+    @property
+    def connection_count(self) -> int:
+        with self._lock:
+            return len(self._clients)
+
+    def stop(self) -> None:
+        """Ask ``serve_forever``/``run`` to return (thread- and signal-safe)."""
+        self._stopping.set()
+        listener = self._listener
+        if listener is not None:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def serve_forever(self) -> None:
+        """Accept connections until ``stop()``."""
+        if self._listener is None:
+            self.bind()
+        listener = self._listener
+        while not self._stopping.is_set():
+            try:
+                sock, addr = listener.accept()
+            except OSError as exc:
+                if self._stopping.is_set():
+                    break
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.logger.error(f"accept failed: {exc}")
+                    time.sleep(0.1)
+                continue
+            self._start_client(sock, addr)
+
+    def _start_client(self, sock: socket.socket, addr) -> None:
+        peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        with self._lock:
+            too_many = len(self._clients) >= self.max_connections
+        if too_many or self._stopping.is_set():
+            self.logger.error(f"connection refused: too many connections: {peer}")
+            sock.close()
+            return
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        sock.settimeout(self.timeout)
+        conn = Connection(sock, peer, self)
+        thread = threading.Thread(target=self._run_client, args=(conn,), name=f"conn-{peer}", daemon=True)
+        with self._lock:
+            self._clients[conn] = thread
+        thread.start()
+
+    def _run_client(self, conn: Connection) -> None:
+        self.logger.info(f"connected: expr={conn.peer}")
+        try:
+            self.handler(conn)
+        except socket.timeout:
+            self.logger.info(f"timed out: expr={conn.peer}")
+        except Exception as exc:  # a handler bug must not kill the server
+            self.logger.error(f"unexpected error on {conn.peer}: {type(exc).__name__}: {exc}")
+        finally:
+            try:
+                conn.sock.close()
+            except OSError:
+                pass
+            with self._lock:
+                self._clients.pop(conn, None)
+            self.logger.info(f"disconnecting: expr={conn.peer}")
+
+    def shutdown_clients(self, join_timeout: float = 10.0) -> None:
+        """Half-close every client (readers see EOF) and wait for the handlers to finish."""
+        with self._lock:
+            items = list(self._clients.items())
+        for conn, _thread in items:
+            try:
+                conn.sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+        deadline = time.monotonic() + join_timeout
+        for _conn, thread in items:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            left = list(self._clients)
+        for conn in left:  # still busy: cut them off
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            try:
+                listener.close()
+            except OSError:
+                pass
+
+    def run(self, *, pid_file: Optional[str] = None, on_stop: Optional[Callable[[], None]] = None,
+            on_close: Optional[Callable[[], None]] = None) -> int:
+        """Serve until SIGTERM/SIGINT; then shut down cleanly.  Returns the exit status."""
+        if self._listener is None:
+            self.bind()
+        previous = {}
+        caught: List[int] = []
+
+        def on_signal(signum, _frame):
+            caught.append(signum)  # no logging here: the logger's lock may be held
+            self.stop()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, on_signal)
+        if pid_file:
+            with open(pid_file, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+        acceptor = threading.Thread(target=self.serve_forever, name="acceptor", daemon=True)
+        acceptor.start()
+        status = 0
+        try:
+            while not self._stopping.wait(0.5):
+                if not acceptor.is_alive():
+                    status = 1
+                    break
+        finally:
+            for signum in caught[:1]:
+                self.logger.system(f"caught the signal: {signum}")
+            self.logger.system("stopping the server")
+            self.stop()
+            acceptor.join(5.0)
+            self.close()
+            if on_stop is not None:
+                try:
+                    on_stop()
+                except Exception as exc:
+                    self.logger.error(f"stopping failed: {exc}")
+            self.shutdown_clients()
+            if on_close is not None:
+                try:
+                    on_close()
+                except Exception as exc:
+                    self.logger.error(f"closing the databases failed: {exc}")
+                    status = 1
+            if pid_file:
+                try:
+                    os.remove(pid_file)
+                except OSError:
+                    pass
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self.logger.system("the server finished")
+        return status
