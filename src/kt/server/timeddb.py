@@ -1,0 +1,725 @@
+"""Kyoto Tycoon's TimedDB on top of a Kyoto Cabinet database: records that expire.
+
+Every value is stored as ``[xt:5 bytes big-endian][user value]`` (unless the database name has
+``#ktopts=p``: raw values, no expiry), exactly like ktserver, so database files move freely
+between ktserver and this server.  ``xt`` inputs follow ktserver: ``xt > 0`` seconds from now,
+``xt < 0`` the absolute epoch ``-xt``, anything at or beyond ``XTMAX`` never expires.  Expired
+records behave as absent for every operation but stay in the file until the incremental
+expirer, ``vacuum``, ``remove`` or an overwrite purges them (so ``count``/``size``/``match_*``
+still see them, as on the real server).
+
+Failures raise ``KCError`` with ktserver's code and message (``7 no record``, ``6 record
+duplication``, ``8 logical inconsistency`` / ``status conflict``); ``get``-like reads return
+None for a miss.  Atomic read-modify-write runs inside Kyoto Cabinet visitors.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import threading
+import time
+from typing import Callable, Optional, Union
+
+from kt.server.engines import kc
+from kt.server.engines.kc import DUPREC, LOGIC, NOREC, KCError
+
+XTWIDTH = 5
+XTMAX = (1 << 40) - 1
+INT64MAX = (1 << 63) - 1
+INT64MIN = -(1 << 63)
+DECUNIT = 1000000000000000
+
+TPERSIST = 1 << 1
+"""TimedDB option bit for ``ktopts=p`` (as stored in the file's opaque header)."""
+MAGICDATA = 0xBB
+OPAQUE_OFFSET = 48  # HashDB header offset of the 16-byte opaque region (TreeDB shares the file)
+
+# update-log operation codes (kttimeddb.h: UpdateOperation)
+USET, UREMOVE, UCLEAR = 0xA1, 0xA2, 0xA5
+
+# incremental expirer tuning (kttimeddb.h)
+XTSCUNIT = 256
+XTREADFREQ = 8
+XTUNIT = 8
+
+_INT64 = struct.Struct(">q")
+_FRACT = struct.Struct(">qq")
+
+UpdateTrigger = Callable[[bytes], None]
+
+
+class _Keep:
+    pass
+
+
+KEEP = _Keep()
+"""A TimedDB visitor result: leave the record untouched."""
+DROP = kc.REMOVE
+"""A TimedDB visitor result: remove the record."""
+
+VisitResult = Union[_Keep, object, tuple]
+"""KEEP, DROP, or ``(new_value, xt_input)``."""
+
+
+def modify_exptime(xt: int, now: int) -> int:
+    """ktserver's input-xt rule: relative/absolute/never -> stored absolute time."""
+    if xt < 0:
+        xt = -max(xt, INT64MIN // 2)
+    else:
+        xt = min(xt, INT64MAX // 2) + now
+    return min(xt, XTMAX)
+
+
+def _encode_varnum(n: int) -> bytes:
+    """KC's writevarnum: big-endian base-128, high bit = more bytes follow."""
+    out = [n & 0x7F]
+    n >>= 7
+    while n:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    return bytes(reversed(out))
+
+
+def update_message(op: int, key: bytes = b"", stored: Optional[bytes] = None) -> bytes:
+    """An update-log message body (without the sid/dbid prefix)."""
+    if op == USET:
+        return bytes((USET,)) + _encode_varnum(len(key)) + _encode_varnum(len(stored)) + key + stored
+    if op == UREMOVE:
+        return bytes((UREMOVE,)) + _encode_varnum(len(key)) + key
+    return bytes((op,))
+
+
+def _split_options(spec: str) -> tuple[int, int, int]:
+    """``ktopts``/``ktcapcnt``/``ktcapsiz`` from a database name (TimedDB::open)."""
+    opts, capcnt, capsiz = 0, -1, -1
+    for elem in spec.split("#")[1:]:
+        fields = elem.split("=")
+        if len(fields) < 2:
+            continue
+        key, value = fields[0], fields[1]
+        if key in ("ktcapcnt", "ktcapcount", "ktcap_count"):
+            capcnt = atoix(value)
+        elif key in ("ktcapsiz", "ktcapsize", "ktcap_size"):
+            capsiz = atoix(value)
+        elif key in ("ktopts", "ktoptions") and "p" in value:
+            opts |= TPERSIST
+    return opts, capcnt, capsiz
+
+
+def atoi(text: Union[str, bytes]) -> int:
+    """kc::atoi: leading spaces, sign, digits up to the first non-digit; garbage -> 0."""
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    s = text.lstrip(" \t\r\n\v\f")
+    sign = 1
+    if s[:1] in ("-", "+"):
+        sign = -1 if s[0] == "-" else 1
+        s = s[1:]
+    n = 0
+    for ch in s:
+        if "0" <= ch <= "9":
+            n = n * 10 + ord(ch) - 48
+        else:
+            break
+    n *= sign
+    # C int64 wrap-around like the unchecked C loop
+    return (n + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+def atoix(text: Union[str, bytes]) -> int:
+    """kc::atoix: atoi with a k/m/g/t/p/e (binary) suffix."""
+    if isinstance(text, bytes):
+        text = text.decode("latin-1")
+    s = text.strip()
+    n = atoi(s)
+    i = 0
+    if s[:1] in "+-":
+        i = 1
+    while i < len(s) and s[i].isdigit():
+        i += 1
+    suffix = s[i:i + 1].lower()
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
+    return n * mult.get(suffix, 1)
+
+
+def db_name_of(spec: str) -> str:
+    """ktserver's DB name: the basename of the path part, without ``#options``."""
+    path = spec.split("#", 1)[0]
+    return path.rsplit("/", 1)[-1]
+
+
+def _err(code: int, message: str) -> KCError:
+    return KCError(code, message)
+
+
+class TimedDB:
+    """A Kyoto Cabinet database with Kyoto Tycoon's expiration layer (thread-safe)."""
+
+    def __init__(
+        self,
+        spec: str,
+        mode: int = kc.OWRITER | kc.OCREATE,
+        update_trigger: Optional[UpdateTrigger] = None,
+    ):
+        self.spec = spec
+        self.name = db_name_of(spec)
+        self.opts, self.capcnt, self.capsiz = _split_options(spec)
+        self.mode = mode
+        self.update_trigger = update_trigger
+        self.db = kc.KCDB(spec, mode)
+        self._sync_opaque()
+        self.persistent = bool(self.opts & TPERSIST)
+        self._xlock = threading.Lock()
+        self._xsc = 0
+        self._xcur: Optional[kc.KCCursor] = None
+        if (mode & kc.OWRITER) and not self.persistent:
+            self._xcur = self.db.cursor()
+            if self.db.count() > 0:
+                self._xcur.jump()
+
+    # -- opening ------------------------------------------------------------------------------
+    def _file_path(self) -> Optional[str]:
+        status = self.db.status()
+        if status.get("realtype") not in ("48", "49"):  # HashDB / TreeDB files
+            return None
+        return self.db.path()
+
+    def _sync_opaque(self) -> None:
+        """Read ktopts from the file's opaque header, or record it there for an empty file."""
+        path = self._file_path()
+        if not path or not os.path.isfile(path):
+            return
+        with open(path, "rb") as f:
+            f.seek(OPAQUE_OFFSET)
+            opaque = f.read(2)
+        if len(opaque) == 2 and opaque[0] == MAGICDATA:
+            self.opts = opaque[1]
+            return
+        if (self.mode & kc.OWRITER) and self.db.count() < 1:
+            # KC keeps the opaque region in memory and writes it back on close, so patch the
+            # closed file and reopen it.
+            self.db.close()
+            with open(path, "r+b") as f:
+                f.seek(OPAQUE_OFFSET)
+                f.write(bytes((MAGICDATA, self.opts & 0xFF)))
+            self.db = kc.KCDB(self.spec, self.mode & ~kc.OTRUNCATE)
+
+    def close(self) -> None:
+        with self._xlock:
+            if self._xcur is not None:
+                self._xcur.close()
+                self._xcur = None
+        self.db.close()
+
+    # -- the timed visitor --------------------------------------------------------------------
+    def _log(self, message: bytes) -> None:
+        if self.update_trigger is not None:
+            self.update_trigger(message)
+
+    def _wrap(self, visitor, now: int, state: list):
+        """Turn ``visitor(key, value|None, xt|None)`` into a KC visitor handling the xt header."""
+        persistent = self.persistent
+        logging = self.update_trigger is not None
+
+        def store(key: bytes, result) -> object:
+            if result is KEEP:
+                return kc.NOP
+            if result is DROP:
+                if logging:
+                    self._log(update_message(UREMOVE, key))
+                return kc.REMOVE
+            value, xt = result
+            if persistent:
+                stored = value
+            else:
+                stored = modify_exptime(xt, now).to_bytes(8, "big")[3:] + value
+            if logging:
+                self._log(update_message(USET, key, stored))
+            return stored
+
+        def kc_visitor(key: bytes, raw: Optional[bytes]):
+            if raw is None:
+                return store(key, visitor(key, None, None))
+            if persistent:
+                return store(key, visitor(key, raw, INT64MAX))
+            if len(raw) < XTWIDTH:
+                return kc.NOP
+            xt = int.from_bytes(raw[:XTWIDTH], "big")
+            if now > xt:
+                if state[0]:  # cursor scans skip expired records
+                    state[1] = True
+                    return kc.NOP
+                return store(key, visitor(key, None, None))
+            return store(key, visitor(key, raw[XTWIDTH:], xt))
+
+        return kc_visitor
+
+    def accept(self, key: bytes, visitor, writable: bool = True) -> None:
+        """Visit ``key``: ``visitor(key, value, xt)`` (value None when absent or expired)."""
+        now = int(time.time())
+        self.db.accept(key, self._wrap(visitor, now, [False, False]), writable)
+        self._expire(XTSCUNIT if writable else XTSCUNIT // XTREADFREQ)
+
+    # -- the incremental expirer --------------------------------------------------------------
+    def _expire(self, score: int) -> None:
+        if self._xcur is None:
+            return
+        self._xsc += score
+        if self._xsc < XTSCUNIT * XTUNIT:
+            return
+        if not self._xlock.acquire(blocking=False):
+            return
+        try:
+            if self._xcur is None:
+                return
+            step = self._xsc // XTSCUNIT
+            self._xsc -= step * XTSCUNIT
+            self._expire_steps(step)
+        finally:
+            self._xlock.release()
+
+    def _expire_steps(self, step: int) -> None:
+        now = int(time.time())
+
+        def purge(key: bytes, raw: Optional[bytes]):
+            if raw is None or len(raw) < XTWIDTH:
+                return kc.NOP
+            if now <= int.from_bytes(raw[:XTWIDTH], "big"):
+                return kc.NOP
+            if self.update_trigger is not None:
+                self._log(update_message(UREMOVE, key))
+            return kc.REMOVE
+
+        cur = self._xcur
+        for _ in range(step):
+            try:
+                ok = cur.accept(purge, True, True)
+            except KCError:
+                ok = False
+            if not ok:
+                cur.jump()
+                self._xsc = 0
+                break
+        if self.capcnt > 0:
+            count = self.db.count()
+            while count > self.capcnt:
+                if not self._evict_one(cur):
+                    break
+                count -= 1
+        if self.capsiz > 0 and self.db.size() > self.capsiz:
+            for _ in range(step):
+                if not self._evict_one(cur):
+                    break
+
+    def _evict_one(self, cur: kc.KCCursor) -> bool:
+        key = cur.get_key()
+        if key is None or not cur.remove():
+            cur.jump()
+            return False
+        if self.update_trigger is not None:
+            self._log(update_message(UREMOVE, key))
+        return True
+
+    def vacuum(self, step: int = 0) -> None:
+        """Purge expired records: ``step`` records from the expirer's position, or all (<=0)."""
+        if self.persistent:
+            return
+        with self._xlock:
+            if step > 0:
+                if self._xcur is not None:
+                    self._expire_steps(step)
+                return
+            now = int(time.time())
+            cur = self.db.cursor()
+            try:
+                if not cur.jump():
+                    return
+
+                def purge(key: bytes, raw: Optional[bytes]):
+                    if raw is None or len(raw) < XTWIDTH:
+                        return kc.NOP
+                    if now <= int.from_bytes(raw[:XTWIDTH], "big"):
+                        return kc.NOP
+                    if self.update_trigger is not None:
+                        self._log(update_message(UREMOVE, key))
+                    return kc.REMOVE
+
+                while cur.accept(purge, True, True):
+                    pass
+            finally:
+                cur.close()
+
+    # -- writes -------------------------------------------------------------------------------
+    def set(self, key: bytes, value: bytes, xt: int = INT64MAX) -> None:
+        if self.update_trigger is None:
+            now = int(time.time())
+            if self.persistent:
+                self.db.set(key, value)
+            else:
+                self.db.set(key, modify_exptime(xt, now).to_bytes(8, "big")[3:] + value)
+            self._expire(XTSCUNIT)
+            return
+        self.accept(key, lambda k, v, x: (value, xt))
+
+    def add(self, key: bytes, value: bytes, xt: int = INT64MAX) -> None:
+        ok = []
+
+        def visit(k, v, x):
+            if v is not None:
+                return KEEP
+            ok.append(True)
+            return (value, xt)
+
+        self.accept(key, visit)
+        if not ok:
+            raise _err(DUPREC, "record duplication")
+
+    def replace(self, key: bytes, value: bytes, xt: int = INT64MAX) -> None:
+        ok = []
+
+        def visit(k, v, x):
+            if v is None:
+                return KEEP
+            ok.append(True)
+            return (value, xt)
+
+        self.accept(key, visit)
+        if not ok:
+            raise _err(NOREC, "no record")
+
+    def append(self, key: bytes, value: bytes, xt: int = INT64MAX) -> None:
+        self.accept(key, lambda k, v, x: ((v or b"") + value, xt))
+
+    def increment(self, key: bytes, num: int, orig: int = 0, xt: int = INT64MAX) -> int:
+        """Add to an 8-byte big-endian integer; orig INT64MIN = must exist, INT64MAX = set."""
+        box = [num]
+
+        def visit(k, v, x):
+            if v is None:
+                if orig == INT64MIN:
+                    box[0] = None
+                    return KEEP
+                if orig != INT64MAX:
+                    box[0] = _wrap64(box[0] + orig)
+                return (_INT64.pack(box[0]), xt)
+            if len(v) != 8:
+                box[0] = None
+                return KEEP
+            if orig == INT64MAX:
+                onum = 0
+            else:
+                onum = _INT64.unpack(v)[0]
+                if num == 0:
+                    box[0] = onum
+                    return KEEP
+            box[0] = _wrap64(box[0] + onum)
+            return (_INT64.pack(box[0]), xt)
+
+        self.accept(key, visit, num != 0 or orig != INT64MIN)
+        if box[0] is None:
+            raise _err(LOGIC, "logical inconsistency")
+        return box[0]
+
+    def increment_double(self, key: bytes, num: float, orig: float = 0.0, xt: int = INT64MAX) -> float:
+        """Add to a 16-byte ``[integral][fraction*1e15]`` fixed-point value (KT's layout)."""
+        box = [num]
+
+        def visit(k, v, x):
+            if v is None:
+                if math.isnan(orig) or (math.isinf(orig) and orig < 0):
+                    box[0] = math.nan
+                    return KEEP
+                n = num if math.isinf(orig) else num + orig
+                if math.isnan(n):
+                    linteg = lfract = INT64MIN
+                elif math.isinf(n):
+                    linteg, lfract = (INT64MAX if n > 0 else INT64MIN), 0
+                else:
+                    dfract, dinteg = math.modf(n)
+                    linteg, lfract = int(dinteg), int(dfract * DECUNIT)
+                box[0] = n
+                return (_FRACT.pack(_clamp64(linteg), _clamp64(lfract)), xt)
+            if len(v) != 16:
+                box[0] = math.nan
+                return KEEP
+            setting = math.isinf(orig) and orig >= 0
+            linteg, lfract = (0, 0) if setting else _FRACT.unpack(v)
+            if lfract == INT64MIN and linteg == INT64MIN:
+                box[0] = math.nan
+                return KEEP
+            if linteg == INT64MAX:
+                box[0] = math.inf
+                return KEEP
+            if linteg == INT64MIN:
+                box[0] = -math.inf
+                return KEEP
+            if num == 0.0 and not setting:
+                box[0] = linteg + lfract / DECUNIT
+                return KEEP
+            dfract, dinteg = math.modf(num)
+            if math.isnan(dinteg):
+                linteg = lfract = INT64MIN
+                box[0] = math.nan
+            elif math.isinf(dinteg):
+                linteg, lfract = (INT64MAX if dinteg > 0 else INT64MIN), 0
+                box[0] = dinteg
+            else:
+                linteg += int(dinteg)
+                lfract += int(dfract * DECUNIT)
+                if lfract >= DECUNIT:
+                    linteg += 1
+                    lfract -= DECUNIT
+                box[0] = linteg + lfract / DECUNIT
+            return (_FRACT.pack(_clamp64(linteg), _clamp64(lfract)), xt)
+
+        self.accept(key, visit)
+        if math.isnan(box[0]):
+            raise _err(LOGIC, "logical inconsistency")
+        return box[0]
+
+    def cas(self, key: bytes, oval: Optional[bytes], nval: Optional[bytes], xt: int = INT64MAX) -> None:
+        ok = []
+
+        def visit(k, v, x):
+            if v is None:
+                if oval is not None:
+                    return KEEP
+                ok.append(True)
+                return KEEP if nval is None else (nval, xt)
+            if oval is None or v != oval:
+                return KEEP
+            ok.append(True)
+            return DROP if nval is None else (nval, xt)
+
+        self.accept(key, visit)
+        if not ok:
+            raise _err(LOGIC, "status conflict")
+
+    def remove(self, key: bytes) -> None:
+        """Remove; an expired record is purged too but reported as NOREC."""
+        ok = []
+
+        def visit(k, v, x):
+            if v is not None:
+                ok.append(True)
+            return DROP
+
+        self.accept(key, visit)
+        if not ok:
+            raise _err(NOREC, "no record")
+
+    def seize(self, key: bytes) -> Optional[tuple[bytes, int]]:
+        box = []
+
+        def visit(k, v, x):
+            if v is None:
+                return KEEP
+            box.append((v, x))
+            return DROP
+
+        self.accept(key, visit)
+        return box[0] if box else None
+
+    def clear(self) -> None:
+        self.db.clear()
+        self._log(update_message(UCLEAR))
+        with self._xlock:
+            self._xsc = 0
+
+    # -- reads --------------------------------------------------------------------------------
+    def get(self, key: bytes) -> Optional[tuple[bytes, int]]:
+        """``(value, absolute xt)`` (xt = XTMAX, or INT64MAX when persistent), None if absent."""
+        raw = self.db.get(key)
+        self._expire(XTSCUNIT // XTREADFREQ)
+        if raw is None:
+            return None
+        if self.persistent:
+            return raw, INT64MAX
+        if len(raw) < XTWIDTH:
+            return None
+        xt = int.from_bytes(raw[:XTWIDTH], "big")
+        if int(time.time()) > xt:
+            return None
+        return raw[XTWIDTH:], xt
+
+    def check(self, key: bytes) -> Optional[tuple[int, int]]:
+        """``(value size, xt)`` or None."""
+        rec = self.get(key)
+        return None if rec is None else (len(rec[0]), rec[1])
+
+    # -- bulk ---------------------------------------------------------------------------------
+    def set_bulk(self, records: dict[bytes, bytes], xt: int = INT64MAX, atomic: bool = False) -> int:
+        for key, value in records.items():
+            self.set(key, value, xt)
+        return len(records)
+
+    def remove_bulk(self, keys, atomic: bool = False) -> int:
+        n = 0
+        for key in keys:
+            try:
+                self.remove(key)
+                n += 1
+            except KCError as exc:
+                if exc.code != NOREC:
+                    raise
+        return n
+
+    def get_bulk(self, keys, atomic: bool = False) -> dict[bytes, bytes]:
+        out = {}
+        for key in keys:
+            rec = self.get(key)
+            if rec is not None:
+                out[key] = rec[0]
+        return out
+
+    # -- information --------------------------------------------------------------------------
+    def count(self) -> int:
+        return self.db.count()
+
+    def size(self) -> int:
+        return self.db.size()
+
+    def path(self) -> str:
+        return self.db.path()
+
+    def status(self) -> dict[str, str]:
+        st = self.db.status()
+        st["ktopts"] = str(self.opts)
+        st["ktcapcnt"] = str(self.capcnt)
+        st["ktcapsiz"] = str(self.capsiz)
+        return st
+
+    def synchronize(self, hard: bool = False) -> None:
+        self.db.synchronize(hard)
+
+    def match_prefix(self, prefix: bytes, max: int = -1) -> list[bytes]:
+        return self.db.match_prefix(prefix, max)
+
+    def match_regex(self, regex: bytes, max: int = -1) -> list[bytes]:
+        return self.db.match_regex(regex, max)
+
+    def match_similar(self, origin: bytes, range: int = 1, utf: bool = False, max: int = -1) -> list[bytes]:
+        return self.db.match_similar(origin, range, utf, max)
+
+    def cursor(self) -> TimedCursor:
+        return TimedCursor(self)
+
+
+def _wrap64(n: int) -> int:
+    return (n + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+def _clamp64(n: int) -> int:
+    return max(INT64MIN, min(INT64MAX, n))
+
+
+class TimedCursor:
+    """A cursor that transparently skips expired records (TimedDB::Cursor)."""
+
+    def __init__(self, tdb: TimedDB):
+        self.tdb = tdb
+        self.cur = tdb.db.cursor()
+        self.back = False
+
+    def close(self) -> None:
+        self.cur.close()
+
+    def jump(self, key: Optional[bytes] = None) -> bool:
+        if not self.cur.jump(key):
+            return False
+        self.back = False
+        return True
+
+    def jump_back(self, key: Optional[bytes] = None) -> bool:
+        if not self.cur.jump_back(key):
+            return False
+        self.back = True
+        return True
+
+    def step(self) -> bool:
+        if not self.cur.step():
+            return False
+        self.back = False
+        return True
+
+    def step_back(self) -> bool:
+        if not self.cur.step_back():
+            return False
+        self.back = True
+        return True
+
+    def accept(self, visitor, writable: bool = True, step: bool = False) -> bool:
+        """Visit the current live record (``visitor(key, value, xt)``); False when none."""
+        tdb = self.tdb
+        now = int(time.time())
+        ok = True
+        while True:
+            state = [True, False]
+            if not self.cur.accept(tdb._wrap(visitor, now, state), writable, step):
+                ok = False
+                break
+            if state[1]:
+                if not step and not (self.cur.step_back() if self.back else self.cur.step()):
+                    ok = False
+                    break
+                continue
+            break
+        tdb._expire(XTSCUNIT if writable else XTSCUNIT // XTREADFREQ)
+        return ok
+
+    def _read(self, step: bool, remove: bool = False) -> Optional[tuple[bytes, bytes, int]]:
+        box = []
+
+        def visit(k, v, x):
+            box.append((k, v, x))
+            return DROP if remove else KEEP
+
+        if not self.accept(visit, remove, step):
+            return None
+        return box[0] if box else None
+
+    def get(self, step: bool = False) -> Optional[tuple[bytes, bytes, int]]:
+        """``(key, value, xt)`` of the current live record, or None."""
+        return self._read(step)
+
+    def seize(self) -> Optional[tuple[bytes, bytes, int]]:
+        return self._read(False, remove=True)
+
+    def set_value(self, value: bytes, xt: int = INT64MAX, step: bool = False) -> bool:
+        ok = []
+
+        def visit(k, v, x):
+            ok.append(True)
+            return (value, xt)
+
+        return self.accept(visit, True, step) and bool(ok)
+
+    def remove(self) -> bool:
+        ok = []
+
+        def visit(k, v, x):
+            ok.append(True)
+            return DROP
+
+        return self.accept(visit, True, False) and bool(ok)
+
+
+__all__ = [
+    "TimedDB",
+    "TimedCursor",
+    "KEEP",
+    "DROP",
+    "XTMAX",
+    "INT64MAX",
+    "INT64MIN",
+    "modify_exptime",
+    "update_message",
+    "atoi",
+    "atoix",
+    "db_name_of",
+    "USET",
+    "UREMOVE",
+    "UCLEAR",
+]
