@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional
 from kt.errors import EngineError
 from kt.server.engines.tc import TokyoCabinetDB
 
-__all__ = ["LuaExtension", "load_lua_runtime", "lua_available"]
+__all__ = ["LuaExtension", "LuaPool", "SharedState", "load_lua_runtime", "lua_available"]
 
 log = logging.getLogger("kt.server.tt")
 
@@ -98,13 +98,31 @@ def _result_bytes(value: Any) -> Optional[bytes]:
     return _to_bytes(first)
 
 
+class SharedState:
+    """What every Lua state of one server shares: ttserver's record mutexes, the stash and the
+    ``_lock`` table (these are process-wide in ttserver, not per worker thread)."""
+
+    def __init__(self) -> None:
+        self.record_locks = [threading.Lock() for _ in range(_LOCK_SLOTS)]
+        self.user_locks: Dict[bytes, threading.Lock] = {}
+        self.user_locks_guard = threading.Lock()
+        self.stash: Dict[bytes, bytes] = {}
+        self.stash_lock = threading.Lock()
+
+
+def record_lock_index(key: bytes) -> int:
+    """ttserver's ``recmtxidx``: which of the 31 record mutexes guards ``key``."""
+    h = 725
+    for byte in key:
+        h = (h * 29 + byte) & 0xFFFFFFFF
+    return h % _LOCK_SLOTS
+
+
 class LuaExtension:
     """One Lua state running an ``-ext`` script against the server's database.
 
-    ttserver keeps one state per worker thread; the bundled server runs requests on one
-    thread, so one state serves all connections.  ``opts & 1`` (record lock) and ``opts & 2``
-    (global lock) are honoured with real locks so that Lua's own ``_lock`` and any future
-    threaded caller keep ttserver's guarantees.
+    ttserver keeps one state per worker thread; :class:`LuaPool` keeps ``thnum`` of them and
+    lends one to each ``ext`` call.
     """
 
     def __init__(
@@ -116,15 +134,15 @@ class LuaExtension:
         thnum: int = 1,
         thid: int = 0,
         version: str = _TT_VERSION,
+        shared: Optional[SharedState] = None,
     ) -> None:
         runtime_cls = load_lua_runtime()
         self.path = script_path
         self.db = db
-        self._global_lock = threading.RLock()
-        self._record_locks = [threading.RLock() for _ in range(_LOCK_SLOTS)]
-        self._user_locks: Dict[bytes, threading.Lock] = {}
-        self._user_locks_guard = threading.Lock()
-        self._stash: Dict[bytes, bytes] = {}
+        self.shared = shared or SharedState()
+        self._user_locks = self.shared.user_locks
+        self._user_locks_guard = self.shared.user_locks_guard
+        self._stash = self.shared.stash
         self.lua = runtime_cls(encoding=None, unpack_returned_tuples=False, register_eval=False)
         self._install_builtins(sid=sid, thnum=thnum, thid=thid, version=version)
         with open(script_path, "rb") as fh:
@@ -140,20 +158,26 @@ class LuaExtension:
             except Exception as exc:
                 log.error("Lua _begin failed: %s", exc)
 
-    # -- the ext command ------------------------------------------------------------------
     def call(self, name: bytes, key: bytes, value: bytes, opts: int = 0) -> Optional[bytes]:
-        """Run ``name(key, value)``; the reply bytes, or ``None`` for a failure reply."""
+        """Run ``name(key, value)``; the reply bytes, or ``None`` for a failure reply.
+
+        ``opts & 2`` holds every record mutex (ttserver's global lock), ``opts & 1`` the
+        key's one; other calls run unlocked, exactly as in ttserver.
+        """
+        name = name.split(b"\0", 1)[0]  # ttserver copies the name into a C string
         if not name or name.startswith(b"_"):
             return None
         func = self.lua.globals()[name]
         if func is None:
             return None
-        locks: List[Any] = []
+        locks = self.shared.record_locks
         if opts & 2:
-            locks.append(self._global_lock)
-        if opts & 1:
-            locks.append(self._record_locks[self._slot(key)])
-        for lock in locks:
+            held = locks
+        elif opts & 1:
+            held = [locks[record_lock_index(key)]]
+        else:
+            held = []
+        for lock in held:
             lock.acquire()
         try:
             result = func(key, value)
@@ -161,7 +185,7 @@ class LuaExtension:
             log.error("ext %r failed: %s", name, exc)
             return None
         finally:
-            for lock in reversed(locks):
+            for lock in reversed(held):
                 lock.release()
         try:
             return _result_bytes(result)
@@ -179,13 +203,6 @@ class LuaExtension:
                 end()
             except Exception as exc:
                 log.error("Lua _end failed: %s", exc)
-
-    @staticmethod
-    def _slot(key: bytes) -> int:
-        h = 19780211
-        for byte in key:
-            h = (h * 37 + byte) & 0xFFFFFFFF
-        return h % _LOCK_SLOTS
 
     # -- built-ins ------------------------------------------------------------------------
     def _table(self, items: List[Any]) -> Any:
@@ -385,3 +402,35 @@ def _lua_list(value: Any) -> List[Any]:
             return out
         out.append(item)
         i += 1
+
+
+class LuaPool:
+    """``thnum`` Lua states (ttserver: one per worker thread); each ``ext`` borrows one."""
+
+    def __init__(self, script_path: str, db: TokyoCabinetDB, *, size: int = 1, sid: int = 0,
+                 version: str = _TT_VERSION) -> None:
+        import queue
+
+        size = max(1, size)
+        self.shared = SharedState()
+        self.states = [
+            LuaExtension(script_path, db, sid=sid, thnum=size, thid=i, version=version, shared=self.shared)
+            for i in range(size)
+        ]
+        self._idle: queue.LifoQueue = queue.LifoQueue()
+        for state in self.states:
+            self._idle.put(state)
+
+    def call(self, name: bytes, key: bytes, value: bytes, opts: int = 0) -> Optional[bytes]:
+        state = self._idle.get()
+        try:
+            return state.call(name, key, value, opts)
+        finally:
+            self._idle.put(state)
+
+    def call_periodic(self, name: bytes) -> None:
+        self.call(name, b"", b"", 0)
+
+    def close(self) -> None:
+        for state in self.states:
+            state.close()
