@@ -1,0 +1,407 @@
+"""The bundled Kyoto Tycoon server: HTTP (TSV-RPC + REST) and the binary protocol on one port.
+
+This module is the network half: it reads requests with the sans-IO codecs
+(:mod:`kt.protocol.http_server`, :mod:`kt.protocol.kt_binary`, :mod:`kt.protocol.kt_rpc`),
+hands them to :class:`kt.server.kt_service.KTService` (storage and semantics) and writes the
+replies with exactly ktserver's framing and close rules (protocol.md §A.1-A.7, §B.1, §B.5):
+
+* per request the first byte decides: ``0x00`` or ``>= 0x80`` is binary, anything else HTTP;
+* binary errors: set/remove/get_bulk failures answer ``0xBF`` and close (set/remove first apply
+  the records that arrived complete, as ktserver does record by record; a truncated request
+  waits for more bytes and is answered at EOF), a failed play_script answers ``0xBF`` and keeps
+  the connection, unknown magic closes without a reply, replication without ``-ulog`` answers
+  ``0xBF`` and closes;
+* HTTP: ``/rpc/NAME`` for any method is RPC, every other path is REST; keep-alive per
+  HTTP version and ``Connection`` header; requests may be pipelined.
+
+``main(argv)`` is ``python -m kt.server kt [ktserver options] [db ...]``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from typing import List, Optional, Sequence
+
+from kt.protocol import http_server as hs
+from kt.protocol import kt_binary as kb
+from kt.protocol import kt_rpc
+from kt.server.common import (
+    Connection,
+    Logger,
+    OptionSpec,
+    ThreadedServer,
+    UsageError,
+    ineffective_options,
+    kinds_from_options,
+    parse_options,
+)
+
+__all__ = ["KT_OPTIONS", "KTServerHandler", "main", "VERSION_TEXT"]
+
+VERSION_TEXT = "Kyoto Tycoon (bundled with kt) protocol 0.9.56b"
+
+_V = OptionSpec(True)
+_F = OptionSpec(False)
+_V_NOOP = OptionSpec(True, effective=False)
+_F_NOOP = OptionSpec(False, effective=False)
+
+KT_OPTIONS = {
+    "-host": _V, "-port": _V, "-tout": _V, "-th": _V, "-log": _V,
+    "-li": _F, "-ls": _F, "-le": _F, "-lz": _F,
+    "-ulog": _V, "-ulim": _V_NOOP, "-uasi": _V_NOOP, "-sid": _V, "-ord": _F,
+    "-oat": _F_NOOP, "-oas": _F_NOOP, "-onl": _F_NOOP, "-otl": _F_NOOP, "-onr": _F_NOOP,
+    "-asi": _V_NOOP, "-ash": _F_NOOP, "-bgs": _V_NOOP, "-bgsi": _V_NOOP, "-bgsc": _V_NOOP,
+    "-dmn": _F_NOOP, "-pid": _V, "-cmd": _V, "-scr": _V,
+    "-mhost": _V_NOOP, "-mport": _V_NOOP, "-rts": _V_NOOP, "-riv": _V_NOOP,
+    "-plsv": _V_NOOP, "-plex": _V_NOOP, "-pldb": _V_NOOP,
+}
+
+USAGE = """usage: kt-server kt [-host str] [-port num] [-tout num] [-th num] [-log file] [-li|-ls|-le|-lz]
+       [-ulog dir] [-ulim num] [-uasi num] [-sid num] [-ord] [-oat|-oas|-onl|-otl|-onr]
+       [-asi num] [-ash] [-bgs dir] [-bgsi num] [-bgsc str] [-dmn] [-pid file] [-cmd dir]
+       [-scr file] [-mhost str] [-mport num] [-rts file] [-riv num]
+       [-plsv file] [-plex str] [-pldb file] [db...]
+"""
+
+_ERROR_BYTE = kb.ERROR_REPLY
+_RPC_PREFIX = b"/rpc/"
+_REPLICATION_DUMMY_FREQ = 256  # Slave::DUMMYFREQ: a heartbeat after this many skipped records
+
+
+def _content_type(headers: dict) -> Optional[str]:
+    value = headers.get(b"content-type")
+    return None if value is None else value.decode("latin-1")
+
+
+class KTServerHandler:
+    """Serves one connection at a time per thread; shared by all connection threads."""
+
+    def __init__(self, service, *, server_name: bytes, logger: Logger):
+        self.service = service
+        self.server_name = server_name  # b"localhost:PORT" (ktserver's HTTPServer name)
+        self.logger = logger
+
+    # ---------------------------------------------------------------- connection loop
+
+    def __call__(self, conn: Connection) -> None:
+        session = self.service.session()
+        try:
+            buf = conn.buf
+            while True:
+                if not buf and not conn.fill():
+                    return
+                first = buf[0]
+                if first == 0 or first >= 0x80:
+                    keep = self._binary(conn, session)
+                else:
+                    keep = self._http(conn, session)
+                if not keep:
+                    return
+        finally:
+            session.close()
+
+    def _fill_or_eof(self, conn: Connection) -> bool:
+        """More bytes arrived (True), or the peer is done / idle too long (False)."""
+        try:
+            return conn.fill()
+        except socket.timeout:
+            return False
+
+    # ---------------------------------------------------------------- HTTP
+
+    def _http(self, conn: Connection, session) -> bool:
+        buf = conn.buf
+        eof = False
+        while True:
+            try:
+                parsed = hs.parse_request(buf, 0, eof)
+            except hs.DropConnection:
+                return False
+            except hs.HTTPErrorReply as exc:
+                conn.send(exc.reply)
+                return False
+            if parsed is not None:
+                break
+            if eof:
+                return False
+            if not self._fill_or_eof(conn):
+                eof = True
+        request, end = parsed
+        conn.consume(end)
+        try:
+            code, headers, body = self._dispatch_http(request, session)
+        except Exception as exc:  # a bug below must answer like ktserver's "logic error"
+            self.logger.error(f"request failed: {request!r}: {type(exc).__name__}: {exc}")
+            conn.send(hs.build_error(500, "logic error"))
+            return False
+        keep = request.keep_alive
+        reply = hs.build_response(code, body, headers, keep_alive=keep, head=request.kind == hs.M_HEAD)
+        if not conn.send(reply):
+            return False
+        return keep
+
+    def _dispatch_http(self, request: hs.HTTPRequest, session):
+        path = request.path
+        if path.startswith(_RPC_PREFIX):
+            return self._rpc(request, session)
+        return self._rest(request)
+
+    def _rpc(self, request: hs.HTTPRequest, session):
+        procedure = kt_rpc.parse_procedure(request.path)
+        params = kt_rpc.parse_rpc_params(request.query, request.body, _content_type(request.headers))
+        code, output = self.service.rpc(procedure, params, session)
+        body, ctype = kt_rpc.encode_rpc_output(output)
+        return code, {"content-type": ctype}, body
+
+    def _rest(self, request: hs.HTTPRequest):
+        path = request.path
+        rest = path[1:] if path[:1] == b"/" else path
+        db_expr: Optional[bytes] = None
+        slash = rest.find(b"/")
+        if slash >= 0:
+            db_expr = kt_rpc.url_decode(rest[:slash])
+            rest = rest[slash + 1:]
+            if rest[:1] == b"/":
+                rest = rest[1:]
+            if db_expr[:1] == b"\0" or not db_expr:
+                db_expr = None
+            elif b"\0" in db_expr:
+                db_expr = db_expr[:db_expr.index(b"\0")]
+        key = kt_rpc.url_decode(rest)
+        service = self.service
+        kind = request.kind
+        if kind == hs.M_GET:
+            return service.rest_get(db_expr, key)
+        if kind == hs.M_HEAD:
+            return service.rest_head(db_expr, key)
+        if kind == hs.M_PUT:
+            url = b"http://" + self.server_name + request.target
+            return service.rest_put(db_expr, key, request.body, request.headers, url)
+        if kind == hs.M_DELETE:
+            return service.rest_delete(db_expr, key)
+        if not service.has_db(db_expr):
+            return 400, {}, b"no such database\n"
+        return 501, {}, b""
+
+    # ---------------------------------------------------------------- binary
+
+    def _binary(self, conn: Connection, session) -> bool:
+        buf = conn.buf
+        eof = False
+        while True:
+            parsed = kb.parse_request(buf, 0, eof)
+            if parsed is not None:
+                break
+            if not self._fill_or_eof(conn):
+                eof = True
+        request, end = parsed
+        magic = request.magic
+        if not request.known:
+            return False
+        failure = request.failure
+        if failure is None:
+            conn.consume(end)
+        if magic == kb.MAGIC_GET_BULK:
+            return self._bin_get_bulk(conn, request, failure, end)
+        if magic == kb.MAGIC_SET_BULK or magic == kb.MAGIC_REMOVE_BULK:
+            return self._bin_update(conn, request, failure, end)
+        if magic == kb.MAGIC_PLAY_SCRIPT:
+            return self._bin_play_script(conn, request, failure)
+        return self._bin_replication(conn, request, failure)
+
+    @staticmethod
+    def _header_complete(end: int, failure: Optional[str]) -> bool:
+        """ktserver closes silently when even the fixed header (flags + rnum) is short."""
+        return failure is None or end >= 9 or failure == kb.OVERSIZED
+
+    def _bin_update(self, conn: Connection, request, failure: Optional[str], end: int) -> bool:
+        if failure is not None and not self._header_complete(end, failure):
+            return False
+        service = self.service
+        try:
+            if request.magic == kb.MAGIC_SET_BULK:
+                hits = service.bin_set_bulk(request.records)
+                reply = kb.encode_set_bulk_reply(hits)
+            else:
+                hits = service.bin_remove_bulk(request.records)
+                reply = kb.encode_remove_bulk_reply(hits)
+            ok = failure is None
+        except Exception as exc:
+            self.logger.error(f"binary {kb.MAGIC_NAMES[request.magic]} failed: {exc}")
+            ok = False
+        if request.no_reply:
+            return ok
+        if not ok:
+            conn.send(_ERROR_BYTE)
+            return False
+        return conn.send(reply)
+
+    def _bin_get_bulk(self, conn: Connection, request, failure: Optional[str], end: int) -> bool:
+        if failure is not None:
+            if self._header_complete(end, failure):
+                conn.send(_ERROR_BYTE)
+            return False
+        try:
+            hits = self.service.bin_get_bulk(request.records)
+        except Exception as exc:
+            self.logger.error(f"binary get_bulk failed: {exc}")
+            conn.send(_ERROR_BYTE)
+            return False
+        return conn.send(kb.encode_get_bulk_reply(hits))
+
+    def _bin_play_script(self, conn: Connection, request, failure: Optional[str]) -> bool:
+        if failure is not None:
+            return False  # ktserver sends nothing for a broken play_script request
+        try:
+            result = self.service.bin_play_script(request.name, request.records)
+        except Exception as exc:
+            self.logger.error(f"binary play_script failed: {exc}")
+            result = None
+        if request.no_reply:
+            return True
+        if result is None:
+            return conn.send(_ERROR_BYTE)
+        return conn.send(kb.encode_play_script_reply(result))
+
+    def _bin_replication(self, conn: Connection, request, failure: Optional[str]) -> bool:
+        if failure is not None:
+            return False
+        reader = self.service.ulog_reader(request.ts)
+        if reader is None:
+            self.logger.info("no update log allows no replication")
+            conn.send(_ERROR_BYTE)
+            return False
+        try:
+            white = bool(request.flags & kb.FLAG_NO_REPLY)  # WHITESID
+            return self._stream_replication(conn, reader, request.sid, white)
+        finally:
+            reader.close()
+
+    def _stream_replication(self, conn: Connection, reader, sid: int, white: bool) -> bool:
+        """ktserver's ``do_bin_replication`` loop: records, heartbeats, NOP + ack when caught up."""
+        if not conn.send(kb.REPLICATION_ACK):
+            return False
+        self.logger.system(f"a slave was connected: sid={sid}")
+        last_ts = 0
+        misses = 0
+        try:
+            while not getattr(self.service, "stopping", False):
+                item = reader.read()
+                if item is not None:
+                    ts, message = item
+                    origin = int.from_bytes(message[:2], "big") if len(message) >= 2 else 0
+                    if (origin == sid) == white:
+                        misses = 0
+                        if not conn.send(kb.encode_replication_record(ts, message)):
+                            return False
+                    else:
+                        misses += 1
+                        if misses >= _REPLICATION_DUMMY_FREQ:
+                            if not conn.send(kb.encode_replication_record(ts, b"")):
+                                return False
+                            misses = 0
+                    last_ts = max(last_ts, ts)
+                    continue
+                cc = int(time.time() * 1000) * 1000000
+                if cc > 1000000000:
+                    cc -= 1000000000
+                cc = max(cc, last_ts)
+                if not conn.send(kb.encode_replication_nop(cc)):
+                    return False
+                if not conn.buf and not self._fill_or_eof(conn):
+                    return False
+                answer = conn.buf[0]
+                conn.consume(1)
+                if answer != kb.MAGIC_REPLICATION:
+                    return False
+                time.sleep(0.1)
+        finally:
+            self.logger.system(f"a slave was disconnected: sid={sid}")
+        return False
+
+
+# -------------------------------------------------------------------- command line
+
+def _atoix(text: str) -> int:
+    """``kc::atoix``: an integer with an optional k/m/g/t/p/e suffix (binary multiples)."""
+    text = text.strip()
+    mult = 1
+    if text and text[-1].lower() in "kmgtpe":
+        mult = 1 << (10 * ("kmgtpe".index(text[-1].lower()) + 1))
+        text = text[:-1]
+    return int(hs.kc_atoi(text.encode()) * mult)
+
+
+def _atof(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float(hs.kc_atoi(text.encode()))
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the server; ``argv`` excludes the program name (and the ``kt`` selector)."""
+    args: List[str] = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["--version"]:
+        print(VERSION_TEXT)
+        return 0
+    try:
+        options, db_specs = parse_options(args, KT_OPTIONS, stop_at_positional=True)
+    except UsageError as exc:
+        sys.stderr.write(f"kt-server kt: {exc}\n{USAGE}")
+        return 1
+    logger = Logger(options.get("-log"), kinds_from_options(options))
+    for name in ineffective_options(options, KT_OPTIONS):
+        logger.system(f"warning: option {name} is accepted but has no effect in this server")
+    host = str(options.get("-host", "127.0.0.1"))
+    port = _atoix(str(options.get("-port", "1978")))
+    if not 0 <= port < 65536:
+        sys.stderr.write(f"kt-server kt: invalid port: {options.get('-port')}\n{USAGE}")
+        return 1
+    tout = _atof(str(options.get("-tout", "30")))
+    sid = _atoix(str(options.get("-sid", "0")))
+    ulog_dir = options.get("-ulog")
+    script_path = options.get("-scr")
+    if script_path and not os.path.isfile(str(script_path)):
+        logger.error(f"{script_path}: no such script file")
+        return 1
+    if not db_specs:
+        db_specs = [":"]
+
+    from kt.server.kt_service import KTService
+
+    logger.system(f"starting the server: expr={host}:{port}")
+    try:
+        service = KTService(
+            db_specs,
+            script_path=script_path,
+            ulog_dir=ulog_dir,
+            sid=sid,
+            readonly=bool(options.get("-ord")),
+            logger=logger,
+            cmd_dir=options.get("-cmd", "."),
+        )
+    except Exception as exc:
+        logger.error(f"opening a database failed: {exc}")
+        return 1
+    server = ThreadedServer(lambda conn: None, host=host, port=port, timeout=tout, logger=logger)
+    try:
+        bound_host, bound_port = server.bind()
+    except OSError as exc:
+        logger.error(f"socket error: expr={host}:{port} msg={exc}")
+        service.close()
+        return 1
+    server_name = b"localhost" if bound_port == 80 else b"localhost:%d" % bound_port
+    server.handler = KTServerHandler(service, server_name=server_name, logger=logger)
+    if hasattr(service, "set_connection_counter"):
+        service.set_connection_counter(lambda: server.connection_count)
+    status = server.run(pid_file=options.get("-pid"), on_stop=service.stop, on_close=service.close)
+    logger.close()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
