@@ -1,0 +1,239 @@
+"""Kyoto Tycoon's update log (``-ulog DIR``): files, writer and replication reader.
+
+Layout as ktserver writes it (``ktulog.h: UpdateLogger``): files ``DIR/0000000001.ulog`` ...
+(10-digit id); each starts with a 17-byte meta header ``[0xA0][file size:8][max ts:8]``
+followed by records ``[0xA1][ts:8][msiz:4][message][0xA2]``.  A message is
+``[origin sid:2][db index:2][TimedDB update]`` (``cmdcommon.h: DBUpdateLogger``).
+Timestamps are ``wall milliseconds * 1e6 + logical counter``.  A file is rotated once it
+reaches the size limit (``-ulim``).  Records are written synchronously (the real server
+buffers them for up to 0.1 s), so every acknowledged write is in the log.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+import time
+from typing import Optional
+
+METAMAGIC = 0xA0
+BEGMAGIC = 0xA1
+ENDMAGIC = 0xA2
+TSWACC = 1000
+TSLACC = 1000 * 1000
+META = struct.Struct(">BQQ")
+RECHEAD = struct.Struct(">BQI")
+DEFAULT_LIMIT = 256 << 20
+EXTENSION = ".ulog"
+
+
+def clock_pure() -> int:
+    """``UpdateLogger::clock_pure``: the current wall clock as a log timestamp."""
+    return int(time.time() * TSWACC) * TSLACC
+
+
+def _is_log_name(name: str) -> bool:
+    stem, dot, ext = name.partition(".")
+    return dot == "." and ext == "ulog" and len(stem) == 10 and stem.isdigit()
+
+
+class UpdateLogger:
+    """Appends update messages to the log files of one directory (thread-safe)."""
+
+    def __init__(self, path: str, limit: int = DEFAULT_LIMIT):
+        path = path.rstrip("/") or "/"
+        if os.path.exists(path):
+            if not os.path.isdir(path):
+                raise OSError(f"the update log path is not a directory: {path}")
+        else:
+            os.makedirs(path)
+        self.path = path
+        self.limit = limit if limit > 0 else (1 << 63) - 1
+        ids = [int(n[:10]) for n in os.listdir(path) if _is_log_name(n)]
+        self.id = max(ids) if ids else 1
+        self._lock = threading.Lock()
+        self._tswall = 0
+        self._tslogic = 0
+        self._cts = 0
+        self._file = open(self.file_path(self.id), "a+b")
+        self._file.seek(0, os.SEEK_END)
+        if self._file.tell() < 1:
+            self._write_meta()
+        self._validate_meta()
+
+    def file_path(self, fid: int) -> str:
+        return os.path.join(self.path, f"{fid:010d}{EXTENSION}")
+
+    def _write_meta(self) -> None:
+        self._file.flush()
+        size = max(os.fstat(self._file.fileno()).st_size, META.size)
+        os.pwrite(self._file.fileno(), META.pack(METAMAGIC, size, self._cts), 0)
+
+    def _validate_meta(self) -> None:
+        fd = self._file.fileno()
+        head = os.pread(fd, META.size, 0)
+        if len(head) < META.size or head[0] != METAMAGIC:
+            raise OSError(f"broken update log file: {self.file_path(self.id)}")
+        _, fsiz, fts = META.unpack(head)
+        psiz = os.fstat(fd).st_size
+        if psiz < fsiz or fsiz < META.size:
+            raise OSError(f"broken update log file: {self.file_path(self.id)}")
+        if psiz > fsiz:
+            os.ftruncate(fd, fsiz)
+        self._cts = fts
+        self._tswall = fts // TSLACC + 1
+
+    def clock(self) -> int:
+        with self._lock:
+            return self._clock()
+
+    def _clock(self) -> int:
+        ct = int(time.time() * TSWACC)
+        if ct > self._tswall:
+            self._tswall = ct
+            self._tslogic = 0
+        else:
+            self._tslogic += 1
+        return self._tswall * TSLACC + self._tslogic
+
+    def write(self, message: bytes, ts: int = 0) -> int:
+        """Append one message; returns its timestamp."""
+        with self._lock:
+            if ts < 1:
+                ts = self._clock()
+            fd = self._file.fileno()
+            if os.fstat(fd).st_size >= self.limit:
+                self._file.close()
+                self.id += 1
+                self._file = open(self.file_path(self.id), "w+b")
+                self._write_meta()
+            self._file.write(RECHEAD.pack(BEGMAGIC, ts, len(message)) + message + bytes((ENDMAGIC,)))
+            if ts > self._cts:
+                self._cts = ts
+            self._write_meta()
+            return ts
+
+    def list_files(self) -> list[tuple[str, int, int]]:
+        """``(path, size, max ts)`` of every log file, by name (ulog_list)."""
+        out = []
+        for name in sorted(os.listdir(self.path)):
+            path = os.path.join(self.path, name)
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(META.size)
+            except OSError:
+                continue
+            if len(head) == META.size and head[0] == METAMAGIC:
+                _, fsiz, fts = META.unpack(head)
+                out.append((path, fsiz, fts))
+        return out
+
+    def remove_files(self, ts: int) -> Optional[str]:
+        """Remove every file but the newest whose max ts <= ts; the failing path, if any."""
+        failed = None
+        for path, _size, fts in self.list_files()[:-1]:
+            if fts <= ts:
+                try:
+                    os.remove(path)
+                except OSError:
+                    failed = path
+        return failed
+
+    def reader(self, ts: int) -> UpdateLogReader:
+        return UpdateLogReader(self, ts)
+
+    def synchronize(self) -> None:
+        with self._lock:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+                self._file.close()
+
+
+class UpdateLogReader:
+    """Reads messages newer than ``ts`` across the log files, following new writes."""
+
+    def __init__(self, ulog: UpdateLogger, ts: int):
+        self.ulog = ulog
+        self.ts = ts
+        ids = sorted(int(n[:10]) for n in os.listdir(ulog.path) if _is_log_name(n))
+        self.id = ids[0] if ids else 1
+        # skip whole files whose newest record is not newer than ts
+        for fid, nxt in zip(ids, ids[1:]):
+            head = self._meta(fid)
+            if head is not None and head[1] <= ts:
+                self.id = nxt
+            else:
+                break
+        self.off = META.size
+
+    def _meta(self, fid: int) -> Optional[tuple[int, int]]:
+        try:
+            with open(self.ulog.file_path(fid), "rb") as f:
+                head = f.read(META.size)
+        except OSError:
+            return None
+        if len(head) < META.size or head[0] != METAMAGIC:
+            return None
+        _, fsiz, fts = META.unpack(head)
+        return fsiz, fts
+
+    def _read_one(self) -> Optional[tuple[int, bytes]]:
+        while True:
+            meta = self._meta(self.id)
+            if meta is not None and self.off + RECHEAD.size <= meta[0]:
+                with open(self.ulog.file_path(self.id), "rb") as f:
+                    f.seek(self.off)
+                    head = f.read(RECHEAD.size)
+                    magic, ts, msiz = RECHEAD.unpack(head)
+                    if magic != BEGMAGIC:
+                        return None
+                    body = f.read(msiz + 1)
+                if len(body) < msiz + 1 or body[-1] != ENDMAGIC:
+                    return None
+                self.off += RECHEAD.size + msiz + 1
+                return ts, body[:-1]
+            if self.id < self.ulog.id:
+                self.id += 1
+                self.off = META.size
+                continue
+            return None
+
+    def read(self) -> Optional[tuple[int, bytes]]:
+        """The next ``(ts, message)`` newer than the requested ts, or None when caught up."""
+        while True:
+            rec = self._read_one()
+            if rec is None:
+                return None
+            if rec[0] > self.ts:
+                return rec
+
+    def close(self) -> None:
+        pass
+
+
+def db_message(sid: int, dbid: int, update: bytes) -> bytes:
+    """``DBUpdateLogger`` framing: origin server id and database index before the update."""
+    return struct.pack(">HH", sid & 0xFFFF, dbid & 0xFFFF) + update
+
+
+def parse_db_message(message: bytes) -> Optional[tuple[int, int, bytes]]:
+    """``(origin sid, db index, update)`` of a log message, or None if it is too short."""
+    if len(message) < 4:
+        return None
+    sid, dbid = struct.unpack_from(">HH", message)
+    return sid, dbid, message[4:]
+
+
+__all__ = [
+    "UpdateLogger",
+    "UpdateLogReader",
+    "clock_pure",
+    "db_message",
+    "parse_db_message",
+]
