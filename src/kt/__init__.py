@@ -3,6 +3,7 @@
 This module only re-exports the public names of the API reference (seed-api.rst).
 """
 
+from kt.embedded import EmbeddedServer, EmbeddedTokyoTyrantServer
 from kt.errors import (
     KyotoTycoonError,
     ProtocolError,
@@ -17,6 +18,8 @@ from kt.serializers import KT_BINARY, KT_JSON, KT_MSGPACK, KT_NONE, KT_PICKLE, T
 __version__ = "0.1.0"
 
 __all__ = [
+    "EmbeddedServer",
+    "EmbeddedTokyoTyrantServer",
     "KT_BINARY",
     "KT_JSON",
     "KT_MSGPACK",
