@@ -1,0 +1,741 @@
+"""The Tokyo Tyrant client (``TokyoTyrant``), table queries (``QueryBuilder``) and constants.
+
+Thin by design: each method checks its arguments, serializes, builds one request with the
+sans-IO codec ``kt.protocol.tt_binary`` and hands it to the shared transport
+(``kt.transport.Pool``).  Logical outcomes are return values (a missing key is ``None``,
+``add`` of an existing key is ``False``); failures that can only mean trouble raise
+``ServerError`` / ``ScriptError``.
+
+No-reply writes (``setnr``/``setnr_bulk``) go out at once.  The connection that carried
+them stays with the calling thread until that thread's next request, which uses it, so
+every later read from the same thread sees the writes (a server handles one connection's
+requests in order).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+from kt.errors import ServerError
+from kt.protocol import tt_binary as tt
+from kt.serializers import (
+    KT_BINARY,
+    KT_NONE,
+    TT_TABLE,
+    Serializer,
+    encode_key,
+    key_decoder,
+    resolve_serializer,
+)
+from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, Pool
+
+__all__ = [
+    "TokyoTyrant",
+    "QueryBuilder",
+    "INDEX_STR",
+    "INDEX_NUM",
+    "INDEX_TOKEN",
+    "INDEX_QGRAM",
+    "INDEX_OPTIMIZE",
+    "INDEX_VOID",
+    "INDEX_KEEP",
+    "OP_STR_EQ",
+    "OP_STR_CONTAINS",
+    "OP_STR_STARTSWITH",
+    "OP_STR_ENDSWITH",
+    "OP_STR_ALL",
+    "OP_STR_ANY",
+    "OP_STR_ANYEXACT",
+    "OP_STR_REGEX",
+    "OP_NUM_EQ",
+    "OP_NUM_GT",
+    "OP_NUM_GE",
+    "OP_NUM_LT",
+    "OP_NUM_LE",
+    "OP_NUM_BETWEEN",
+    "OP_NUM_ANYEXACT",
+    "OP_FTS_PHRASE",
+    "OP_FTS_ALL",
+    "OP_FTS_ANY",
+    "OP_FTS_EXPRESSION",
+    "OP_NEGATE",
+    "OP_NOINDEX",
+    "ORDER_STR_ASC",
+    "ORDER_STR_DESC",
+    "ORDER_NUM_ASC",
+    "ORDER_NUM_DESC",
+]
+
+# Index types (tctdb.h TDBIT*).
+INDEX_STR = tt.ITLEXICAL
+INDEX_NUM = tt.ITDECIMAL
+INDEX_TOKEN = tt.ITTOKEN
+INDEX_QGRAM = tt.ITQGRAM
+INDEX_OPTIMIZE = tt.ITOPT
+INDEX_VOID = tt.ITVOID
+INDEX_KEEP = tt.ITKEEP
+
+# Condition operators (tctdb.h TDBQC*); combine with OP_NEGATE / OP_NOINDEX using ``|``.
+OP_STR_EQ = tt.QCSTREQ
+OP_STR_CONTAINS = tt.QCSTRINC
+OP_STR_STARTSWITH = tt.QCSTRBW
+OP_STR_ENDSWITH = tt.QCSTREW
+OP_STR_ALL = tt.QCSTRAND
+OP_STR_ANY = tt.QCSTROR
+OP_STR_ANYEXACT = tt.QCSTROREQ
+OP_STR_REGEX = tt.QCSTRRX
+OP_NUM_EQ = tt.QCNUMEQ
+OP_NUM_GT = tt.QCNUMGT
+OP_NUM_GE = tt.QCNUMGE
+OP_NUM_LT = tt.QCNUMLT
+OP_NUM_LE = tt.QCNUMLE
+OP_NUM_BETWEEN = tt.QCNUMBT
+OP_NUM_ANYEXACT = tt.QCNUMOREQ
+OP_FTS_PHRASE = tt.QCFTSPH
+OP_FTS_ALL = tt.QCFTSAND
+OP_FTS_ANY = tt.QCFTSOR
+OP_FTS_EXPRESSION = tt.QCFTSEX
+OP_NEGATE = tt.QCNEGATE
+OP_NOINDEX = tt.QCNOIDX
+
+# Orderings (tctdb.h TDBQO*).
+ORDER_STR_ASC = tt.QOSTRASC
+ORDER_STR_DESC = tt.QOSTRDESC
+ORDER_NUM_ASC = tt.QONUMASC
+ORDER_NUM_DESC = tt.QONUMDESC
+
+_OPS = frozenset(range(tt.QCSTREQ, tt.QCFTSEX + 1))
+_ORDERS = frozenset((ORDER_STR_ASC, ORDER_STR_DESC, ORDER_NUM_ASC, ORDER_NUM_DESC))
+_SEARCH_CMDS = (None, "count", "get", "out")
+_ITEMS_CHUNK = 1000
+
+Key = Union[str, bytes]
+
+_encode_get = tt.encode_get
+_encode_put = tt.encode_put
+_parse_get = tt.parse_get
+_parse_put = tt.parse_put
+_encode_putnr = tt.encode_putnr
+
+
+def _key(key: Any) -> bytes:
+    if type(key) is str:
+        return key.encode("utf-8")
+    return encode_key(key)
+
+
+def _text(value: Any, what: str) -> bytes:
+    """Bytes for names, paths and misc arguments given as str, bytes or a number."""
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return b"%d" % value
+    if isinstance(value, float):
+        return repr(value).encode("ascii")
+    raise TypeError(f"{what} must be str, bytes or a number, not {type(value).__name__}")
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    return value
+
+
+def _merge(data: Optional[Dict[Any, Any]], kwargs: Dict[str, Any], what: str) -> Dict[Any, Any]:
+    if data is None:
+        return kwargs
+    if not hasattr(data, "items"):
+        raise TypeError(f"{what} takes a mapping of keys to values, not {type(data).__name__}")
+    if kwargs:
+        merged = dict(data)
+        merged.update(kwargs)
+        return merged
+    return data
+
+
+class _PendingWrites:
+    """A connection that carried no-reply writes, held by one thread until its next request.
+
+    Released back to the pool when the thread's next request is done, when the client is
+    closed, or when the thread ends (its thread-local storage is dropped).
+    """
+
+    __slots__ = ("pool", "conn")
+
+    def __init__(self, pool: Pool, conn: Any) -> None:
+        self.pool = pool
+        self.conn = conn
+
+    def release(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            self.pool.release(conn)
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+class TokyoTyrant:
+    """Client for a Tokyo Tyrant server (ttserver 1.1.41 protocol) or kt's bundled one."""
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = 1978,
+        serializer: Any = KT_BINARY,
+        decode_keys: bool = True,
+        timeout: Optional[float] = None,
+        connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_SIZE,
+    ) -> None:
+        self._serializer: Serializer = resolve_serializer(serializer)
+        self._encode_value = self._serializer.encode
+        self._decode_value = self._serializer.decode
+        self._decode_key = key_decoder(decode_keys)
+        self.decode_keys = decode_keys
+        self._pool = Pool(
+            host, port, timeout=timeout, connect_timeout=connect_timeout, max_size=max_connections
+        )
+        self.host = self._pool.host
+        self.port = port
+        self.timeout = timeout
+        self._local = threading.local()
+        self._pending_threads = 0  # > 0 while some thread holds a no-reply connection
+        self._pending_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<TokyoTyrant {self._pool.address} serializer={self._serializer.name}>"
+
+    @property
+    def serializer(self) -> Serializer:
+        return self._serializer
+
+    @property
+    def pool(self) -> Pool:
+        return self._pool
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _request(self, data: bytes, parse: Any) -> Any:
+        if self._pending_threads:
+            pending = getattr(self._local, "pending", None)
+            if pending is not None:
+                return self._request_pending(pending, data, parse)
+        return self._pool.request(data, parse)
+
+    def _take_pending(self) -> Optional[_PendingWrites]:
+        pending = getattr(self._local, "pending", None)
+        if pending is not None:
+            self._local.pending = None
+            with self._pending_lock:
+                self._pending_threads -= 1
+        return pending
+
+    def _request_pending(self, pending: _PendingWrites, data: bytes, parse: Any) -> Any:
+        self._take_pending()
+        conn = pending.conn
+        pending.conn = None
+        try:
+            return conn.request(data, parse)
+        finally:
+            self._pool.release(conn)
+
+    def _send_no_reply(self, data: bytes) -> None:
+        pending = self._take_pending()
+        if pending is None:
+            conn = self._pool.acquire()
+            if conn.is_stale():
+                self._pool.release(conn)  # closed by is_stale(): the pool discards it
+                conn = self._pool.acquire()
+            pending = _PendingWrites(self._pool, conn)
+        try:
+            pending.conn.send(data)
+        except BaseException:
+            pending.release()
+            raise
+        with self._pending_lock:
+            self._pending_threads += 1
+        self._local.pending = pending
+
+    def checkin(self) -> None:
+        """Return this thread's pinned connection (if any) to the pool."""
+        self._release_pending()
+        self._pool.checkin()
+
+    def close(self) -> None:
+        """Close idle connections (the client reconnects on its next call)."""
+        self._release_pending()
+        self._pool.close()
+
+    def _release_pending(self) -> None:
+        pending = self._take_pending()
+        if pending is not None:
+            pending.release()
+
+    def __enter__(self) -> TokyoTyrant:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # -- values ---------------------------------------------------------------------------
+
+    def _decode(self, raw: Optional[bytes]) -> Any:
+        return None if raw is None else self._decode_value(raw)
+
+    def _pairs(self, data: Dict[Any, Any]) -> List[bytes]:
+        args: List[bytes] = []
+        encode = self._encode_value
+        for key, value in data.items():
+            args.append(_key(key))
+            args.append(encode(value))
+        return args
+
+    # -- single records -------------------------------------------------------------------
+
+    def get(self, key: Key) -> Any:
+        """The value at ``key`` (deserialized), or None when there is none."""
+        raw = self._request(_encode_get(_key(key)), _parse_get)
+        return None if raw is None else self._decode_value(raw)
+
+    def get_raw(self, key: Key) -> Optional[bytes]:
+        """The stored bytes at ``key``, or None."""
+        return self._request(_encode_get(_key(key)), _parse_get)
+
+    def set(self, key: Key, value: Any) -> bool:
+        """Store ``value`` at ``key`` (overwriting); True, or ServerError if the server refused."""
+        return self._request(_encode_put(_key(key), self._encode_value(value)), _parse_put)
+
+    def add(self, key: Key, value: Any) -> bool:
+        """Store only if ``key`` is new; False when it already exists."""
+        return self._request(tt.encode_putkeep(_key(key), self._encode_value(value)), tt.parse_putkeep)
+
+    def append(self, key: Key, value: Any) -> bool:
+        """Append to the value at ``key`` (creating it when missing)."""
+        return self._request(tt.encode_putcat(_key(key), self._encode_value(value)), tt.parse_putcat)
+
+    def addshl(self, key: Key, value: Any, width: int) -> bool:
+        """Append, then keep only the last ``width`` bytes of the value."""
+        width = _int(width, "width")
+        data = tt.encode_putshl(_key(key), self._encode_value(value), width)
+        return self._request(data, tt.parse_putshl)
+
+    def setnr(self, key: Key, value: Any) -> None:
+        """Store without waiting for (or getting) any reply."""
+        self._send_no_reply(_encode_putnr(_key(key), self._encode_value(value)))
+
+    def setnr_bulk(self, __data: Optional[Dict[Any, Any]] = None, **kwargs: Any) -> None:
+        """Store many records with no-reply puts, all in one write."""
+        data = _merge(__data, kwargs, "setnr_bulk")
+        if not data:
+            return
+        encode = self._encode_value
+        payload = b"".join([_encode_putnr(_key(k), encode(v)) for k, v in data.items()])
+        self._send_no_reply(payload)
+
+    def remove(self, key: Key) -> int:
+        """Remove ``key``; the number of records removed (1 or 0)."""
+        return 1 if self._request(tt.encode_out(_key(key)), tt.parse_out) else 0
+
+    def exists(self, key: Key) -> bool:
+        return self._request(tt.encode_vsiz(_key(key)), tt.parse_vsiz) is not None
+
+    def length(self, key: Key) -> Optional[int]:
+        """The size in bytes of the value at ``key`` (None when missing)."""
+        return self._request(tt.encode_vsiz(_key(key)), tt.parse_vsiz)
+
+    def incr(self, key: Key, n: int = 1) -> int:
+        """Add ``n`` (may be negative) to a 4-byte integer record; returns the new value."""
+        return self._request(tt.encode_addint(_key(key), _int(n, "n")), tt.parse_addint)
+
+    def incr_double(self, key: Key, n: float = 1.0) -> float:
+        """Add ``n`` (may be negative) to an 8-byte double record; returns the new value."""
+        if isinstance(n, bool) or not isinstance(n, (int, float)):
+            raise TypeError(f"n must be a number, not {type(n).__name__}")
+        return self._request(tt.encode_adddouble(_key(key), n), tt.parse_adddouble)
+
+    def get_part(self, key: Key, start: Optional[int] = None, end: Optional[int] = None) -> Any:
+        """``length`` bytes (``end``) of the value from offset ``start``; False when the key is
+        missing or ``start`` is past the value.  Decoded as text with KT_BINARY."""
+        args = [_key(key)]
+        if start is not None or end is not None:
+            args.append(b"%d" % (0 if start is None else _int(start, "start")))
+        if end is not None:
+            args.append(b"%d" % _int(end, "end"))
+        result = self.misc("getpart", args, update_log=False)
+        if not result:
+            return False
+        if self._serializer in (KT_BINARY, KT_NONE):
+            return self._decode_value(result[0])
+        return result[0]
+
+    # -- bulk -----------------------------------------------------------------------------
+
+    def get_bulk(self, keys: Iterable[Key]) -> Dict[Any, Any]:
+        """Dict of the keys found (deserialized values); missing keys are left out."""
+        records = self._request(tt.encode_mget([_key(k) for k in keys]), tt.parse_mget)
+        decode_key = self._decode_key
+        decode = self._decode_value
+        return {decode_key(k): decode(v) for k, v in records}
+
+    def get_bulk_raw(self, keys: Iterable[Key]) -> Dict[Any, bytes]:
+        records = self._request(tt.encode_mget([_key(k) for k in keys]), tt.parse_mget)
+        decode_key = self._decode_key
+        return {decode_key(k): v for k, v in records}
+
+    def set_bulk(self, __data: Optional[Dict[Any, Any]] = None, **kwargs: Any) -> bool:
+        """Store many records in one call (misc ``putlist``)."""
+        data = _merge(__data, kwargs, "set_bulk")
+        if not data:
+            return True
+        return self.misc("putlist", self._pairs(data)) is not None
+
+    update = set_bulk
+
+    def remove_bulk(self, keys: Iterable[Key]) -> bool:
+        """Remove many records in one call (misc ``outlist``; missing keys are ignored)."""
+        args = [_key(k) for k in keys]
+        if not args:
+            return True
+        return self.misc("outlist", args) is not None
+
+    def setdup(self, key: Key, value: Any) -> bool:
+        """B+ tree: add ``value`` after the key's existing values (False on other databases)."""
+        return self.misc("putdup", [_key(key), self._encode_value(value)]) is not None
+
+    def setdupback(self, key: Key, value: Any) -> bool:
+        """B+ tree: add ``value`` before the key's existing values (False on other databases)."""
+        return self.misc("putdupback", [_key(key), self._encode_value(value)]) is not None
+
+    # -- misc, script ---------------------------------------------------------------------
+
+    def misc(
+        self, cmd: Union[str, bytes], args: Optional[Sequence[Any]] = None, update_log: bool = True
+    ) -> Any:
+        """Call a database function; a list of byte strings, or None when it failed.
+
+        ``update_log=False`` sets RDBMONOULOG (opts bit 0): the call is not written to the
+        server's update log.
+        """
+        name = _text(cmd, "misc command")
+        encoded = [] if args is None else [_text(arg, "misc argument") for arg in args]
+        opts = 0 if update_log else tt.MISC_NO_UPDATE_LOG
+        return self._request(tt.encode_misc(name, encoded, opts), tt.parse_misc)
+
+    def script(
+        self,
+        name: Union[str, bytes],
+        key: Optional[Key] = None,
+        value: Any = None,
+        lock_records: bool = False,
+        lock_all: bool = False,
+        encode_value: bool = True,
+        decode_result: bool = False,
+    ) -> Any:
+        """Call the Lua function ``name(key, value)`` of the server's ``-ext`` script.
+
+        Returns the bytes it returned (deserialized when ``decode_result``).  ScriptError
+        when the function is missing, fails, or returns nil/false (the protocol cannot tell
+        these apart).
+        """
+        opts = (tt.EXT_LOCK_RECORD if lock_records else 0) | (tt.EXT_LOCK_GLOBAL if lock_all else 0)
+        kbytes = b"" if key is None else _key(key)
+        if value is None:
+            vbytes = b""
+        elif encode_value:
+            vbytes = self._encode_value(value)
+        else:
+            vbytes = _text(value, "script value")
+        result = self._request(tt.encode_ext(_text(name, "script name"), kbytes, vbytes, opts), tt.parse_ext)
+        return self._decode_value(result) if decode_result else result
+
+    # -- database -------------------------------------------------------------------------
+
+    def clear(self) -> bool:
+        """Remove every record."""
+        return self._request(tt.encode_vanish(), tt.parse_ok)
+
+    def status(self) -> Dict[str, str]:
+        """The server's ``stat`` report as a dict of str."""
+        return self._request(tt.encode_stat(), tt.parse_stat)
+
+    def count(self) -> int:
+        """Number of records."""
+        return self._request(tt.encode_rnum(), tt.parse_rnum)
+
+    def __len__(self) -> int:
+        return self._request(tt.encode_rnum(), tt.parse_rnum)
+
+    @property
+    def size(self) -> int:
+        """Size of the database (file size, or memory use for on-memory databases)."""
+        return self._request(tt.encode_size(), tt.parse_size)
+
+    @property
+    def error(self) -> Optional[Tuple[int, str]]:
+        """(code, message) of the server's last error, or None where the database has none
+        (on-memory databases do not keep one)."""
+        result = self.misc("error", update_log=False)
+        if not result:
+            return None
+        text = result[0].decode("utf-8", "replace")
+        code, sep, message = text.partition(": ")
+        try:
+            return int(code), message
+        except ValueError:
+            return -1, text
+
+    def optimize(self, options: Union[str, bytes] = "") -> bool:
+        """Rebuild the database with Tokyo Cabinet tuning ``options`` (e.g. ``'bnum=1000'``)."""
+        return self._request(tt.encode_optimize(_text(options, "options")), tt.parse_ok)
+
+    def synchronize(self) -> bool:
+        """Write the database to disk."""
+        return self._request(tt.encode_sync(), tt.parse_ok)
+
+    def copy(self, path: Union[str, bytes]) -> bool:
+        """Copy the database file to ``path`` on the server's machine."""
+        return self._request(tt.encode_copy(_text(path, "path")), tt.parse_ok)
+
+    def genuid(self) -> int:
+        """A new unique ID (table databases)."""
+        result = self.misc("genuid")
+        if not result:
+            raise ServerError("genuid failed (only table databases generate IDs)", code=1, procedure="genuid")
+        return int(result[0])
+
+    # -- ranges and iteration -------------------------------------------------------------
+
+    def _pairs_to_dict(self, items: List[bytes]) -> Dict[Any, Any]:
+        decode_key = self._decode_key
+        decode = self._decode_value
+        return {decode_key(k): decode(v) for k, v in zip(items[::2], items[1::2])}
+
+    def get_range(
+        self, start: Optional[Key] = None, stop: Optional[Key] = None, max_keys: int = 0
+    ) -> Dict[Any, Any]:
+        """B+ tree: the records with ``start <= key < stop`` (``max_keys`` 0 = all)."""
+        args = [b"" if start is None else _key(start), b"%d" % (_int(max_keys or 0, "max_keys"))]
+        if stop is not None:
+            args.append(_key(stop))
+        result = self.misc("range", args, update_log=False)
+        if result is None:
+            raise ServerError(
+                "range failed (only B+ tree databases support ranges)", code=1, procedure="range"
+            )
+        return self._pairs_to_dict(result)
+
+    def match_prefix(self, prefix: Key, max_keys: Optional[int] = 1024) -> List[Any]:
+        """Keys starting with ``prefix`` (at most ``max_keys``; None = all)."""
+        limit = -1 if max_keys is None else _int(max_keys, "max_keys")
+        keys = self._request(tt.encode_fwmkeys(_key(prefix), limit), tt.parse_fwmkeys)
+        return [self._decode_key(k) for k in keys]
+
+    def match_regex(self, regex: Union[str, bytes], max_keys: Optional[int] = 1024) -> List[Any]:
+        """Keys matching the POSIX extended ``regex`` (at most ``max_keys``; None = all)."""
+        args = [_text(regex, "regex")]
+        if max_keys is not None:
+            args.append(b"%d" % _int(max_keys, "max_keys"))
+        result = self.misc("regex", args, update_log=False)
+        if result is None:
+            raise ServerError(f"regex {regex!r} was rejected by the server", code=1, procedure="regex")
+        return [self._decode_key(k) for k in result[::2]]
+
+    def iter_from(self, start_key: Key) -> Dict[Any, Any]:
+        """The records from ``start_key`` to the end of the database, in iteration order.
+
+        Uses the server's one shared iterator (as every Tokyo Tyrant client does).
+        """
+        if self.misc("iterinit", [_key(start_key)], update_log=False) is None:
+            return {}
+        decode_key = self._decode_key
+        decode = self._decode_value
+        result = {}
+        while True:
+            item = self.misc("iternext", update_log=False)
+            if not item:
+                return result
+            result[decode_key(item[0])] = decode(item[1])
+
+    def keys(self) -> List[Any]:
+        """Every key, in the database's order."""
+        keys = self._request(tt.encode_fwmkeys(b"", -1), tt.parse_fwmkeys)
+        decode_key = self._decode_key
+        return [decode_key(k) for k in keys]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.keys())
+
+    def items(self) -> List[Tuple[Any, Any]]:
+        """Every ``(key, value)``, in the database's order (fetched in chunks with ``mget``)."""
+        keys = self._request(tt.encode_fwmkeys(b"", -1), tt.parse_fwmkeys)
+        decode_key = self._decode_key
+        decode = self._decode_value
+        result = []
+        for offset in range(0, len(keys), _ITEMS_CHUNK):
+            chunk = keys[offset : offset + _ITEMS_CHUNK]
+            records = self._request(tt.encode_mget(chunk), tt.parse_mget)
+            result.extend((decode_key(k), decode(v)) for k, v in records)
+        return result
+
+    def values(self) -> List[Any]:
+        return [value for _, value in self.items()]
+
+    # -- mapping protocol -----------------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice):
+            if key.step is not None:
+                raise ValueError("slices of a Tokyo Tyrant database take no step")
+            return self.get_range(key.start, key.stop)
+        return self.get(key)
+
+    def __setitem__(self, key: Key, value: Any) -> None:
+        self.set(key, value)
+
+    def __delitem__(self, key: Key) -> None:
+        self.remove(key)
+
+    def __contains__(self, key: Key) -> bool:
+        return self.exists(key)
+
+    # -- table databases ------------------------------------------------------------------
+
+    def set_index(self, name: Union[str, bytes], index_type: int, check_exists: bool = False) -> bool:
+        """Create an index on column ``name`` (INDEX_STR/NUM/TOKEN/QGRAM).
+
+        With ``check_exists`` a failure (e.g. the index already exists) raises ServerError.
+        """
+        kind = _int(index_type, "index_type")
+        if check_exists:
+            kind |= INDEX_KEEP
+        result = self.misc("setindex", [_text(name, "column"), b"%d" % kind])
+        if result is None and check_exists:
+            raise ServerError(
+                f"setindex {name!r} failed: the index exists or the database is not a table",
+                code=1,
+                procedure="setindex",
+            )
+        return result is not None
+
+    def optimize_index(self, name: Union[str, bytes]) -> bool:
+        return self.misc("setindex", [_text(name, "column"), b"%d" % INDEX_OPTIMIZE]) is not None
+
+    def delete_index(self, name: Union[str, bytes]) -> bool:
+        return self.misc("setindex", [_text(name, "column"), b"%d" % INDEX_VOID]) is not None
+
+    def search(self, expressions: Iterable[Sequence[Any]], cmd: Optional[str] = None) -> Any:
+        """Run a table query.
+
+        Each expression is the fields of one query command as on the wire, e.g.
+        ``('addcond', 'age', OP_NUM_GE, '5')``, ``('setorder', 'name', ORDER_STR_ASC)``,
+        ``('setlimit', 10, 0)``.  ``cmd``: None -> list of primary keys, ``'count'`` -> int,
+        ``'get'`` -> list of ``(key, {column: value})``, ``'out'`` -> remove the matches (True).
+        """
+        if cmd not in _SEARCH_CMDS:
+            raise ValueError(f"search cmd must be one of None, 'count', 'get', 'out', not {cmd!r}")
+        args = []
+        for expression in expressions:
+            if isinstance(expression, (str, bytes)):
+                expression = (expression,)
+            args.append(tt.query_arg(*expression))
+        if cmd is not None:
+            args.append(cmd.encode("ascii"))
+        opts = 0 if cmd == "out" else tt.MISC_NO_UPDATE_LOG
+        result = self._request(tt.encode_misc(b"search", args, opts), tt.parse_misc)
+        if result is None:
+            raise ServerError(
+                "search failed (only table databases can be searched)", code=1, procedure="search"
+            )
+        result, _hint = tt.split_hint(result)
+        if cmd is None:
+            decode_key = self._decode_key
+            return [decode_key(k) for k in result]
+        if cmd == "count":
+            return tt.parse_search_count(result)
+        if cmd == "get":
+            return [self._search_record(item) for item in result]
+        return True
+
+    def _search_record(self, item: bytes) -> Tuple[Any, Dict[Any, Any]]:
+        pkey, columns = tt.parse_search_record(item)
+        decode = TT_TABLE.decode
+        record = decode(tt.join_columns(columns)) if columns else {}
+        return (None if pkey is None else self._decode_key(pkey)), record
+
+
+class QueryBuilder:
+    """Build a table query step by step, then run it with ``execute``/``get``/``count``/``delete``.
+
+    >>> query = QueryBuilder().filter('age', OP_NUM_GE, 18).order_by('name').limit(10)
+    >>> query.execute(db)    # keys
+    """
+
+    def __init__(self) -> None:
+        self._conditions: List[Tuple[Any, ...]] = []
+        self._orderings: List[Tuple[Any, ...]] = []
+        self._limit: Optional[int] = None
+        self._offset: Optional[int] = None
+
+    def filter(self, column: Union[str, bytes], op: int, value: Any) -> QueryBuilder:
+        """Add a condition; ``op`` is an OP_* constant, optionally ``| OP_NEGATE | OP_NOINDEX``.
+
+        A list/tuple ``value`` (for OP_STR_ANY, OP_NUM_BETWEEN, ...) is sent as its items
+        separated by commas.
+        """
+        op = _int(op, "op")
+        if op & ~(OP_NEGATE | OP_NOINDEX) not in _OPS:
+            raise ValueError(f"unknown query operator {op!r}; use the OP_* constants")
+        if isinstance(value, (list, tuple)):
+            value = b",".join(_text(item, "filter value") for item in value)
+        self._conditions.append(("addcond", _text(column, "column"), op, _text(value, "filter value")))
+        return self
+
+    def order_by(self, column: Union[str, bytes], ordering: Optional[int] = None) -> QueryBuilder:
+        """Order the results by ``column`` (ORDER_STR_ASC unless told otherwise)."""
+        ordering = ORDER_STR_ASC if ordering is None else _int(ordering, "ordering")
+        if ordering not in _ORDERS:
+            raise ValueError(f"unknown ordering {ordering!r}; use the ORDER_* constants")
+        self._orderings.append(("setorder", _text(column, "column"), ordering))
+        return self
+
+    def limit(self, limit: Optional[int] = None) -> QueryBuilder:
+        if limit is not None and _int(limit, "limit") < 0:
+            raise ValueError(f"limit must be >= 0 or None, not {limit}")
+        self._limit = limit
+        return self
+
+    def offset(self, offset: Optional[int] = None) -> QueryBuilder:
+        if offset is not None and _int(offset, "offset") < 0:
+            raise ValueError(f"offset must be >= 0 or None, not {offset}")
+        self._offset = offset
+        return self
+
+    def build_search(self) -> List[Tuple[Any, ...]]:
+        """The query as ``TokyoTyrant.search`` expressions."""
+        expressions = list(self._conditions) + list(self._orderings)
+        if self._limit is not None or self._offset is not None:
+            expressions.append(("setlimit", -1 if self._limit is None else self._limit, self._offset or 0))
+        return expressions
+
+    def execute(self, client: TokyoTyrant) -> List[Any]:
+        """The primary keys of the matching records."""
+        return client.search(self.build_search())
+
+    def delete(self, client: TokyoTyrant) -> bool:
+        """Remove the matching records."""
+        return client.search(self.build_search(), "out")
+
+    def get(self, client: TokyoTyrant) -> List[Tuple[Any, Dict[Any, Any]]]:
+        """``(key, {column: value})`` for each matching record."""
+        return client.search(self.build_search(), "get")
+
+    def count(self, client: TokyoTyrant) -> int:
+        """The number of matching records."""
+        return client.search(self.build_search(), "count")
