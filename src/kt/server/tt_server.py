@@ -76,24 +76,23 @@ def _forbidden_bits(name: str) -> int:
 
 
 def parse_mask(expr: Optional[str]) -> int:
-    """ttserver's ``getcmdmask``: command names (``,`` or space separated), ``all*`` groups, or
-    ``0x`` bit masks -> a bit mask over :data:`SEQ`."""
+    """ttserver's ``getcmdmask``: command names (``,`` or space separated, case-insensitive),
+    ``all*`` groups, or ``0x`` bit masks -> a bit mask over :data:`SEQ`; unknown names are
+    ignored, as ttserver ignores them."""
     mask = 0
-    if not expr:
-        return mask
-    for token in expr.replace(",", " ").split():
+    for token in (expr or "").replace(",", " ").split():
         word = token.lower()
         if word.startswith("0x"):
-            try:
-                mask |= int(word, 16)
-            except ValueError:
-                raise UsageError(f"bad command mask: {token}") from None
+            digits = ""
+            for ch in word[2:]:
+                if ch not in "0123456789abcdef":
+                    break
+                digits += ch
+            mask |= int(digits or "0", 16)
         elif word == "all":
-            mask |= (1 << SEQ_COUNT) - 1
+            mask |= (1 << 64) - 1
         elif word in SEQ:
             mask |= 1 << SEQ[word]
-        else:
-            raise UsageError(f"unknown command in mask: {token}")
     return mask
 
 
@@ -511,31 +510,52 @@ def _split_argv(argv: Sequence[str]) -> tuple:
     """Pull out ``-extpc name period`` (two values, repeatable), then parse the rest."""
     rest: List[str] = []
     extpc: List[tuple] = []
+    mask = 0
     args = list(argv)
     i = 0
     while i < len(args):
-        if args[i] == "-extpc":
-            if i + 2 >= len(args):
-                raise UsageError("option -extpc needs a name and a period")
-            extpc.append((args[i + 1], args[i + 2]))
-            i += 3
+        arg = args[i]
+        if arg in ("-extpc", "-mask", "-unmask"):
+            need = 2 if arg == "-extpc" else 1
+            if i + need >= len(args):
+                raise UsageError(f"option {arg} needs {need} value(s)")
+            if arg == "-extpc":
+                extpc.append((args[i + 1], args[i + 2]))
+            elif arg == "-mask":
+                mask |= parse_mask(args[i + 1])  # applied in order, like ttserver
+            else:
+                mask &= ~parse_mask(args[i + 1])
+            rest += [arg] + args[i + 1:i + 1 + need] if arg != "-extpc" else []
+            i += need + 1
             continue
-        rest.append(args[i])
+        rest.append(arg)
         i += 1
     options, positionals = parse_options(rest, OPTION_SPECS, stop_at_positional=True)
     if len(positionals) > 1:
         raise UsageError("exactly one database name, given last")
-    return options, positionals, extpc
+    return options, positionals, extpc, mask
 
 
 def _int_option(options: Dict[str, object], name: str, default: int) -> int:
     raw = options.get(name)
     if raw is None:
         return default
-    try:
-        return int(str(raw), 0)
-    except ValueError:
-        raise UsageError(f"option {name} needs a number, got {raw!r}") from None
+    return _atoi(str(raw))
+
+
+def _atoi(text: str) -> int:
+    """Tokyo Cabinet's ``tcatoi``: optional sign and leading digits; anything else is 0."""
+    text = text.strip()
+    sign = 1
+    if text[:1] in ("+", "-"):
+        sign = -1 if text[0] == "-" else 1
+        text = text[1:]
+    digits = ""
+    for ch in text:
+        if not ch.isdigit():
+            break
+        digits += ch
+    return sign * int(digits or "0")
 
 
 def _kill_previous(pid_file: str, logger: Logger) -> None:
@@ -571,13 +591,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"(kt bundled server on Tokyo Cabinet {library_version()})")
         return 0
     try:
-        options, positionals, extpc = _split_argv(argv)
+        options, positionals, extpc, mask = _split_argv(argv)
         port = _int_option(options, "-port", 1978)
-        thnum = max(1, _int_option(options, "-thnum", 8))
+        thnum = _int_option(options, "-thnum", 8)
+        if thnum < 1:
+            raise UsageError("-thnum must be at least 1")
         tout = _int_option(options, "-tout", 0)
         sid = _int_option(options, "-sid", 0)
+        if not 0 <= sid <= 65535:
+            sid = 0  # ttserver: "the SID is ignored because it exceeds 65535"
         mul = _int_option(options, "-mul", 0)
-        mask = parse_mask(options.get("-mask")) & ~parse_mask(options.get("-unmask"))
         periods = [(name, float(period)) for name, period in extpc]
     except (UsageError, ValueError) as exc:
         sys.stderr.write(f"ttserver: {exc}\n{USAGE}")

@@ -1,0 +1,314 @@
+"""The bundled Tokyo Tyrant server over real sockets: persistence, concurrency, hostile input,
+options.  Requests are built and replies parsed with the TT codec (kt.protocol.tt_binary)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import struct
+import threading
+from pathlib import Path
+
+import pytest
+
+from kt.protocol import tt_binary as tt
+from kt.server.engines.tc import TokyoCabinetDB
+from test_tt_server_vectors import closed_within, read_idle, start_server
+
+
+class Client:
+    """A minimal blocking TT client on one socket, for tests only."""
+
+    def __init__(self, server, timeout: float = 10.0):
+        self.sock = server.connect(timeout)
+        self.buf = bytearray()
+
+    def call(self, request: bytes, parser):
+        self.sock.sendall(request)
+        return self.read(parser)
+
+    def read(self, parser):
+        while True:
+            parsed = parser(self.buf, 0)
+            if parsed is not None:
+                result, end = parsed
+                del self.buf[:end]
+                return result
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("server closed the connection")
+            self.buf += chunk
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def hash_server(tmp_path):
+    server = start_server(tmp_path, "*", thnum=4)
+    yield server
+    assert server.stop() == 0
+
+
+def test_table_with_indexes_survives_restart(tmp_path):
+    path = str(tmp_path / "people.tct")
+    server = start_server(tmp_path, path + "#idx=name:lex#idx=age:dec")
+    client = Client(server)
+    people = [(b"1", b"alice", b"30"), (b"2", b"bob", b"25"), (b"3", b"carol", b"35"), (b"4", b"dave", b"40")]
+    for pk, name, age in people:
+        request = tt.encode_misc(b"put", [pk, b"name", name, b"age", age])
+        assert client.call(request, tt.parse_misc) == []
+    queries = [
+        [b"hint", tt.query_addcond("name", 0, "bob")],
+        [b"hint", tt.query_addcond("age", 10, "30"), tt.query_setorder("age", 2)],
+        [b"hint", tt.query_setorder("name", 1), tt.query_setlimit(2, 1)],
+        [tt.query_addcond("age", 9, "28"), b"count"],
+    ]
+    before = [client.call(tt.encode_misc(b"search", q, opts=1), tt.parse_misc) for q in queries]
+    assert before[0][0] == b"2" and b'using an index: "name"' in before[0][1]
+    assert before[1][:3] == [b"1", b"3", b"4"] and b'using an index: "age"' in before[1][3]
+    assert before[3] == [b"3"]
+    client.close()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(15) == 0
+
+    server = start_server(tmp_path, path)  # no #idx: the indexes live in the files
+    client = Client(server)
+    after = [client.call(tt.encode_misc(b"search", q, opts=1), tt.parse_misc) for q in queries]
+    assert after == before
+    assert client.call(tt.encode_rnum(), tt.parse_rnum) == 4
+    client.close()
+    assert server.stop() == 0
+
+
+def test_sigterm_syncs_a_hash_file(tmp_path):
+    path = str(tmp_path / "data.tch")
+    server = start_server(tmp_path, path)
+    client = Client(server)
+    for i in range(200):
+        client.call(tt.encode_put(b"k%d" % i, b"v%d" % i), tt.parse_put)
+    client.close()
+    assert server.stop() == 0
+    with TokyoCabinetDB(path) as db:  # the file is complete and readable by Tokyo Cabinet
+        assert db.rnum() == 200 and db.get(b"k199") == b"v199"
+
+
+def test_sixteen_concurrent_clients_lose_nothing(tmp_path):
+    server = start_server(tmp_path, str(tmp_path / "c.tcb"), thnum=8)
+    errors = []
+
+    def worker(n: int) -> None:
+        try:
+            client = Client(server)
+            for i in range(150):
+                key = b"c%02d-%04d" % (n, i)
+                client.call(tt.encode_put(key, key[::-1]), tt.parse_put)
+                client.call(tt.encode_addint(b"counter", 1), tt.parse_addint)
+                client.call(tt.encode_putcat(b"log%02d" % n, b"x"), tt.parse_putcat)
+                assert client.call(tt.encode_get(key), tt.parse_get) == key[::-1]
+            client.close()
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    client = Client(server)
+    assert client.call(tt.encode_rnum(), tt.parse_rnum) == 16 * 150 + 1 + 16
+    assert client.call(tt.encode_addint(b"counter", 0), tt.parse_addint) == 16 * 150
+    for n in range(16):
+        assert client.call(tt.encode_get(b"log%02d" % n), tt.parse_get) == b"x" * 150
+    keys = client.call(tt.encode_fwmkeys(b"c07-", -1), tt.parse_fwmkeys)
+    assert len(keys) == 150
+    stat = client.call(tt.encode_stat(), tt.parse_stat)
+    assert int(stat["cnt_put"]) == 2400 and int(stat["cnt_addint"]) == 2401
+    client.close()
+    assert server.stop() == 0
+
+
+HOSTILE = [
+    b"\xc8\xff",                                          # unknown command byte
+    b"\xc8\x10" + struct.pack(">ii", -1, 1) + b"kv",      # negative key size
+    b"\xc8\x30" + struct.pack(">i", (1 << 28) + 1),       # oversized key
+    b"\xc8\x13" + struct.pack(">iii", 1, 1, -5) + b"kv",  # putshl negative width
+    b"\xc8\x90" + struct.pack(">iii", 1024, 0, 0),        # misc name too long
+    b"\xc8\x68" + struct.pack(">iiii", 2000, 0, 0, 0),    # ext name too long
+    b"\xc8\x31" + struct.pack(">i", -3),                  # mget negative count
+    b"\xc8\x90" + struct.pack(">iii", 3, 0, (1 << 20) + 1) + b"get",  # too many misc args
+]
+
+
+@pytest.mark.parametrize("payload", HOSTILE, ids=lambda p: p[:2].hex())
+def test_hostile_requests_close_without_reply(hash_server, payload):
+    victim = Client(hash_server)
+    victim.sock.sendall(payload)
+    data, eof = read_idle(victim.sock, 2.0)
+    assert data == b"" and eof
+    other = Client(hash_server)
+    assert other.call(tt.encode_put(b"still", b"alive"), tt.parse_put) is True
+    assert other.call(tt.encode_get(b"still"), tt.parse_get) == b"alive"
+    other.close()
+    assert hash_server.alive()
+
+
+def test_a_stalled_or_garbage_client_does_not_block_others(hash_server):
+    stalled = Client(hash_server)
+    stalled.sock.sendall(b"\xc8\x10\x00\x00\x00\x05\x00")  # truncated header: server waits
+    garbage = Client(hash_server)
+    garbage.sock.sendall(os.urandom(4096).replace(b"\n", b" "))  # text protocol, no newline yet
+    client = Client(hash_server)
+    for i in range(50):
+        assert client.call(tt.encode_put(b"k%d" % i, b"v"), tt.parse_put)
+    assert client.call(tt.encode_rnum(), tt.parse_rnum) == 50
+    stalled.sock.shutdown(socket.SHUT_WR)
+    assert closed_within(stalled.sock, 2.0)
+    garbage.sock.sendall(b"bogus line\n")
+    assert closed_within(garbage.sock, 2.0)
+    for c in (stalled, garbage, client):
+        c.close()
+
+
+def test_random_bytes_never_crash_the_server(hash_server):
+    import random
+
+    rng = random.Random(1978)
+    for _ in range(60):
+        c = Client(hash_server, timeout=2.0)
+        payload = bytes([0xC8, rng.choice(list(tt.COMMAND_NAMES) + [0, 0xFF])])
+        payload += bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 40)))
+        c.sock.sendall(payload)
+        c.sock.shutdown(socket.SHUT_WR)
+        read_idle(c.sock, 2.0)
+        c.close()
+    client = Client(hash_server)
+    assert client.call(tt.encode_put(b"after", b"fuzz"), tt.parse_put)
+    assert client.call(tt.encode_get(b"after"), tt.parse_get) == b"fuzz"
+    client.close()
+
+
+def test_pipelined_requests_and_putnr(hash_server):
+    client = Client(hash_server)
+    batch = b"".join([tt.encode_putnr(b"a", b"1"), tt.encode_put(b"b", b"2"), tt.encode_get(b"a"),
+                      tt.encode_mget([b"a", b"zz", b"b"]), tt.encode_vsiz(b"b")])
+    client.sock.sendall(batch)
+    assert client.read(tt.parse_put) is True  # putnr answered nothing
+    assert client.read(tt.parse_get) == b"1"
+    assert client.read(tt.parse_mget) == [(b"a", b"1"), (b"b", b"2")]
+    assert client.read(tt.parse_vsiz) == 1
+    client.close()
+
+
+def test_counters_addint_adddouble_and_putshl(hash_server):
+    client = Client(hash_server)
+    assert client.call(tt.encode_addint(b"n", 5), tt.parse_addint) == 5
+    assert client.call(tt.encode_addint(b"n", -7), tt.parse_addint) == -2
+    assert client.call(tt.encode_get(b"n"), tt.parse_get) == struct.pack("<i", -2)
+    assert client.call(tt.encode_adddouble(b"d", 1.25), tt.parse_adddouble) == 1.25
+    assert client.call(tt.encode_adddouble(b"d", -3.0), tt.parse_adddouble) == -1.75
+    assert client.call(tt.encode_addint(b"d", 1), tt.parse_ok) is False  # 8-byte value: one-byte failure
+    assert client.call(tt.encode_putshl(b"s", b"12345", 4), tt.parse_putshl)
+    assert client.call(tt.encode_get(b"s"), tt.parse_get) == b"12345"
+    assert client.call(tt.encode_putshl(b"s", b"ab", 4), tt.parse_putshl)
+    assert client.call(tt.encode_get(b"s"), tt.parse_get) == b"45ab"
+    client.close()
+
+
+def test_iterator_is_shared_between_connections(hash_server):
+    a, b = Client(hash_server), Client(hash_server)
+    for key in (b"x", b"y", b"z"):
+        a.call(tt.encode_put(key, b"v"), tt.parse_put)
+    assert a.call(tt.encode_iterinit(), tt.parse_ok)
+    seen = [a.call(tt.encode_iternext(), tt.parse_iternext), b.call(tt.encode_iternext(), tt.parse_iternext),
+            a.call(tt.encode_iternext(), tt.parse_iternext)]
+    assert sorted(seen) == [b"x", b"y", b"z"]
+    assert b.call(tt.encode_iternext(), tt.parse_iternext) is None
+    a.close()
+    b.close()
+
+
+def test_repl_without_update_log_sends_sid_then_closes(tmp_path):
+    server = start_server(tmp_path, "*", extra=["-sid", "7"])
+    c = Client(server)
+    c.sock.sendall(tt.encode_repl(1, 2))
+    data, eof = read_idle(c.sock, 2.0)
+    assert data == struct.pack(">I", 7) and eof
+    c.close()
+    c = Client(server)
+    c.sock.sendall(tt.encode_repl(1, 7))  # circular: closed without a reply
+    assert read_idle(c.sock, 2.0) == (b"", True)
+    c.close()
+    assert server.stop() == 0
+
+
+def test_mask_forbids_commands_like_ttserver(tmp_path):
+    server = start_server(tmp_path, "*", extra=["-mask", "allwrite,stat"])
+    c = Client(server)
+    assert c.call(tt.encode_putkeep(b"k", b"v"), tt.parse_putkeep) is False
+    assert c.call(tt.encode_misc(b"put", [b"k", b"v"]), tt.parse_misc) == []  # masked misc: empty success
+    assert c.call(tt.encode_get(b"k"), tt.parse_get) is None  # ... that wrote nothing
+    stat = c.call(tt.encode_stat(), tt.parse_stat)
+    assert list(stat)[0] == "cnt_put" and stat["cnt_putkeep"] == "1"  # only the counters
+    c.close()
+    assert server.stop() == 0
+    server = start_server(tmp_path, "*", extra=["-mask", "allread,put", "-unmask", "put"])
+    c = Client(server)
+    assert c.call(tt.encode_put(b"k", b"v"), tt.parse_put)  # unmasked again, in order
+    assert c.call(tt.encode_get(b"k"), tt.parse_get) is None
+    assert c.call(tt.encode_mget([b"k"]), tt.parse_mget) == []
+    assert c.call(tt.encode_rnum(), tt.parse_rnum) == 0
+    assert c.call(tt.encode_misc(b"get", [b"k"]), tt.parse_misc) == [b"v"]
+    c.close()
+    assert server.stop() == 0
+
+
+def test_every_ttserver_option_is_accepted(tmp_path):
+    pid_file = tmp_path / "tt.pid"
+    extra = ["-tout", "30", "-pid", str(pid_file), "-kl", "-ld", "-ulog", str(tmp_path / "ulog"),
+             "-ulim", "1m", "-uas", "-sid", "3", "-mhost", "localhost", "-mport", "1979",
+             "-rts", str(tmp_path / "rts"), "-rcc", "-skel", "x", "-extpc", "echo", "5",
+             "-mask", "repl", "-unmask", "repl"]
+    server = start_server(tmp_path, str(tmp_path / "o.tch#bnum=1000"), extra=extra, thnum=2)
+    c = Client(server)
+    assert c.call(tt.encode_stat(), tt.parse_stat)["sid"] == "3"
+    c.close()
+    assert pid_file.read_text().strip() == str(server.proc.pid)
+    assert server.stop() == 0
+    assert not pid_file.exists()
+    log = Path(server.log_path).read_text()
+    assert "-ulog" in log and "no effect" in log
+
+
+def test_idle_timeout_closes_sessions(tmp_path):
+    server = start_server(tmp_path, "*", extra=["-tout", "1"])
+    c = Client(server)
+    assert c.call(tt.encode_put(b"k", b"v"), tt.parse_put)
+    assert closed_within(c.sock, 4.0)
+    c.close()
+    assert server.stop() == 0
+
+
+def test_fixed_length_database(tmp_path):
+    server = start_server(tmp_path, str(tmp_path / "f.tcf#width=4"))
+    c = Client(server)
+    assert c.call(tt.encode_put(b"1", b"abcdef"), tt.parse_put)
+    assert c.call(tt.encode_get(b"1"), tt.parse_get) == b"abcd"  # truncated to the width
+    assert c.call(tt.encode_put(b"x", b"v"), tt.parse_ok) is False  # not an ID
+    assert c.call(tt.encode_misc(b"range", [b"1", b"0", b"9"]), tt.parse_misc) == [b"1", b"abcd"]
+    c.close()
+    assert server.stop() == 0
+
+
+def test_bad_database_name_exits_with_error(tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "kt.server", "tt", "-port", "0", str(tmp_path / "x.bad")],
+                          capture_output=True, timeout=30)
+    assert proc.returncode == 1 and b"cannot open" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "kt.server", "tt", "*", "extra"], capture_output=True,
+                          timeout=30)
+    assert proc.returncode == 1 and b"usage" in proc.stderr
