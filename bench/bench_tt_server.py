@@ -1,0 +1,193 @@
+"""Requests per second of the bundled Tokyo Tyrant server: get, put and a table search at
+1, 4 and 16 connections.
+
+The server runs as its own process (``python -m kt.server tt``).  The load generator is one
+process driving N raw sockets with a selector, one request in flight per connection, requests
+pre-built once with the TT codec, replies framed with the codec's parsers; so the numbers are
+the server's, plus one loopback round trip each.
+
+    .venv/bin/python bench/bench_tt_server.py [--seconds 2] [--conns 1,4,16] [--profile]
+
+``--profile`` also runs the request path in-process (codec parse -> service -> reply encode,
+no sockets) under cProfile and prints the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import selectors
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Callable, List, Tuple
+
+from kt.protocol import tt_binary as tt
+
+RECORDS = 10000
+
+
+def start_server(dbname: str, workdir: str) -> Tuple[subprocess.Popen, int]:
+    log = os.path.join(workdir, "bench-tt.log")
+    argv = [sys.executable, "-m", "kt.server", "tt", "-host", "127.0.0.1", "-port", "0", "-thnum", "16",
+            "-log", log, "-le", dbname]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline()
+            if line.startswith(b"listening on "):
+                return proc, int(line.split(b":")[-1])
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError(f"server did not start: {proc.communicate()}")
+
+
+def call(sock: socket.socket, request: bytes, parser: Callable) -> object:
+    sock.sendall(request)
+    buf = bytearray()
+    while True:
+        parsed = parser(buf, 0)
+        if parsed is not None:
+            return parsed[0]
+        buf += sock.recv(65536)
+
+
+def load(port: int, conns: int, request: bytes, parser: Callable, seconds: float) -> float:
+    """Requests/s with ``conns`` connections, one request in flight on each."""
+    sel = selectors.DefaultSelector()
+    socks: List[socket.socket] = []
+    for _ in range(conns):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        socks.append(sock)
+        sel.register(sock, selectors.EVENT_READ, bytearray())
+    done = 0
+    for sock in socks:
+        sock.send(request)
+    deadline = time.perf_counter() + seconds
+    start = time.perf_counter()
+    while True:
+        now = time.perf_counter()
+        if now >= deadline:
+            break
+        for key, _ in sel.select(0.5):
+            sock, buf = key.fileobj, key.data
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("server closed a benchmark connection")
+            buf += chunk
+            while True:
+                parsed = parser(buf, 0)
+                if parsed is None:
+                    break
+                del buf[: parsed[1]]
+                done += 1
+                sock.send(request)
+    elapsed = time.perf_counter() - start
+    for sock in socks:
+        sel.unregister(sock)
+        sock.close()
+    return done / elapsed
+
+
+def prepare(port: int) -> None:
+    sock = socket.create_connection(("127.0.0.1", port))
+    batch = []
+    for i in range(RECORDS):
+        cols = [b"%d" % i, b"name", b"user%05d" % i, b"age", b"%d" % (i % 100), b"city", b"c%d" % (i % 50)]
+        batch.append(tt.encode_misc(b"putlist", [cols[0], b"\0".join(cols[1:])]))
+    for start in range(0, len(batch), 500):
+        sock.sendall(b"".join(batch[start:start + 500]))
+        buf = bytearray()
+        got = 0
+        while got < len(batch[start:start + 500]):
+            parsed = tt.parse_misc(buf, 0)
+            if parsed is None:
+                buf += sock.recv(65536)
+                continue
+            del buf[: parsed[1]]
+            got += 1
+    assert call(sock, tt.encode_misc(b"setindex", [b"age", b"1"]), tt.parse_misc) == []
+    assert call(sock, tt.encode_rnum(), tt.parse_rnum) == RECORDS
+    sock.close()
+
+
+def workloads() -> List[Tuple[str, bytes, Callable]]:
+    search = tt.encode_misc(b"search", [tt.query_addcond("age", 8, "42"), tt.query_setlimit(10, 0)], opts=1)
+    return [
+        ("get", tt.encode_get(b"1234"), tt.parse_get),
+        ("put", tt.encode_put(b"bench-put", b"name\0bench\0age\0007"), tt.parse_put),
+        ("search (indexed, limit 10)", search, tt.parse_misc),
+    ]
+
+
+def profile(seconds: float) -> None:
+    """cProfile of the in-process request path for each workload (no sockets)."""
+    import cProfile
+    import pstats
+
+    from kt.server.engines.tc import TokyoCabinetDB
+    from kt.server.tt_server import TTService
+
+    with tempfile.TemporaryDirectory() as workdir:
+        db = TokyoCabinetDB(os.path.join(workdir, "p.tct"))
+        for i in range(RECORDS):
+            db.misc(b"put", [b"%d" % i, b"name", b"user%05d" % i, b"age", b"%d" % (i % 100)])
+        db.misc(b"setindex", [b"age", b"1"])
+        service = TTService(db)
+        for name, request, _parser in workloads():
+            stream = request * 2000
+            prof = cProfile.Profile()
+            start = time.perf_counter()
+            prof.enable()
+            pos = 0
+            n = 0
+            while pos < len(stream):
+                req, pos = tt.parse_request(stream, pos)
+                service.handle(req, None)
+                n += 1
+            prof.disable()
+            elapsed = time.perf_counter() - start
+            print(f"\n--- profile: {name}: {n / elapsed:,.0f} requests/s in-process (under cProfile)")
+            pstats.Stats(prof).sort_stats("tottime").print_stats(6)
+        db.close()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--conns", default="1,4,16")
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    conns_list = [int(c) for c in args.conns.split(",")]
+    with tempfile.TemporaryDirectory() as workdir:
+        proc, port = start_server(os.path.join(workdir, "bench.tct"), workdir)
+        try:
+            prepare(port)
+            rows = []
+            for name, request, parser in workloads():
+                rows.append((name, [load(port, c, request, parser, args.seconds) for c in conns_list]))
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    header = f"{'operation (table DB, 10k records)':<36}" + "".join(f"{f'{c} conn':>12}" for c in conns_list)
+    print(header)
+    print("-" * len(header))
+    for name, rates in rows:
+        print(f"{name:<36}" + "".join(f"{r:>12,.0f}" for r in rates))
+    print("(requests/s; one request in flight per connection; bundled server on Tokyo Cabinet "
+          f"{os.cpu_count()} CPUs)")
+    if args.profile:
+        profile(args.seconds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
