@@ -56,9 +56,9 @@ class UpdateLogger:
         self._tswall = 0
         self._tslogic = 0
         self._cts = 0
-        self._file = open(self.file_path(self.id), "a+b")
-        self._file.seek(0, os.SEEK_END)
-        if self._file.tell() < 1:
+        self._fd = os.open(self.file_path(self.id), os.O_RDWR | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        if self._size < 1:
             self._write_meta()
         self._validate_meta()
 
@@ -66,12 +66,11 @@ class UpdateLogger:
         return os.path.join(self.path, f"{fid:010d}{EXTENSION}")
 
     def _write_meta(self) -> None:
-        self._file.flush()
-        size = max(os.fstat(self._file.fileno()).st_size, META.size)
-        os.pwrite(self._file.fileno(), META.pack(METAMAGIC, size, self._cts), 0)
+        self._size = max(self._size, META.size)
+        os.pwrite(self._fd, META.pack(METAMAGIC, self._size, self._cts), 0)
 
     def _validate_meta(self) -> None:
-        fd = self._file.fileno()
+        fd = self._fd
         head = os.pread(fd, META.size, 0)
         if len(head) < META.size or head[0] != METAMAGIC:
             raise OSError(f"broken update log file: {self.file_path(self.id)}")
@@ -81,6 +80,7 @@ class UpdateLogger:
             raise OSError(f"broken update log file: {self.file_path(self.id)}")
         if psiz > fsiz:
             os.ftruncate(fd, fsiz)
+        self._size = fsiz
         self._cts = fts
         self._tswall = fts // TSLACC + 1
 
@@ -102,13 +102,15 @@ class UpdateLogger:
         with self._lock:
             if ts < 1:
                 ts = self._clock()
-            fd = self._file.fileno()
-            if os.fstat(fd).st_size >= self.limit:
-                self._file.close()
+            if self._size >= self.limit:
+                os.close(self._fd)
                 self.id += 1
-                self._file = open(self.file_path(self.id), "w+b")
+                self._fd = os.open(self.file_path(self.id), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                self._size = 0
                 self._write_meta()
-            self._file.write(RECHEAD.pack(BEGMAGIC, ts, len(message)) + message + bytes((ENDMAGIC,)))
+            record = RECHEAD.pack(BEGMAGIC, ts, len(message)) + message + bytes((ENDMAGIC,))
+            os.pwrite(self._fd, record, self._size)
+            self._size += len(record)
             if ts > self._cts:
                 self._cts = ts
             self._write_meta()
@@ -145,14 +147,14 @@ class UpdateLogger:
 
     def synchronize(self) -> None:
         with self._lock:
-            self._file.flush()
-            os.fsync(self._file.fileno())
+            if self._fd >= 0:
+                os.fsync(self._fd)
 
     def close(self) -> None:
         with self._lock:
-            if not self._file.closed:
-                self._file.flush()
-                self._file.close()
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
 
 class UpdateLogReader:
