@@ -51,7 +51,7 @@ _F_NOOP = OptionSpec(False, effective=False)
 KT_OPTIONS = {
     "-host": _V, "-port": _V, "-tout": _V, "-th": _V, "-log": _V,
     "-li": _F, "-ls": _F, "-le": _F, "-lz": _F,
-    "-ulog": _V, "-ulim": _V_NOOP, "-uasi": _V_NOOP, "-sid": _V, "-ord": _F,
+    "-ulog": _V, "-ulim": _V, "-uasi": _V_NOOP, "-sid": _V, "-ord": _F,
     "-oat": _F_NOOP, "-oas": _F_NOOP, "-onl": _F_NOOP, "-otl": _F_NOOP, "-onr": _F_NOOP,
     "-asi": _V_NOOP, "-ash": _F_NOOP, "-bgs": _V_NOOP, "-bgsi": _V_NOOP, "-bgsc": _V_NOOP,
     "-dmn": _F_NOOP, "-pid": _V, "-cmd": _V, "-scr": _V,
@@ -76,6 +76,13 @@ def _content_type(headers: dict) -> Optional[str]:
     return None if value is None else value.decode("latin-1")
 
 
+def _has_db(service, db_expr: Optional[bytes]) -> bool:
+    has_db = getattr(service, "has_db", None)
+    if has_db is not None:
+        return bool(has_db(db_expr))
+    return service._select(db_expr) is not None
+
+
 class KTServerHandler:
     """Serves one connection at a time per thread; shared by all connection threads."""
 
@@ -83,6 +90,12 @@ class KTServerHandler:
         self.service = service
         self.server_name = server_name  # b"localhost:PORT" (ktserver's HTTPServer name)
         self.logger = logger
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Server shutdown: end replication streams, wake WAITs (they answer 503)."""
+        self.stopping = True
+        self.service.stop()
 
     # ---------------------------------------------------------------- connection loop
 
@@ -182,7 +195,7 @@ class KTServerHandler:
             return service.rest_put(db_expr, key, request.body, request.headers, url)
         if kind == hs.M_DELETE:
             return service.rest_delete(db_expr, key)
-        if not service.has_db(db_expr):
+        if not _has_db(service, db_expr):
             return 400, {}, b"no such database\n"
         return 501, {}, b""
 
@@ -269,18 +282,18 @@ class KTServerHandler:
     def _bin_replication(self, conn: Connection, request, failure: Optional[str]) -> bool:
         if failure is not None:
             return False
-        reader = self.service.ulog_reader(request.ts)
+        white = bool(request.flags & kb.FLAG_NO_REPLY)  # WHITESID
+        reader = self.service.ulog_reader(request.ts, request.sid, white)
         if reader is None:
             self.logger.info("no update log allows no replication")
             conn.send(_ERROR_BYTE)
             return False
         try:
-            white = bool(request.flags & kb.FLAG_NO_REPLY)  # WHITESID
-            return self._stream_replication(conn, reader, request.sid, white)
+            return self._stream_replication(conn, reader, request.sid)
         finally:
             reader.close()
 
-    def _stream_replication(self, conn: Connection, reader, sid: int, white: bool) -> bool:
+    def _stream_replication(self, conn: Connection, reader, sid: int) -> bool:
         """ktserver's ``do_bin_replication`` loop: records, heartbeats, NOP + ack when caught up."""
         if not conn.send(kb.REPLICATION_ACK):
             return False
@@ -288,12 +301,11 @@ class KTServerHandler:
         last_ts = 0
         misses = 0
         try:
-            while not getattr(self.service, "stopping", False):
+            while not self.stopping:
                 item = reader.read()
                 if item is not None:
-                    ts, message = item
-                    origin = int.from_bytes(message[:2], "big") if len(message) >= 2 else 0
-                    if (origin == sid) == white:
+                    ts, message = item  # message None: filtered out by the slave's sid
+                    if message is not None:
                         misses = 0
                         if not conn.send(kb.encode_replication_record(ts, message)):
                             return False
@@ -383,6 +395,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             readonly=bool(options.get("-ord")),
             logger=logger,
             cmd_dir=options.get("-cmd", "."),
+            ulog_limit=_atoix(str(options.get("-ulim", "0"))),
+            thread_count=max(1, min(64, _atoix(str(options.get("-th", "16"))))),
         )
     except Exception as exc:
         logger.error(f"opening a database failed: {exc}")
@@ -395,10 +409,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         service.close()
         return 1
     server_name = b"localhost" if bound_port == 80 else b"localhost:%d" % bound_port
-    server.handler = KTServerHandler(service, server_name=server_name, logger=logger)
-    if hasattr(service, "set_connection_counter"):
-        service.set_connection_counter(lambda: server.connection_count)
-    status = server.run(pid_file=options.get("-pid"), on_stop=service.stop, on_close=service.close)
+    handler = KTServerHandler(service, server_name=server_name, logger=logger)
+    server.handler = handler
+    service.connection_count = lambda: server.connection_count
+    status = server.run(pid_file=options.get("-pid"), on_stop=handler.stop, on_close=service.close)
     logger.close()
     return status
 
