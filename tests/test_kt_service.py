@@ -207,6 +207,7 @@ def test_db_lookup_by_index_and_name(svc):
     assert svc.rpc("get", {b"DB": b"2", b"key": b"k"}, sess) == (200, {b"value": b"v"})
     assert svc.rpc("get", {b"DB": b"3", b"key": b"k"}, sess) == (400, {b"ERROR": b"no such database"})
     assert svc.rpc("get", {b"key": b"k"}, sess)[0] == 450
+    assert svc.has_db(None) and svc.has_db(b"*") and svc.has_db(b"2x") and not svc.has_db(b"9")
 
 
 def test_cursor_created_even_when_procedure_fails(svc):

@@ -347,6 +347,10 @@ class KTService:
             return self.dbs[idx]
         return None
 
+    def has_db(self, db_expr: Optional[bytes]) -> bool:
+        """Whether a REST/RPC database expression names an open database."""
+        return self._select(db_expr) is not None
+
     # -- RPC ----------------------------------------------------------------------------------
     def rpc(self, procedure: str, params: Params, session: Optional[Session] = None) -> RpcResult:
         """Run one RPC with its meta parameters; returns ``(HTTP status, output map)``."""
