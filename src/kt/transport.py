@@ -191,7 +191,10 @@ class Connection:
                 return self._read_rest(sock, chunk, parsed, parse)
             raise ConnectionDroppedError(f"{self.address} closed the connection before replying")
         except ServerError:
-            raise  # a complete error reply: the stream is still in sync
+            # A complete error reply: the stream is in sync.  Bytes already pending (or EOF)
+            # would mean it was not, so then the socket goes (one cheap peek, error path only).
+            self.is_stale()
+            raise
         except BaseException as exc:
             self.close()
             _reraise(exc, self)
