@@ -8,6 +8,7 @@ import signal
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -275,6 +276,9 @@ def test_every_ttserver_option_is_accepted(tmp_path):
     c = Client(server)
     assert c.call(tt.encode_stat(), tt.parse_stat)["sid"] == "3"
     c.close()
+    deadline = time.monotonic() + 10
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert pid_file.read_text().strip() == str(server.proc.pid)
     assert server.stop() == 0
     assert not pid_file.exists()
@@ -312,3 +316,89 @@ def test_bad_database_name_exits_with_error(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kt.server", "tt", "*", "extra"], capture_output=True,
                           timeout=30)
     assert proc.returncode == 1 and b"usage" in proc.stderr
+
+
+def test_pid_file_guards_and_kl_replaces_the_running_server(tmp_path):
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "tt.pid"
+
+    def pid_in_file(expected: int) -> bool:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if pid_file.exists() and pid_file.read_text().strip() == str(expected):
+                return True
+            time.sleep(0.05)
+        return False
+
+    first = start_server(tmp_path, "*", extra=["-pid", str(pid_file)])
+    assert pid_in_file(first.proc.pid)
+    proc = subprocess.run([sys.executable, "-m", "kt.server", "tt", "-port", "0", "-pid", str(pid_file), "*"],
+                          capture_output=True, timeout=30)
+    assert proc.returncode == 1 and b"may be already running" in proc.stderr
+    second = start_server(tmp_path, "*", extra=["-pid", str(pid_file), "-kl"])
+    assert first.proc.wait(15) == 0  # stopped cleanly by SIGTERM
+    assert pid_in_file(second.proc.pid)
+    assert second.stop() == 0
+
+
+LUA = """
+counter = 0
+function tick(key, value)
+  _addint("ticks", 1)
+  return "ok"
+end
+function listing(key, value)
+  _put(key .. "1", "a")
+  _put(key .. "2", "b")
+  local keys = _fwmkeys(key)
+  local got = _misc("getlist", keys)
+  return #keys .. ":" .. table.concat(got, ",")
+end
+function bump(key, value)
+  local old = _get(key) or "0"
+  _put(key, tostring(tonumber(old) + 1))
+  return _get(key)
+end
+function stash(key, value)
+  _stashput(key, value)
+  return _stashget(key)
+end
+function whoami(key, value)
+  return _version .. "/" .. _thnum
+end
+"""
+
+
+def test_lua_extension_builtins_locking_and_extpc(tmp_path):
+    script = tmp_path / "ext.lua"
+    script.write_text(LUA)
+    server = start_server(tmp_path, "+", script=str(script), thnum=4, extra=["-extpc", "tick", "0.2"])
+    c = Client(server)
+    assert c.call(tt.encode_ext(b"listing", b"p"), tt.parse_ext) == b"2:p1,a,p2,b"
+    assert c.call(tt.encode_ext(b"stash", b"k", b"v"), tt.parse_ext) == b"v"
+    assert c.call(tt.encode_ext(b"whoami"), tt.parse_ext) == b"1.1.41/4"
+    errors = []
+
+    def hammer() -> None:
+        try:
+            client = Client(server)
+            for _ in range(100):
+                client.call(tt.encode_ext(b"bump", b"shared", opts=1), tt.parse_ext)  # record lock
+            client.close()
+        except Exception as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
+    assert c.call(tt.encode_get(b"shared"), tt.parse_get) == b"600"  # no lost update
+    time.sleep(0.7)
+    ticks = c.call(tt.encode_addint(b"ticks", 0), tt.parse_addint)
+    assert ticks >= 2  # -extpc ran periodically
+    c.close()
+    assert server.stop() == 0

@@ -559,28 +559,44 @@ def _atoi(text: str) -> int:
 
 
 def _kill_previous(pid_file: str, logger: Logger) -> None:
-    """``-kl``: terminate the process named in an existing PID file and wait for it."""
-    try:
-        with open(pid_file) as fh:
-            pid = int(fh.read().strip() or "0")
-    except (OSError, ValueError):
-        return
-    if pid <= 0 or pid == os.getpid():
-        return
+    """``-kl``: SIGTERM the process named in the PID file, wait (10 s) for the file to go,
+    then SIGKILL it and remove the file, as ttserver does."""
     import signal
 
     try:
-        os.kill(pid, signal.SIGTERM)
+        with open(pid_file) as fh:
+            pid = _atoi(fh.read())
     except OSError:
         return
-    logger.system(f"killing the process {pid}")
+    logger.info(f"warning: killing the process {pid} with SIGTERM")
+    try:
+        if pid > 0 and pid != os.getpid():
+            os.kill(pid, signal.SIGTERM)
+    except OSError:
+        logger.error("kill failed")
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
+    while os.path.exists(pid_file):
+        if time.monotonic() >= deadline:
+            logger.info(f"warning: killing the process {pid} with SIGKILL")
+            try:
+                if pid > 0 and pid != os.getpid():
+                    os.kill(pid, signal.SIGKILL)
+            except OSError:
+                logger.error("kill failed")
+            try:
+                os.remove(pid_file)
+            except OSError:
+                pass
+            break
         time.sleep(0.1)
+
+
+def _pid_file_owner(pid_file: str) -> Optional[str]:
+    try:
+        with open(pid_file) as fh:
+            return fh.read().strip() or "?"
+    except OSError:
+        return None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -621,8 +637,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pid_file = options.get("-pid")
     if options.get("-dmn") and not pid_file:
         pid_file = "ttserver.pid"
-    if options.get("-kl") and pid_file:
-        _kill_previous(str(pid_file), logger)
+    if pid_file:
+        if options.get("-kl"):
+            _kill_previous(str(pid_file), logger)
+        owner = _pid_file_owner(str(pid_file))
+        if owner is not None:
+            logger.error(f"the process {owner} may be already running")
+            sys.stderr.write(f"ttserver: the process {owner} may be already running ({pid_file})\n")
+            return 1
     try:
         db = TokyoCabinetDB(dbname, multiple=mul)
     except EngineError as exc:

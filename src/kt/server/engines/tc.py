@@ -131,6 +131,18 @@ def library_version() -> str:
     return _c_char_p.in_dll(lib, "tcversion").value.decode("ascii", "replace")
 
 
+class _ListDatum(ctypes.Structure):
+    """tcutil.h ``TCLISTDATUM``: one element of a TCLIST."""
+
+    _fields_ = [("ptr", _c_void_p), ("size", _c_int)]
+
+
+class _ListHead(ctypes.Structure):
+    """tcutil.h ``TCLIST`` (public struct): elements ``array[start:start+num]``."""
+
+    _fields_ = [("array", ctypes.POINTER(_ListDatum)), ("anum", _c_int), ("start", _c_int), ("num", _c_int)]
+
+
 class _ShiftOp(ctypes.Structure):
     """The ``op`` handed to the putshl proc: the bytes to append and the width to keep."""
 
@@ -222,17 +234,17 @@ class TokyoCabinetDB:
         """Copy a TCLIST into Python bytes and delete it (``None`` for a NULL list)."""
         if not lptr:
             return None
-        lib = self._lib
         try:
-            n = lib.tclistnum(lptr)
-            size = ctypes.c_int()
-            out = []
-            for i in range(n):
-                ptr = lib.tclistval(lptr, i, ctypes.byref(size))
-                out.append(ctypes.string_at(ptr, size.value))
-            return out
+            # Read the public TCLIST layout directly: one struct read instead of a C call per
+            # element (the hot path of searches and getlist).
+            head = _ListHead.from_address(lptr)
+            if head.num <= 0:
+                return []
+            data = head.array[head.start : head.start + head.num]
+            string_at = ctypes.string_at
+            return [string_at(d.ptr, d.size) for d in data]
         finally:
-            lib.tclistdel(lptr)
+            self._lib.tclistdel(lptr)
 
     # -- records --------------------------------------------------------------------------
     def put(self, key: bytes, value: bytes) -> bool:
