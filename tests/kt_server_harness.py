@@ -162,6 +162,34 @@ def recv_http_response(sock: socket.socket, head: bool = False, timeout: float =
     return bytes(data)
 
 
+class ResponseReader:
+    """Buffered reader for several (pipelined) HTTP responses on one socket."""
+
+    def __init__(self, sock: socket.socket, timeout: float = 5.0):
+        self.sock = sock
+        self.buf = bytearray()
+        sock.settimeout(timeout)
+
+    def _more(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buf += chunk
+        return bool(chunk)
+
+    def http_response(self, head: bool = False) -> bytes:
+        while b"\r\n\r\n" not in self.buf:
+            if not self._more():
+                raise EOFError("connection closed before a complete response")
+        head_end = self.buf.index(b"\r\n\r\n") + 4
+        match = re.search(rb"\r\nContent-Length: (\d+)\r\n", bytes(self.buf[:head_end]))
+        end = head_end + (0 if head or not match else int(match.group(1)))
+        while len(self.buf) < end:
+            if not self._more():
+                raise EOFError("connection closed inside a response body")
+        raw = bytes(self.buf[:end])
+        del self.buf[:end]
+        return raw
+
+
 def server_closed(sock: socket.socket, wait: float = 1.5) -> bool:
     """True when the server closed the connection (EOF or reset) within ``wait`` seconds."""
     sock.settimeout(wait)

@@ -1,0 +1,311 @@
+"""The bundled KT server as a process: concurrency, durability, hostile input, options.
+
+Every test talks to a real ``python -m kt.server kt`` process over real sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from kt.protocol import kt_binary as kb
+from kt.protocol import kt_rpc
+from kt_server_harness import (
+    ResponseReader,
+    ServerProcess,
+    recv_exact,
+    recv_http_response,
+    recv_idle,
+    server_closed,
+    split_http,
+)
+
+NO_XT = 0x7FFFFFFFFFFFFFFF
+
+
+def _set_one(sock, key: bytes, value: bytes, dbidx: int = 0) -> int:
+    sock.sendall(kb.encode_set_bulk([(dbidx, key, value, NO_XT)]))
+    hits, _ = kb.parse_set_bulk_reply(recv_exact(sock, 5))
+    return hits
+
+
+def _get_many(sock, keys, dbidx: int = 0) -> dict:
+    sock.sendall(kb.encode_get_bulk([(dbidx, k) for k in keys]))
+    buf = b""
+    while True:
+        parsed = kb.parse_get_bulk_reply(buf)
+        if parsed is not None:
+            return {key: value for _db, key, value, _xt in parsed[0]}
+        chunk = sock.recv(1 << 16)
+        assert chunk, "server closed during get_bulk"
+        buf += chunk
+
+
+def _rpc(sock, procedure: str, params: dict, *, extra_headers: bytes = b"") -> tuple:
+    body = kt_rpc.encode_tsv(list(params.items()))
+    request = (b"POST /rpc/%s HTTP/1.1\r\nContent-Type: text/tab-separated-values\r\n"
+               b"Content-Length: %d\r\n%s\r\n" % (procedure.encode(), len(body), extra_headers)) + body
+    sock.sendall(request)
+    raw = recv_http_response(sock, timeout=10)
+    status, headers, resp_body = split_http(raw)
+    ctype = dict(headers).get(b"Content-Type", b"").decode()
+    return int(status.split()[1]), dict(kt_rpc.decode_tsv_pairs(resp_body, ctype or None))
+
+
+@pytest.fixture
+def server(tmp_path):
+    srv = ServerProcess(["-tout", "10", "*", "%"], tmp_path)
+    yield srv
+    srv.terminate()
+
+
+def test_sixteen_concurrent_clients_lose_nothing(server):
+    per_client = 150
+    errors = []
+
+    def writer(n: int) -> None:
+        try:
+            with server.connect() as sock:
+                for i in range(per_client):
+                    key = b"c%02d-%04d" % (n, i)
+                    if i % 3 == 0:
+                        status, _ = _rpc(sock, "set", {b"key": key, b"value": key[::-1]})
+                        assert status == 200
+                    else:
+                        assert _set_one(sock, key, key[::-1]) == 1
+        except Exception as exc:  # collected and reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    keys = [b"c%02d-%04d" % (n, i) for n in range(16) for i in range(per_client)]
+    with server.connect() as sock:
+        found = _get_many(sock, keys)
+        status, out = _rpc(sock, "status", {})
+    assert status == 200
+    assert len(found) == len(keys)
+    assert all(found[k] == k[::-1] for k in keys)
+    assert int(out[b"count"]) == len(keys)
+
+
+def _write_keys(srv: ServerProcess, count: int) -> list:
+    keys = [b"durable-%05d" % i for i in range(count)]
+    with srv.connect() as sock:
+        for key in keys:
+            assert _set_one(sock, key, b"v" + key) == 1
+    return keys
+
+
+def test_file_db_keeps_acknowledged_writes_across_sigterm(tmp_path):
+    db = str(tmp_path / "casket.kch")
+    srv = ServerProcess([db], tmp_path)
+    try:
+        keys = _write_keys(srv, 300)
+    finally:
+        rc = srv.terminate()
+    assert rc == 0
+    srv = ServerProcess([db], tmp_path, log_name="second.log")
+    try:
+        with srv.connect() as sock:
+            found = _get_many(sock, keys)
+    finally:
+        srv.terminate()
+    assert found == {k: b"v" + k for k in keys}
+
+
+def test_file_db_keeps_writes_across_sigkill_after_synchronize(tmp_path):
+    db = str(tmp_path / "casket.kct")
+    srv = ServerProcess([db], tmp_path)
+    try:
+        keys = _write_keys(srv, 300)
+        with srv.connect() as sock:
+            status, _ = _rpc(sock, "synchronize", {b"hard": b""})
+        assert status == 200
+    finally:
+        srv.kill()
+    srv = ServerProcess([db], tmp_path, log_name="second.log")
+    try:
+        with srv.connect() as sock:
+            found = _get_many(sock, keys)
+    finally:
+        srv.terminate()
+    assert found == {k: b"v" + k for k in keys}
+
+
+HOSTILE_INPUTS = [
+    b"GET / HTTP/1.1\r\n" + b"X-Long: " + b"a" * 20000 + b"\r\n\r\n",
+    b"GET /" + b"b" * 9000 + b" HTTP/1.1\r\n\r\n",
+    b"POST /rpc/set HTTP/1.1\r\nContent-Length: 268435457\r\n\r\n",
+    b"POST /rpc/set HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc",
+    b"POST /rpc/set HTTP/1.1\r\nContent-Length: 100\r\n\r\nshort",
+    b"\x00\x01\x02\x03",
+    b"\xb8\xff\xff\xff\xff\xff\xff\xff\xff",
+    b"\xba\x00\x00\x00\x00\xff\xff\xff\xff\x00\x00\xff\xff\xff\xff",
+    b"\xb4\x00\x00\x00\x00\x7f\xff\xff\xff\x00\x00\x00\x01",
+    b"\xb1\x00",
+    b"\r\n\r\n\r\n",
+    b"GET\0 /x HTTP/1.1\r\n\r\n",
+    b"FOO /rpc/echo HTTP/1.1\r\nContent-Length: -5\r\n\r\n",
+]
+
+
+def test_hostile_input_never_disturbs_other_clients(server):
+    rng = random.Random(1234)
+    inputs = list(HOSTILE_INPUTS) + [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400)))
+                                      for _ in range(40)]
+    with server.connect() as good:
+        assert _set_one(good, b"good", b"1") == 1
+        for n, data in enumerate(inputs):
+            with server.connect(timeout=5) as bad:
+                bad.sendall(data)
+                if n % 2:
+                    bad.shutdown(socket.SHUT_WR)
+                recv_idle(bad, 0.05)
+            # the well-behaved client keeps being served, even while hostile peers linger
+            assert _get_many(good, [b"good"]) == {b"good": b"1"}
+        status, out = _rpc(good, "echo", {b"still": b"here"})
+        assert status == 200 and out == {b"still": b"here"}
+    assert server.proc.poll() is None
+
+
+def test_body_over_limit_answers_413_and_closes(server):
+    with server.connect() as sock:
+        sock.sendall(b"PUT /k HTTP/1.1\r\nContent-Length: 268435457\r\n\r\n")
+        raw = recv_http_response(sock)
+        assert raw.startswith(b"HTTP/1.1 413 Request Entity Too Large\r\n")
+        assert b"Connection: close\r\n" in raw
+        assert raw.endswith(b"413 Request Entity Too Large (request entity too large)\n")
+        assert server_closed(sock)
+
+
+def test_truncated_body_at_eof_answers_400(server):
+    with server.connect() as sock:
+        sock.sendall(b"POST /rpc/void HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
+        sock.shutdown(socket.SHUT_WR)
+        raw = recv_http_response(sock)
+        assert raw.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        assert raw.endswith(b"400 Bad Request (receiving data failed)\n")
+
+
+def test_chunked_request_body(server):
+    body = b"key\tck\nvalue\tchunky\n"
+    with server.connect() as sock:
+        sock.sendall(b"POST /rpc/set HTTP/1.1\r\nContent-Type: text/tab-separated-values\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n"
+                     + b"%x\r\n%s\r\n" % (7, body[:7]) + b"%x\r\n%s\r\n" % (len(body) - 7, body[7:])
+                     + b"0\r\n\r\n")
+        raw = recv_http_response(sock)
+        assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+        status, out = _rpc(sock, "get", {b"key": b"ck"})
+        assert status == 200 and out[b"value"] == b"chunky"
+
+
+def test_get_with_body_is_not_read_as_body(server):
+    """GET bodies are not consumed by ktserver: the bytes are parsed as the next request."""
+    with server.connect() as sock:
+        follow = b"GET /rpc/void HTTP/1.1\r\n\r\n"
+        sock.sendall(b"GET /rpc/void HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(follow) + follow)
+        reader = ResponseReader(sock)
+        first = reader.http_response()
+        second = reader.http_response()
+        assert first.startswith(b"HTTP/1.1 200 OK") and second.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_head_rpc_has_no_content_length_or_body(server):
+    with server.connect() as sock:
+        sock.sendall(b"HEAD /rpc/echo?a=1 HTTP/1.1\r\n\r\n")
+        raw = recv_http_response(sock, head=True)
+        assert b"Content-Length" not in raw and raw.endswith(b"\r\n\r\n")
+        assert b"Content-Type: text/tab-separated-values\r\n" in raw
+        sock.sendall(b"GET /rpc/void HTTP/1.1\r\n\r\n")
+        assert recv_http_response(sock).startswith(b"HTTP/1.1 200 OK")
+
+
+def test_wait_blocks_only_its_own_client(server):
+    started = time.monotonic()
+    result = {}
+
+    def waiter():
+        with server.connect(timeout=15) as sock:
+            result["reply"] = _rpc(sock, "void", {b"WAIT": b"never", b"WAITTIME": b"1.5"})
+            result["elapsed"] = time.monotonic() - started
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    time.sleep(0.2)
+    with server.connect() as sock:
+        for i in range(20):
+            assert _set_one(sock, b"w%d" % i, b"x") == 1
+    served_at = time.monotonic() - started
+    thread.join(15)
+    assert served_at < 1.5
+    status, out = result["reply"]
+    assert status == 503 and out[b"ERROR"] == b"the condition timed out"
+    assert result["elapsed"] >= 1.4
+
+
+def test_idle_timeout_closes_quiet_connections(tmp_path):
+    srv = ServerProcess(["-tout", "0.5", "*"], tmp_path)
+    try:
+        with srv.connect() as sock:
+            data, eof = recv_idle(sock, 3.0)
+            assert eof and data == b""
+    finally:
+        srv.terminate()
+
+
+def test_pid_file_every_ktserver_option_and_clean_exit(tmp_path):
+    pid_file = tmp_path / "kt.pid"
+    args = ["-tout", "5", "-th", "2", "-li", "-ulim", "1m", "-uasi", "1", "-sid", "3", "-oat",
+            "-asi", "10", "-ash", "-bgs", str(tmp_path), "-bgsi", "60", "-bgsc", "zlib", "-pid",
+            str(pid_file), "-cmd", str(tmp_path), "-riv", "0.1", "-plex", "x", "*"]
+    srv = ServerProcess(args, tmp_path)
+    try:
+        assert int(pid_file.read_text()) == srv.proc.pid
+        with srv.connect() as sock:
+            assert _rpc(sock, "void", {})[0] == 200
+        log = srv.log_text()
+        assert "-uasi" in log and "no effect" in log
+    finally:
+        rc = srv.terminate()
+    assert rc == 0
+    assert not pid_file.exists()
+
+
+def test_first_positional_argument_ends_options(tmp_path):
+    """ktserver's argbrk: "-port" after a database name is itself a database name."""
+    srv = ServerProcess(["*", "%"], tmp_path)
+    try:
+        with srv.connect() as sock:
+            status, out = _rpc(sock, "status", {b"DB": b"%"})
+            assert status == 200
+    finally:
+        srv.terminate()
+    env = dict(os.environ)
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "kt.server", "kt", "-port", "0", "-log",
+                           str(tmp_path / "x.log"), "*", "-tout", "3"], env=env, timeout=30,
+                          capture_output=True)
+    assert proc.returncode != 0
+
+
+def test_sigint_stops_the_server_cleanly(tmp_path):
+    srv = ServerProcess([str(tmp_path / "a.kch")], tmp_path)
+    with srv.connect() as sock:
+        assert _set_one(sock, b"k", b"v") == 1
+        srv.proc.send_signal(signal.SIGINT)
+        srv.proc.wait(15)
+    assert srv.proc.returncode == 0
+    assert "finished" in srv.log_text()
