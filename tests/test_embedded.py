@@ -251,3 +251,21 @@ def test_fixture_kt_servers(kt_servers):
 
 def test_fixture_tt_servers_param(tt_servers):
     assert answers(tt_servers.embedded)
+
+
+def test_random_port_taken_meanwhile_is_retried():
+    """The port chosen can be taken before the server binds it: run() picks another."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = taken.getsockname()[1]
+        server = EmbeddedTokyoTyrantServer(server=None)
+        real_free_port = server._free_port
+        offered = iter([busy])
+        server._free_port = lambda: next(offered, None) or real_free_port()
+        run_or_skip(server)
+        try:
+            assert server.port != busy
+            assert answers(server)
+        finally:
+            server.stop()

@@ -495,3 +495,14 @@ def test_close_closes_idle_now_and_busy_on_release(server):
     assert pool.size == 0
     assert echo(pool, "again") == b"again"  # usable after close
     pool.close()
+
+
+def test_is_stale_detects_peer_hangup(server):
+    conn = Connection("127.0.0.1", server.port)
+    assert echo(conn, "x") == b"x"
+    assert not conn.is_stale()
+    server.stop()
+    deadline = time.monotonic() + 2
+    while not conn.is_stale() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert conn.closed
