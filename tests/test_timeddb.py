@@ -225,3 +225,20 @@ def test_atoi_like_kc():
     assert timeddb.atoi("abc") == 0
     assert timeddb.atoix("2k") == 2048
     assert timeddb.db_name_of("/data/phone.kch#bnum=9") == "phone.kch"
+
+
+@pytest.mark.parametrize("spec", ALL_TYPES)
+def test_match_functions_agree_with_kc_and_are_binary_safe(spec, tmp_path):
+    spec = spec if "." not in spec else str(tmp_path / spec)
+    tdb = TimedDB(spec)
+    for k in [b"apple", b"apricot", b"banana", b"band", b"bandana", b"Apple", b"ap", b"bond"]:
+        tdb.set(k, b"v")
+    for prefix, mx in [(b"ap", -1), (b"ban", 2), (b"", -1), (b"zz", -1), (b"a", 1)]:
+        assert tdb.match_prefix(prefix, mx) == tdb.db.match_prefix(prefix, mx)
+    cases = [(b"band", 1, -1), (b"band", 2, 2), (b"appl", 1, -1), (b"x", 3, -1), (b"ba", 9, 3)]
+    for origin, rng, mx in cases:
+        assert tdb.match_similar(origin, rng, False, mx) == tdb.db.match_similar(origin, rng, False, mx)
+    tdb.set(b"b\x00nd", b"v")  # KC's C API would cut this key at the NUL
+    assert b"b\x00nd" in tdb.match_prefix(b"b\x00")
+    assert tdb.match_similar(b"b\x00nd", 0) == [b"b\x00nd"]
+    tdb.close()

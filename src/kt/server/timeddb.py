@@ -594,17 +594,91 @@ class TimedDB:
     def synchronize(self, hard: bool = False) -> None:
         self.db.synchronize(hard)
 
+    def _lexical(self) -> bool:
+        """Whether the cursor order is lexical (trees with the default comparator)."""
+        lexical = getattr(self, "_lexical_cache", None)
+        if lexical is None:
+            status = self.db.status()
+            realtype = status.get("realtype")
+            tree = realtype in ("33", "49", "65")
+            lexical = realtype == "17" or (tree and status.get("rcomp") == "lexical")
+            self._lexical_cache = lexical
+        return lexical
+
     def match_prefix(self, prefix: bytes, max: int = -1) -> list[bytes]:
-        return self.db.match_prefix(prefix, max)
+        """Keys starting with ``prefix`` like ``PolyDB::match_prefix`` (binary-safe, KC's order)."""
+        if max < 0:
+            max = INT64MAX
+        out: list[bytes] = []
+        cur = self.db.cursor()
+        try:
+            if self._lexical():
+                if not cur.jump(prefix):
+                    return out
+                while len(out) < max:
+                    key = cur.get_key(True)
+                    if key is None or not key.startswith(prefix):
+                        break
+                    out.append(key)
+            else:
+                if not cur.jump():
+                    return out
+                while len(out) < max:
+                    key = cur.get_key(True)
+                    if key is None:
+                        break
+                    if key.startswith(prefix):
+                        out.append(key)
+        finally:
+            cur.close()
+        return out
 
     def match_regex(self, regex: bytes, max: int = -1) -> list[bytes]:
+        """POSIX ERE search over keys (KC's own implementation, keys as C strings)."""
         return self.db.match_regex(regex, max)
 
     def match_similar(self, origin: bytes, range: int = 1, utf: bool = False, max: int = -1) -> list[bytes]:
-        return self.db.match_similar(origin, range, utf, max)
+        """Keys within Levenshtein distance ``range``, nearest first (``PolyDB::match_similar``)."""
+        if max < 0:
+            max = INT64MAX
+        if max == 0:
+            return []
+        o = origin.decode("utf-8", "replace") if utf else origin
+        found = []
+        cur = self.db.cursor()
+        try:
+            if not cur.jump():
+                return []
+            order = 0
+            while True:
+                key = cur.get_key(True)
+                if key is None:
+                    break
+                k = key.decode("utf-8", "replace") if utf else key
+                if abs(len(o) - len(k)) <= range:
+                    dist = _levenshtein(o, k)
+                    if dist <= range:
+                        found.append((dist, key, order))
+                order += 1
+        finally:
+            cur.close()
+        found.sort()
+        return [key for _, key, _ in found[:max]]
 
     def cursor(self) -> TimedCursor:
         return TimedCursor(self)
+
+
+def _levenshtein(a, b) -> int:
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
 
 
 def _wrap64(n: int) -> int:
