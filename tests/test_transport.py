@@ -506,3 +506,29 @@ def test_is_stale_detects_peer_hangup(server):
     while not conn.is_stale() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert conn.closed
+
+
+def test_contended_small_pool_never_exhausts_while_connections_return(server):
+    """16 threads share 2 connections; every waiter is woken by a release in time."""
+    pool = Pool("127.0.0.1", server.port, max_size=2, connect_timeout=5)
+    errors: List[BaseException] = []
+    sizes = set()
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(15):
+                payload = b"delay:2:%d-%d" % (n, i)
+                assert pool.request(frame(payload), parse_reply) == b"%d-%d" % (n, i)
+                sizes.add(pool.size)
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert max(sizes) <= 2
+    assert server.accepted <= 2
+    pool.close()

@@ -340,29 +340,31 @@ class Pool:
     def _checkout(self) -> Tuple[Connection, bool]:
         """Slow path: (connection, came_from_idle); creates one or waits for a free slot."""
         with self._cond:
-            deadline = None
-            while True:
-                try:
-                    return self._idle.pop(), True
-                except IndexError:
-                    pass
-                if self._count < self.max_size:
-                    self._count += 1
-                    break
-                if deadline is None:
-                    wait = self.connect_timeout
-                    deadline = time.monotonic() + wait if wait is not None else float("inf")
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ServerConnectionError(
-                        f"pool exhausted: all {self.max_size} connections to {self.address} "
-                        f"stayed checked out for {self.connect_timeout}s"
-                    )
-                self._waiters += 1
-                try:
+            # Count ourselves as a waiter before looking at the idle list: a release that
+            # appends after our look then sees us and notifies (no lost wake-up).
+            self._waiters += 1
+            try:
+                deadline = None
+                while True:
+                    try:
+                        return self._idle.pop(), True
+                    except IndexError:
+                        pass
+                    if self._count < self.max_size:
+                        self._count += 1
+                        break
+                    if deadline is None:
+                        wait = self.connect_timeout
+                        deadline = time.monotonic() + wait if wait is not None else float("inf")
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise ServerConnectionError(
+                            f"pool exhausted: all {self.max_size} connections to {self.address} "
+                            f"stayed checked out for {self.connect_timeout}s"
+                        )
                     self._cond.wait(None if remaining == float("inf") else remaining)
-                finally:
-                    self._waiters -= 1
+            finally:
+                self._waiters -= 1
         conn = Connection(self.host, self.port, self.timeout, self.connect_timeout)
         conn.generation = self._generation
         return conn, False
