@@ -242,3 +242,12 @@ def test_match_functions_agree_with_kc_and_are_binary_safe(spec, tmp_path):
     assert b"b\x00nd" in tdb.match_prefix(b"b\x00")
     assert tdb.match_similar(b"b\x00nd", 0) == [b"b\x00nd"]
     tdb.close()
+
+
+def test_atomic_bulk_operations(tdb):
+    assert tdb.set_bulk({b"a": b"1", b"b\x00": b"2", b"c": b"3"}, -2000000000, atomic=True) == 3
+    assert tdb.get(b"b\x00") == (b"2", 2000000000)
+    tdb.set(b"old", b"v", past())
+    assert tdb.get_bulk([b"a", b"b\x00", b"old", b"none"], atomic=True) == {b"a": b"1", b"b\x00": b"2"}
+    assert tdb.remove_bulk([b"a", b"none", b"old"], atomic=True) == 1
+    assert tdb.get(b"a") is None and tdb.db.get(b"old") is None

@@ -262,6 +262,12 @@ class TimedDB:
         self.db.accept(key, self._wrap(visitor, now, [False, False]), writable)
         self._expire(XTSCUNIT if writable else XTSCUNIT // XTREADFREQ)
 
+    def accept_bulk(self, keys: list[bytes], visitor, writable: bool = True) -> None:
+        """``accept`` over several keys atomically."""
+        now = int(time.time())
+        self.db.accept_bulk(keys, self._wrap(visitor, now, [False, False]), writable)
+        self._expire(XTSCUNIT if writable else XTSCUNIT // XTREADFREQ)
+
     # -- the incremental expirer --------------------------------------------------------------
     def _expire(self, score: int) -> None:
         if self._xcur is None:
@@ -551,12 +557,25 @@ class TimedDB:
 
     # -- bulk ---------------------------------------------------------------------------------
     def set_bulk(self, records: dict[bytes, bytes], xt: int = INT64MAX, atomic: bool = False) -> int:
+        if atomic and records:
+            self.accept_bulk(list(records), lambda k, v, x: (records[k], xt) if k in records else KEEP)
+            return len(records)
         for key, value in records.items():
             self.set(key, value, xt)
         return len(records)
 
     def remove_bulk(self, keys, atomic: bool = False) -> int:
         n = 0
+        if atomic and keys:
+            hits = []
+
+            def visit(k, v, x):
+                if v is not None:
+                    hits.append(k)
+                return DROP
+
+            self.accept_bulk(list(keys), visit)
+            return len(hits)
         for key in keys:
             try:
                 self.remove(key)
@@ -568,6 +587,15 @@ class TimedDB:
 
     def get_bulk(self, keys, atomic: bool = False) -> dict[bytes, bytes]:
         out = {}
+        if atomic and keys:
+
+            def visit(k, v, x):
+                if v is not None:
+                    out[k] = v
+                return KEEP
+
+            self.accept_bulk(list(keys), visit, False)
+            return out
         for key in keys:
             rec = self.get(key)
             if rec is not None:

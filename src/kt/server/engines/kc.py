@@ -81,6 +81,12 @@ _FULLPROC = ctypes.CFUNCTYPE(
 )
 _EMPTYPROC = ctypes.CFUNCTYPE(c_void_p, c_void_p, c_size_t, POINTER(c_size_t), c_void_p)
 
+
+
+class _KCSTR(ctypes.Structure):
+    _fields_ = [("buf", c_char_p), ("size", c_size_t)]
+
+
 _lib = None
 _lib_lock = threading.Lock()
 
@@ -102,6 +108,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn("kcdbecode", i32, vp)
     fn("kcdbemsg", c_char_p, vp)
     fn("kcdbaccept", i32, vp, c_char_p, sz, _FULLPROC, _EMPTYPROC, vp, i32)
+    fn("kcdbacceptbulk", i32, vp, POINTER(_KCSTR), sz, _FULLPROC, _EMPTYPROC, vp, i32)
     fn("kcdbset", i32, vp, c_char_p, sz, c_char_p, sz)
     fn("kcdbadd", i32, vp, c_char_p, sz, c_char_p, sz)
     fn("kcdbreplace", i32, vp, c_char_p, sz, c_char_p, sz)
@@ -287,6 +294,16 @@ class KCDB:
         h = self._handle()
         ok = _run_visitor(
             lambda: self._lib.kcdbaccept(h, key, len(key), _FULL_CB, _EMPTY_CB, None, int(writable)),
+            visitor,
+        )
+        self._check(ok)
+
+    def accept_bulk(self, keys: list[bytes], visitor: Visitor, writable: bool = True) -> None:
+        """Visit several records atomically (all their locks are held during the visits)."""
+        h = self._handle()
+        arr = (_KCSTR * len(keys))(*[(k, len(k)) for k in keys])
+        ok = _run_visitor(
+            lambda: self._lib.kcdbacceptbulk(h, arr, len(keys), _FULL_CB, _EMPTY_CB, None, int(writable)),
             visitor,
         )
         self._check(ok)
