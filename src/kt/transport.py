@@ -9,7 +9,8 @@ API (other modules code against exactly these names)
 ``Connection(host, port, timeout=None, connect_timeout=DEFAULT_CONNECT_TIMEOUT)``
     One TCP connection (TCP_NODELAY), opened lazily on first use and re-opened on the next
     use after it was closed.  ``timeout`` bounds each wait for reply bytes (None: wait
-    forever); ``connect_timeout`` bounds connecting.
+    forever); ``connect_timeout`` bounds connecting.  A Connection serves one thread at a
+    time (the Pool hands each one to a single caller).
 
     * ``request(data, parse) -> result``: send ``data``, read exactly one reply and return
       what ``parse`` made of it.  Bytes left over after the reply are a ProtocolError (a
@@ -26,7 +27,8 @@ API (other modules code against exactly these names)
     (a ``ServerConnectionError``): the request was never answered, so a pool may retry it.
 
 ``Pool(host, port, timeout=None, connect_timeout=DEFAULT_CONNECT_TIMEOUT, max_size=DEFAULT_MAX_SIZE)``
-    Thread-safe, bounded set of Connections to one server.  When ``max_size`` connections
+    Thread-safe, bounded set of Connections to one server (``max_size`` defaults to
+    DEFAULT_MAX_SIZE = 32; idle ones are reused LIFO).  When ``max_size`` connections
     are checked out a caller waits up to ``connect_timeout`` seconds, then gets
     ``ServerConnectionError("... pool exhausted ...")``.
 
