@@ -420,3 +420,32 @@ def test_lua_scripts_reach_the_databases(tmp_path):
         assert svc.rpc("increment", params, sess) == (200, {b"num": b"2"})
     finally:
         svc.close()
+
+
+def test_without_lupa_only_builtin_echo(tmp_path, monkeypatch):
+    import kt.server.kt_lua as kt_lua
+    from kt.errors import EngineError
+
+    def no_lupa():
+        raise EngineError("no lupa")
+
+    monkeypatch.setattr(kt_lua, "_runtime_class", no_lupa)
+    script = tmp_path / "s.lua"
+    script.write_text("function hello(i, o) return 0 end\n")
+    svc = KTService(["*"], script_path=str(script))
+    try:
+        sess = svc.session()
+        assert svc.rpc("play_script", {b"name": b"echo", b"_a": b"1"}, sess) == (200, {b"_a": b"1"})
+        missing = (501, {b"ERROR": b"no such scripting procedure"})
+        assert svc.rpc("play_script", {b"name": b"hello"}, sess) == missing
+    finally:
+        svc.close()
+
+
+def test_idle_vacuum_purges_expired(svc):
+    past = str(-(int(time.time()) - 10)).encode()
+    for i in range(5):
+        svc.rpc("set", {b"key": b"k%d" % i, b"value": b"v", b"xt": past}, svc.session())
+    for _ in range(20):
+        svc.idle()
+    assert svc.rpc("status", {}, svc.session())[1][b"count"] == b"0"

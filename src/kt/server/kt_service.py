@@ -246,6 +246,16 @@ def _sysinfo() -> Dict[str, str]:
     return info
 
 
+class _EchoOnlyScripts:
+    """``ScriptProcessor::call`` of a ktserver built without Lua: only ``echo``."""
+
+    @staticmethod
+    def call(name: bytes, inmap: Dict[bytes, bytes]) -> Tuple[int, Dict[bytes, bytes]]:
+        if name == b"echo":
+            return RV_SUCCESS, dict(inmap)
+        return RV_NOIMPL, {}
+
+
 class KTService:
     """All of ktserver's database-facing behaviour, shared by every connection (thread-safe)."""
 
@@ -294,9 +304,16 @@ class KTService:
             raise
         self.scripts = None
         if script_path:
+            from kt.errors import EngineError
             from kt.server.kt_lua import ScriptProcessor
 
-            self.scripts = ScriptProcessor(script_path, self, logger=logger)
+            try:
+                self.scripts = ScriptProcessor(script_path, self, logger=logger)
+            except EngineError as exc:  # no lupa: behave like a ktserver built without Lua
+                if logger is not None:
+                    logger.error(f"{exc}; only the built-in 'echo' procedure is available")
+                self.scripts = _EchoOnlyScripts()
+        self._idle_index = 0
 
     def _trigger(self, idx: int):
         ulog = self.ulog
@@ -330,6 +347,17 @@ class KTService:
         self.dbs = []
         if self.ulog is not None:
             self.ulog.close()
+
+    def idle(self) -> None:
+        """ktserver's ``process_idle``: purge a few expired records of one database per call."""
+        if self.readonly or not self.dbs:
+            return
+        db = self.dbs[self._idle_index % len(self.dbs)]
+        self._idle_index += 1
+        try:
+            db.vacuum(2)
+        except KCError as e:
+            self._log_error(e)
 
     def synchronize_all(self, hard: bool = False) -> None:
         for db in self.dbs:
