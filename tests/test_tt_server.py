@@ -402,3 +402,53 @@ def test_lua_extension_builtins_locking_and_extpc(tmp_path):
     assert ticks >= 2  # -extpc ran periodically
     c.close()
     assert server.stop() == 0
+
+
+def _talk(server, data: bytes, idle: float = 0.5):
+    sock = server.connect()
+    sock.sendall(data)
+    got = read_idle(sock, idle)
+    sock.close()
+    return got
+
+
+def test_memcached_front_end(hash_server):
+    data, eof = _talk(hash_server, b"set k 0 0 3\r\nabc\r\nappend k 0 0 2\r\nde\r\nprepend k 0 0 1\r\nZ\r\n"
+                                   b"get k missing\r\nadd k 0 0 1\r\nx\r\nreplace zz 0 0 1\r\nx\r\n"
+                                   b"set n 0 0 2\r\n10\r\nincr n 5\r\ndecr n 100\r\nincr nothere 1\r\n"
+                                   b"delete k\r\ndelete k\r\ndelete n noreply\r\nversion\r\n")
+    assert data == (b"STORED\r\nSTORED\r\nSTORED\r\nVALUE k 0 6\r\nZabcde\r\nEND\r\nNOT_STORED\r\n"
+                    b"NOT_STORED\r\nSTORED\r\n15\r\n0\r\nNOT_FOUND\r\nDELETED\r\nNOT_FOUND\r\n"
+                    b"VERSION 1.1.41\r\n")
+    assert not eof
+    data, eof = _talk(hash_server, b"stats\r\nquit\r\n")
+    assert data.startswith(b"STAT pid ") and b"STAT cmd_set 6\r\n" in data and data.endswith(b"END\r\n")
+    assert eof  # quit closes
+    assert _talk(hash_server, b"set k\r\n") == (b"CLIENT_ERROR error\r\n", True)
+    assert _talk(hash_server, b"set k 0 0 3\r\nabcXY") == (b"", True)  # bad data terminator
+    assert _talk(hash_server, b"nonsense here\r\n") == (b"", True)
+
+
+def test_http_front_end(hash_server):
+    data, eof = _talk(hash_server, b"PUT /a%20b HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"
+                                   b"GET /a+b HTTP/1.1\r\n\r\n"
+                                   b"PUT /a%20b HTTP/1.1\r\nX-TT-PDMODE: 1\r\nContent-Length: 1\r\n\r\nx"
+                                   b"HEAD /a%20b HTTP/1.1\r\n\r\n"
+                                   b"DELETE /a%20b HTTP/1.1\r\n\r\n"
+                                   b"GET /a%20b HTTP/1.0\r\n\r\n")
+    text = b"Content-Type: text/plain\r\nContent-Length: "
+    octets = b"Content-Type: application/octet-stream\r\nContent-Length: "
+    assert data == (b"HTTP/1.1 201 Created\r\n" + text + b"8\r\n\r\nCreated\n"
+                    + b"HTTP/1.1 200 OK\r\n" + octets + b"5\r\n\r\nhello"
+                    + b"HTTP/1.1 409 Conflict\r\n" + text + b"9\r\n\r\nConflict\n"
+                    + b"HTTP/1.1 200 OK\r\n" + octets + b"5\r\n\r\n"
+                    + b"HTTP/1.1 200 OK\r\n" + text + b"3\r\n\r\nOK\n"
+                    + b"HTTP/1.1 404 Not Found\r\n" + text + b"10\r\n\r\nNot Found\n")
+    assert eof  # HTTP/1.0 without keep-alive
+    post = b"POST / HTTP/1.1\r\nX-TT-MNAME: %s\r\nContent-Length: %d\r\n\r\n%s"
+    requests = post % (b"putlist", 15, b"a=x&b=1&c=y&d=2") + post % (b"getlist", 7, b"a=x&b=y")
+    data, _ = _talk(hash_server, requests)
+    assert data.endswith(b"Content-Length: 27\r\n\r\nres1=x&res2=1&res3=y&res4=2")
+    data, eof = _talk(hash_server, b"OPTIONS * HTTP/1.1\r\nConnection: close\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nAllow: OPTIONS, GET, HEAD, PUT, POST")
+    assert b"X-TT-TYPE: on-memory hash\r\n" in data and eof

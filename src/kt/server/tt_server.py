@@ -120,8 +120,10 @@ class TTService:
         mask: int = 0,
         version: str = TT_VERSION,
         libver: str = TT_LIBVER,
+        thnum: int = 1,
     ) -> None:
         self.db = db
+        self.thnum = thnum
         self.logger = logger or Logger(kinds=LOG_ERROR, style="tt")
         self.ext = ext
         self.sid = sid
@@ -427,22 +429,41 @@ _MAX_TEXT_LINE = 1 << 16
 
 
 def serve_connection(service: TTService, conn: Connection) -> None:
-    """Read requests off one client until it leaves or sends what ttserver closes on."""
-    handle = service.handle
+    """Read requests off one client until it leaves or sends what ttserver closes on.
+
+    A request starting with 0xC8 is binary; anything else is a memcached or HTTP text request
+    (ttserver's other front-ends), answered by :class:`TextFrontEnd`.
+    """
+    handlers = service._handlers
+    counts = service.counters()
     parse = tt.parse_request
+    text = TextFrontEnd(service)
     logger = service.logger
+    magic = tt.MAGIC
     while True:
         buf = conn.buf
         pos = 0
         out: List[bytes] = []
         close = False
         try:
-            while True:
+            end = len(buf)
+            while pos < end:
+                if buf[pos] != magic:
+                    treq = text.parse(buf, pos)
+                    if treq is None:
+                        break
+                    reply, keep, pos = text.handle(treq, counts, conn)
+                    if reply:
+                        out.append(reply)
+                    if not keep:
+                        close = True
+                        break
+                    continue
                 parsed = parse(buf, pos)
                 if parsed is None:
                     break
                 req, pos = parsed
-                reply = handle(req, conn)
+                reply = handlers[req.command](req, counts, conn)
                 if reply is not None:
                     out.append(reply)
         except _Close as stop:
@@ -450,12 +471,9 @@ def serve_connection(service: TTService, conn: Connection) -> None:
                 out.append(stop.reply)
             close = True
         except tt.RequestError as exc:
-            if exc.kind != "not_binary" or _text_line_complete(buf, pos):
-                # ttserver: unknown command byte, bad sizes -> close without a reply; a text
-                # line (memcached/HTTP, not served here) -> nothing done, connection closed.
-                logger.info(f"closing {conn.peer}: {exc}")
-                close = True
-            # else: ttserver blocks reading the rest of the text line; so do we.
+            # ttserver: unknown command byte, bad sizes -> close without a reply.
+            logger.info(f"closing {conn.peer}: {exc}")
+            close = True
         if pos:
             conn.consume(pos)
         if out and not conn.send(out[0] if len(out) == 1 else b"".join(out)):
@@ -464,9 +482,468 @@ def serve_connection(service: TTService, conn: Connection) -> None:
             return
 
 
-def _text_line_complete(buf: bytearray, pos: int) -> bool:
-    """Whether the text line starting at ``pos`` is complete (or too long to wait for)."""
-    return buf.find(b"\n", pos) >= 0 or len(buf) - pos >= _MAX_TEXT_LINE
+class TextRequest:
+    """One memcached or HTTP request read off the wire (tokens of the first line)."""
+
+    __slots__ = ("tokens", "headers", "body", "end")
+
+    def __init__(self, tokens: List[bytes], headers: Dict[bytes, bytes], body: bytes, end: int):
+        self.tokens = tokens
+        self.headers = headers
+        self.body = body
+        self.end = end
+
+
+_MC_STORAGE = {b"set", b"add", b"replace", b"append", b"prepend"}
+_HTTP_METHODS = {b"GET", b"HEAD", b"PUT", b"POST", b"DELETE", b"OPTIONS"}
+_MC_CLIENT_ERROR = b"CLIENT_ERROR error\r\n"
+_MC_FORBIDDEN = b"CLIENT_ERROR forbidden\r\n"
+_URL_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()")
+
+
+def _url_decode(data: bytes) -> bytes:
+    """Tokyo Cabinet's ``tcurldecode``: ``+`` is a space, ``%XX`` a byte."""
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(data.replace(b"+", b" "))
+
+
+def _url_encode(data: bytes) -> bytes:
+    """Tokyo Cabinet's ``tcurlencode``: unreserved bytes kept, the rest ``%XX`` (upper case)."""
+    return b"".join(bytes((c,)) if c in _URL_SAFE else b"%%%02X" % c for c in data)
+
+
+def _noreply(tokens: List[bytes], *positions: int) -> bool:
+    return any(len(tokens) > i and tokens[i] == b"noreply" for i in positions)
+
+
+def _line_at(buf: bytearray, pos: int) -> Optional[tuple]:
+    """(line without CR/LF, position after it) or None; too long a line closes the session."""
+    nl = buf.find(b"\n", pos)
+    if nl < 0:
+        if len(buf) - pos >= _MAX_TEXT_LINE:
+            raise _Close()
+        return None
+    line = bytes(buf[pos:nl])
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    return line, nl + 1
+
+
+def _http_response(status: str, body: bytes = b"", ctype: str = "text/plain",
+                   extra: Sequence[str] = (), with_body: bool = True) -> bytes:
+    head = [f"HTTP/1.1 {status}"]
+    if with_body:
+        head += [f"Content-Type: {ctype}", f"Content-Length: {len(body)}"]
+    head += list(extra)
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + (body if with_body else b"")
+
+
+class TextFrontEnd:
+    """ttserver's memcached and HTTP front-ends (``ttserver.c: do_mc_*``, ``do_http_*``)."""
+
+    def __init__(self, service: TTService):
+        self.service = service
+        self.db = service.db
+        self.mask = service.mask
+
+    def _masked(self, name: str, group: str, extra: str = "") -> bool:
+        bits = (1 << SEQ[name]) | (1 << SEQ[group])
+        if extra:
+            bits |= 1 << SEQ[extra]
+        return bool(self.mask & bits)
+
+    # -- framing ----------------------------------------------------------------------------
+    def parse(self, buf: bytearray, pos: int) -> Optional[TextRequest]:
+        """A complete text request at ``pos``, or None while bytes are missing."""
+        first = _line_at(buf, pos)
+        if first is None:
+            return None
+        line, cur = first
+        tokens = line.split(b"\0", 1)[0].replace(b"\t", b" ").split()
+        if not tokens:
+            return TextRequest(tokens, {}, b"", cur)
+        cmd = tokens[0]
+        if cmd in _MC_STORAGE and len(tokens) >= 5:
+            size = max(_atoi(tokens[4].decode("latin-1")), 0)
+            if len(buf) < cur + size + 2:
+                if size > tt.MAX_ARG_SIZE:
+                    raise _Close()
+                return None
+            if buf[cur + size:cur + size + 2] != b"\r\n":
+                raise _Close()  # ttserver: "invalid entity", no reply
+            return TextRequest(tokens, {}, bytes(buf[cur:cur + size]), cur + size + 2)
+        if len(tokens) > 2 and tokens[2].startswith(b"HTTP/1.") and cmd in _HTTP_METHODS:
+            headers: Dict[bytes, bytes] = {}
+            while True:
+                nxt = _line_at(buf, cur)
+                if nxt is None:
+                    return None
+                hline, cur = nxt
+                if not hline:
+                    break
+                name, sep, value = hline.partition(b":")
+                if sep:
+                    headers[name.strip().lower()] = value.lstrip(b" \t")
+            body = b""
+            if cmd in (b"PUT", b"POST"):
+                size = _atoi(headers.get(b"content-length", b"0").decode("latin-1"))
+                if size < 0 or size > tt.MAX_ARG_SIZE:
+                    raise _Close()
+                if len(buf) < cur + size:
+                    return None
+                body = bytes(buf[cur:cur + size])
+                cur += size
+            return TextRequest(tokens, headers, body, cur)
+        return TextRequest(tokens, {}, b"", cur)
+
+    def handle(self, req: TextRequest, counts: List[int], conn: Connection) -> tuple:
+        """-> (reply bytes, keep the connection, position after the request)."""
+        tokens = req.tokens
+        if not tokens:
+            return b"", False, req.end
+        cmd = tokens[0]
+        if len(tokens) > 2 and tokens[2].startswith(b"HTTP/1."):
+            if cmd not in _HTTP_METHODS:
+                return b"", False, req.end
+            reply, keep = self._http(req, counts, conn)
+            return reply, keep, req.end
+        method = _MC_COMMANDS.get(cmd)
+        if method is None:
+            return b"", False, req.end  # unknown line: nothing done, connection closed
+        reply, keep = method(self, req, counts)
+        return reply, keep, req.end
+
+    # -- memcached --------------------------------------------------------------------------
+    def _store(self, req: TextRequest, counts: List[int], seq: str,
+               op: Callable[[bytes, bytes], Optional[bool]]) -> tuple:
+        tokens = req.tokens
+        counts[SEQ[seq]] += 1
+        if len(tokens) < 5:
+            return _MC_CLIENT_ERROR, False
+        noreply = _noreply(tokens, 5)
+        if self._masked(seq, "allmc", "allwrite"):
+            reply = _MC_FORBIDDEN
+        else:
+            result = op(tokens[1], req.body)
+            if result is None:
+                reply = b"SERVER_ERROR unexpected\r\n"
+            elif result:
+                reply = b"STORED\r\n"
+            else:
+                counts[SEQ_PUT_MISS] += 1
+                reply = b"NOT_STORED\r\n"
+        return (b"" if noreply else reply), True
+
+    def _mc_set(self, req, counts):
+        db = self.db
+
+        def op(key: bytes, value: bytes) -> Optional[bool]:
+            if db.put(key, value):
+                return True
+            counts[SEQ_PUT_MISS] += 1
+            return None
+
+        return self._store(req, counts, "put", op)
+
+    def _mc_add(self, req, counts):
+        return self._store(req, counts, "putkeep", self.db.putkeep)
+
+    def _mc_replace(self, req, counts):
+        db = self.db
+
+        def op(key: bytes, value: bytes) -> Optional[bool]:
+            if db.vsiz(key) < 0:
+                return False
+            return True if db.put(key, value) else None
+
+        return self._store(req, counts, "put", op)
+
+    def _mc_append(self, req, counts):
+        db = self.db
+
+        def op(key: bytes, value: bytes) -> Optional[bool]:
+            if db.vsiz(key) < 0:
+                return False
+            return True if db.putcat(key, value) else None
+
+        return self._store(req, counts, "put", op)
+
+    def _mc_prepend(self, req, counts):
+        db = self.db
+
+        def op(key: bytes, value: bytes) -> Optional[bool]:
+            old = db.get(key)
+            if old is None:
+                return False
+            db.put(key, value + old)
+            return True
+
+        return self._store(req, counts, "put", op)
+
+    def _mc_get(self, req, counts):
+        tokens = req.tokens
+        if len(tokens) < 2:
+            return _MC_CLIENT_ERROR, False
+        parts = []
+        masked = self._masked("get", "allmc", "allread")
+        for key in tokens[1:]:
+            counts[SEQ["get"]] += 1
+            value = None if masked else self.db.get(key)
+            if value is None:
+                counts[SEQ_GET_MISS] += 1
+                continue
+            parts.append(b"VALUE %s 0 %d\r\n%s\r\n" % (key, len(value), value))
+        parts.append(b"END\r\n")
+        return b"".join(parts), True
+
+    def _mc_delete(self, req, counts):
+        tokens = req.tokens
+        counts[SEQ["out"]] += 1
+        if len(tokens) < 2:
+            return _MC_CLIENT_ERROR, False
+        noreply = _noreply(tokens, 2, 3)
+        if self._masked("out", "allmc", "allwrite"):
+            reply = _MC_FORBIDDEN
+        elif self.db.out(tokens[1]):
+            reply = b"DELETED\r\n"
+        else:
+            counts[SEQ_OUT_MISS] += 1
+            reply = b"NOT_FOUND\r\n"
+        return (b"" if noreply else reply), True
+
+    def _add_number(self, req, counts, sign: int):
+        tokens = req.tokens
+        counts[SEQ["addint"]] += 1
+        if len(tokens) < 3:
+            return _MC_CLIENT_ERROR, False
+        noreply = _noreply(tokens, 3)
+        if self._masked("addint", "allmc", "allwrite"):
+            return (b"" if noreply else _MC_FORBIDDEN), True
+        key = tokens[1]
+        num = sign * _atoi(tokens[2].decode("latin-1"))
+        from kt.server.tt_lua import record_lock_index  # the same 31 mutexes as ext
+
+        lock = self._record_locks()[record_lock_index(key)]
+        with lock:
+            old = self.db.get(key)
+            if old is None:
+                reply = b"NOT_FOUND\r\n"
+            else:
+                num = max(0, num + _atoi(old.split(b"\0", 1)[0].decode("latin-1")))
+                text = b"%d" % num
+                reply = text + b"\r\n" if self.db.put(key, text) else b"SERVER_ERROR unexpected\r\n"
+        return (b"" if noreply else reply), True
+
+    def _record_locks(self) -> List[threading.Lock]:
+        ext = self.service.ext
+        shared = getattr(ext, "shared", None)
+        if shared is not None:
+            return shared.record_locks
+        locks = getattr(self.service, "_text_locks", None)
+        if locks is None:
+            locks = [threading.Lock() for _ in range(31)]
+            self.service._text_locks = locks
+        return locks
+
+    def _mc_incr(self, req, counts):
+        return self._add_number(req, counts, 1)
+
+    def _mc_decr(self, req, counts):
+        return self._add_number(req, counts, -1)
+
+    def _mc_stats(self, req, counts):
+        service = self.service
+        counts[SEQ["stat"]] += 1
+        if self._masked("stat", "allmc", "allread"):
+            return b"", True
+        now = int(time.time())
+        lines = [
+            f"STAT pid {os.getpid()}",
+            f"STAT uptime {now - int(service.start_time)}",
+            f"STAT time {now}",
+            f"STAT version {service.version}",
+            "STAT pointer_size 64",
+        ]
+        try:
+            import resource
+
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            lines += [f"STAT rusage_user {usage.ru_utime:.6f}", f"STAT rusage_system {usage.ru_stime:.6f}"]
+        except ImportError:
+            pass
+        total = service.total
+        puts = sum(total(SEQ[n]) for n in ("put", "putkeep", "putcat", "putshl", "putnr"))
+        put_miss, outs, out_miss = total(SEQ_PUT_MISS), total(SEQ["out"]), total(SEQ_OUT_MISS)
+        gets, get_miss = total(SEQ["get"]), total(SEQ_GET_MISS)
+        rnum = self.db.rnum()
+        lines += [
+            f"STAT cmd_set {puts}", f"STAT cmd_set_hits {puts - put_miss}", f"STAT cmd_set_misses {put_miss}",
+            f"STAT cmd_delete {outs}", f"STAT cmd_delete_hits {outs - out_miss}",
+            f"STAT cmd_delete_misses {out_miss}",
+            f"STAT cmd_get {gets}", f"STAT cmd_get_hits {gets - get_miss}", f"STAT cmd_get_misses {get_miss}",
+            f"STAT cmd_flush {total(SEQ['vanish'])}",
+            f"STAT curr_items {rnum}", f"STAT total_items {rnum}", f"STAT bytes {self.db.size()}",
+            f"STAT threads {service.thnum}",
+            "END",
+        ]
+        return ("\r\n".join(lines) + "\r\n").encode(), True
+
+    def _mc_flush_all(self, req, counts):
+        tokens = req.tokens
+        counts[SEQ["vanish"]] += 1
+        noreply = _noreply(tokens, 1, 2)
+        if self._masked("vanish", "allmc", "allwrite"):
+            reply = _MC_FORBIDDEN
+        elif self.db.vanish():
+            reply = b"OK\r\n"
+        else:
+            reply = b"SERVER_ERROR unexpected\r\n"
+        return (b"" if noreply else reply), True
+
+    def _mc_version(self, req, counts):
+        counts[SEQ["stat"]] += 1
+        if self._masked("stat", "allmc", "allread"):
+            return _MC_FORBIDDEN, True
+        return f"VERSION {self.service.version}\r\n".encode(), True
+
+    def _mc_quit(self, req, counts):
+        return b"", False
+
+    # -- HTTP -------------------------------------------------------------------------------
+    def _http(self, req: TextRequest, counts: List[int], conn: Connection) -> tuple:
+        method, uri, version = req.tokens[0], req.tokens[1], req.tokens[2]
+        keep = _atoi(version[7:].decode("latin-1")) >= 1
+        connection = req.headers.get(b"connection", b"").lower()
+        if connection == b"close":
+            keep = False
+        elif connection == b"keep-alive":
+            keep = True
+        if uri[:7].lower() == b"http://":
+            slash = uri.find(b"/", 7)
+            if slash >= 0:
+                uri = uri[slash:]
+        if uri.startswith(b"/"):
+            uri = uri[1:]
+        key = _url_decode(uri)
+        forbidden = _http_response("403 Forbidden", b"Forbidden\n")
+        db = self.db
+        if method == b"GET":
+            counts[SEQ["get"]] += 1
+            if self._masked("get", "allhttp", "allread"):
+                return forbidden, keep
+            value = db.get(key)
+            if value is None:
+                counts[SEQ_GET_MISS] += 1
+                return _http_response("404 Not Found", b"Not Found\n"), keep
+            return _http_response("200 OK", value, "application/octet-stream"), keep
+        if method == b"HEAD":
+            counts[SEQ["vsiz"]] += 1
+            if self._masked("vsiz", "allhttp", "allread"):
+                return b"HTTP/1.1 403 Forbidden\r\n\r\n", keep
+            size = db.vsiz(key)
+            if size < 0:
+                return b"HTTP/1.1 404 Not Found\r\n\r\n", keep
+            return (f"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                    f"Content-Length: {size}\r\n\r\n").encode(), keep
+        if method == b"PUT":
+            counts[SEQ["put"]] += 1
+            if self._masked("put", "allhttp", "allwrite"):
+                return forbidden, keep
+            mode = _atoi(req.headers.get(b"x-tt-pdmode", b"0").decode("latin-1"))
+            op = {1: db.putkeep, 2: db.putcat}.get(mode, db.put)
+            if op(key, req.body):
+                return _http_response("201 Created", b"Created\n"), keep
+            counts[SEQ_PUT_MISS] += 1
+            if mode == 1:
+                return _http_response("409 Conflict", b"Conflict\n"), keep
+            return _http_response("500 Internal Server Error", b"Internal Server Error\n"), keep
+        if method == b"POST":
+            return self._http_post(req, key, counts, forbidden), keep
+        if method == b"DELETE":
+            counts[SEQ["out"]] += 1
+            if self._masked("out", "allhttp", "allwrite"):
+                return forbidden, keep
+            if db.out(key):
+                return _http_response("200 OK", b"OK\n"), keep
+            counts[SEQ_OUT_MISS] += 1
+            return _http_response("404 Not Found", b"Not Found\n"), keep
+        return self._http_options(counts, conn), keep
+
+    def _http_post(self, req: TextRequest, key: bytes, counts: List[int], forbidden: bytes) -> bytes:
+        counts[SEQ["ext"]] += 1
+        headers = req.headers
+        error = _http_response("500 Internal Server Error", b"Internal Server Error\n")
+        xname = headers.get(b"x-tt-xname", b"")
+        mname = headers.get(b"x-tt-mname", b"")
+        if xname:
+            if self.mask & ((1 << SEQ["ext"]) | (1 << SEQ["allhttp"])):
+                return forbidden
+            ext = self.service.ext
+            opts = _atoi(headers.get(b"x-tt-xopts", b"0").decode("latin-1"))
+            result = ext.call(xname, key, req.body, opts) if ext is not None else None
+            if result is None:
+                return error
+            return _http_response("200 OK", result, "application/octet-stream")
+        if mname:
+            if self.mask & ((1 << SEQ["misc"]) | (1 << SEQ["allhttp"])):
+                return forbidden
+            from urllib.parse import parse_qsl
+
+            form: Dict[bytes, bytes] = {}
+            if req.body:
+                for name, value in parse_qsl(req.body, keep_blank_values=True):
+                    form[name] = value  # tcmapvals: one value per name, first-seen order
+            res = self.db.misc(mname, list(form.values()))
+            if res is None:
+                return error
+            body = b"&".join(b"res%d=%s" % (i + 1, _url_encode(item)) for i, item in enumerate(res))
+            return _http_response("200 OK", body, "application/x-www-form-urlencoded")
+        return _http_response("400 Bad Request", b"Bad Request\n")
+
+    def _http_options(self, counts: List[int], conn: Connection) -> bytes:
+        counts[SEQ["stat"]] += 1
+        if self.mask & ((1 << SEQ["stat"]) | (1 << SEQ["allorg"]) | (1 << SEQ["allread"])):
+            return _http_response("403 Forbidden", b"Forbidden\n")
+        allow = ["OPTIONS"]
+        for name, group, verb in (("get", "allread", "GET"), ("vsiz", "allread", "HEAD"),
+                                  ("put", "allwrite", "PUT"), ("ext", "allwrite", "POST"),
+                                  ("out", "allwrite", "DELETE")):
+            if not self.mask & ((1 << SEQ[name]) | (1 << SEQ[group])):
+                allow.append(verb)
+        lines = ["HTTP/1.1 200 OK", "Content-Length: 0", "Allow: " + ", ".join(allow)]
+        late = {}
+        for name, value in self.service.stat_pairs(conn):
+            if name.startswith("cnt_"):
+                break
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            if name in ("ru_user", "ru_sys", "ru_real"):
+                late[name] = value
+            elif name != "fatal":
+                lines.append(f"X-TT-{name.upper()}: {value}")
+        for name in ("ru_real", "ru_user", "ru_sys"):  # do_http_options' order
+            if name in late:
+                lines.append(f"X-TT-{name.upper()}: {late[name]}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+_MC_COMMANDS: Dict[bytes, Callable] = {
+    b"set": TextFrontEnd._mc_set,
+    b"add": TextFrontEnd._mc_add,
+    b"replace": TextFrontEnd._mc_replace,
+    b"append": TextFrontEnd._mc_append,
+    b"prepend": TextFrontEnd._mc_prepend,
+    b"get": TextFrontEnd._mc_get,
+    b"gets": TextFrontEnd._mc_get,
+    b"delete": TextFrontEnd._mc_delete,
+    b"incr": TextFrontEnd._mc_incr,
+    b"decr": TextFrontEnd._mc_decr,
+    b"stats": TextFrontEnd._mc_stats,
+    b"flush_all": TextFrontEnd._mc_flush_all,
+    b"version": TextFrontEnd._mc_version,
+    b"quit": TextFrontEnd._mc_quit,
+}
 
 
 # ------------------------------------------------------------------------------ command line
@@ -663,7 +1140,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             db.close()
             sys.stderr.write(f"ttserver: {exc}\n")
             return 1
-    service = TTService(db, logger=logger, ext=ext, sid=sid, mask=mask, version=version)
+    service = TTService(db, logger=logger, ext=ext, sid=sid, mask=mask, version=version, thnum=thnum)
     logger.system(f"service started: {os.getpid()}")
     logger.system(f"database opened: {dbname} (Tokyo Cabinet {library_version()})")
 
