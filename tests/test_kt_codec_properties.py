@@ -231,3 +231,22 @@ def test_http_framing_cases():
         http.parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nabc", eof=True)
     with pytest.raises(ValueError):
         http.build_request("GET", "/", [("X", "a\r\nb")])
+
+
+@given(set_records, dbidx, xt, st.booleans())
+def test_fused_client_encoders_match_the_generic_ones(records, db, expire, no_reply):
+    items = [(k, v) for _, k, v, _ in records]
+    fused = kt_binary.encode_set_bulk_items(items, db, expire, bytes, bytes, no_reply)
+    assert fused == kt_binary.encode_set_bulk([(db, k, v, expire) for k, v in items], no_reply)
+    keys = [k for k, _ in items]
+    assert kt_binary.encode_key_bulk(kt_binary.MAGIC_GET_BULK, keys, db, bytes, no_reply) == (
+        kt_binary.encode_get_bulk([(db, k) for k in keys])
+    )
+    assert kt_binary.encode_key_bulk(kt_binary.MAGIC_REMOVE_BULK, keys, db, bytes, no_reply) == (
+        kt_binary.encode_remove_bulk([(db, k) for k in keys], no_reply)
+    )
+    reply = kt_binary.encode_get_bulk_reply(records)
+    pairs, end = kt_binary.parse_get_bulk_pairs(bytearray(reply))
+    assert pairs == items and end == len(reply)
+    for cut in range(0, len(reply), max(1, len(reply) // 16)):
+        assert kt_binary.parse_get_bulk_pairs(reply[:cut]) is None

@@ -18,13 +18,15 @@ from kt.errors import ScriptError, ServerError
 from kt.expiry import ExpireTime, to_binary_xt, to_xt
 from kt.protocol import http, kt_rpc
 from kt.protocol.kt_binary import (
-    encode_get_bulk,
+    MAGIC_GET_BULK,
+    MAGIC_REMOVE_BULK,
     encode_get_one,
+    encode_key_bulk,
     encode_play_script,
     encode_remove_bulk,
-    encode_set_bulk,
+    encode_set_bulk_items,
     encode_set_one,
-    parse_get_bulk_reply,
+    parse_get_bulk_pairs,
     parse_get_one_reply,
     parse_play_script_reply,
     parse_remove_bulk_reply,
@@ -178,7 +180,9 @@ class KyotoTycoon:
         found = self._pool.request(
             encode_get_one(self.default_db if db is None else _check_db(db), _key(key)), parse_get_one_reply
         )
-        return None if found is None else self._decode_value(found[0])
+        if found is None:
+            return None
+        return self._decode_value(found[0])
 
     def set(self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None) -> int:
         """Store ``value`` (overwriting); returns the number of records set (1)."""
@@ -199,18 +203,18 @@ class KyotoTycoon:
 
     def get_bulk_raw(self, keys: Iterable[Any], db: Optional[int] = None) -> Dict[Any, bytes]:
         """``{key: raw bytes}`` for every key that exists."""
-        dbidx = self._db(db)
-        records = self._pool.request(encode_get_bulk([(dbidx, _key(k)) for k in keys]), parse_get_bulk_reply)
+        data = encode_key_bulk(MAGIC_GET_BULK, keys, self._db(db), _key)
+        pairs = self._pool.request(data, parse_get_bulk_pairs)
         decode_key = self._decode_key
-        return {decode_key(key): value for _, key, value, _ in records}
+        return {decode_key(key): value for key, value in pairs}
 
     def get_bulk(self, keys: Iterable[Any], db: Optional[int] = None) -> Dict[Any, Any]:
         """``{key: value}`` for every key that exists."""
-        dbidx = self._db(db)
-        records = self._pool.request(encode_get_bulk([(dbidx, _key(k)) for k in keys]), parse_get_bulk_reply)
+        data = encode_key_bulk(MAGIC_GET_BULK, keys, self._db(db), _key)
+        pairs = self._pool.request(data, parse_get_bulk_pairs)
         decode_key = self._decode_key
         decode_value = self._decode_value
-        return {decode_key(key): decode_value(value) for _, key, value, _ in records}
+        return {decode_key(key): decode_value(value) for key, value in pairs}
 
     def set_bulk(
         self,
@@ -220,25 +224,22 @@ class KyotoTycoon:
         **kwargs: Any,
     ) -> int:
         """Store every pair of ``__data`` and ``kwargs``; returns the number stored."""
-        dbidx = self._db(db)
-        xt = to_binary_xt(expire_time)
-        encode_value = self._encode_value
-        records = []
-        for source in (__data or {}, kwargs):
-            records.extend([(dbidx, _key(k), encode_value(v), xt) for k, v in source.items()])
-        if not records:
-            return 0
-        return self._pool.request(encode_set_bulk(records), parse_set_bulk_reply)
+        items: Any = __data.items() if __data else ()
+        if kwargs:
+            items = [*items, *kwargs.items()]
+        data = encode_set_bulk_items(items, self._db(db), to_binary_xt(expire_time), _key, self._encode_value)
+        if len(data) == 9:
+            return 0  # nothing to store
+        return self._pool.request(data, parse_set_bulk_reply)
 
     update = set_bulk
 
     def remove_bulk(self, keys: Iterable[Any], db: Optional[int] = None) -> int:
         """Remove every key; returns the number actually removed."""
-        dbidx = self._db(db)
-        records = [(dbidx, _key(k)) for k in keys]
-        if not records:
+        data = encode_key_bulk(MAGIC_REMOVE_BULK, keys, self._db(db), _key)
+        if len(data) == 9:
             return 0
-        return self._pool.request(encode_remove_bulk(records), parse_remove_bulk_reply)
+        return self._pool.request(data, parse_remove_bulk_reply)
 
     def script(
         self, name: Any, __data: Optional[Mapping[Any, Any]] = None, encode_values: bool = True, **kwargs: Any

@@ -17,7 +17,7 @@ request records ``(dbidx, key)``, play_script records ``(key, value)``.
 from __future__ import annotations
 
 import struct
-from typing import Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from kt.errors import ProtocolError, ServerError
 
@@ -145,6 +145,53 @@ def encode_play_script(name: bytes, records: Iterable[ScriptRecord], no_reply: b
     return b"".join(parts)
 
 
+def encode_set_bulk_items(
+    items: Iterable[Tuple[object, object]],
+    dbidx: int,
+    xt: int,
+    encode_key: Callable[[object], bytes],
+    encode_value: Callable[[object], bytes],
+    no_reply: bool = False,
+) -> bytes:
+    """``set_bulk`` of ``(key, value)`` items into one database with one ``xt``, encoding each
+    key/value with the given functions on the way (one pass, no intermediate records)."""
+    parts: List[bytes] = [b""]
+    append = parts.append
+    pack = _pack_set_rec
+    n = 0
+    for key, value in items:
+        k = encode_key(key)
+        v = encode_value(value)
+        append(pack(dbidx, len(k), len(v), xt))
+        append(k)
+        append(v)
+        n += 1
+    parts[0] = _HEAD.pack(MAGIC_SET_BULK, FLAG_NO_REPLY if no_reply else 0, n)
+    return b"".join(parts)
+
+
+def encode_key_bulk(
+    magic: int,
+    keys: Iterable[object],
+    dbidx: int,
+    encode_key: Callable[[object], bytes],
+    no_reply: bool = False,
+) -> bytes:
+    """``get_bulk`` / ``remove_bulk`` (``magic``) of ``keys`` in one database, one pass."""
+    parts: List[bytes] = [b""]
+    append = parts.append
+    pack = _pack_key_rec
+    n = 0
+    for key in keys:
+        k = encode_key(key)
+        append(pack(dbidx, len(k)))
+        append(k)
+        n += 1
+    flags = FLAG_NO_REPLY if (no_reply and magic != MAGIC_GET_BULK) else 0
+    parts[0] = _HEAD.pack(magic, flags, n)
+    return b"".join(parts)
+
+
 def encode_replication(ts: int, sid: int, white_sid: bool = False) -> bytes:
     """Replication request (0xB1): stream update-log records newer than ``ts``."""
     return _REPL_REQ.pack(MAGIC_REPLICATION, FLAG_NO_REPLY if white_sid else 0, ts, sid)
@@ -204,50 +251,82 @@ def _too_big(what: str, size: int) -> ProtocolError:
     return ProtocolError(f"{what} of {size} bytes exceeds the protocol limit of {DATA_MAX_SIZE}")
 
 
+def _as_bytes(buf: Buffer) -> bytes:
+    return buf if type(buf) is bytes else bytes(buf)
+
+
 def parse_get_bulk_reply(buf: Buffer, pos: int = 0) -> Optional[Tuple[List[SetRecord], int]]:
     """``get_bulk`` reply -> ``([(dbidx, key, value, xt), ...], end)``; xt is the stored absolute time."""
     head = _parse_count(buf, pos, MAGIC_GET_BULK, "get_bulk")
     if head is None:
         return None
     hits, off = head
-    size = len(buf)
+    data = _as_bytes(buf)
+    size = len(data)
     if size - off < hits * 18:
         return None
-    # First walk the headers only: a partial reply costs no record objects.
     unpack = _unpack_set_rec
-    scan = off
-    for _ in range(hits):
-        if size - scan < 18:
-            return None
-        _, ksiz, vsiz, _ = unpack(buf, scan)
-        if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
-            raise _too_big("a get_bulk record", max(ksiz, vsiz))
-        scan += 18 + ksiz + vsiz
-    if scan > size:
-        return None
-    if type(buf) is not bytes:
-        data = memoryview(buf)[off:scan].tobytes()
-        base = 0
-    else:
-        data = buf
-        base = off
     records: List[SetRecord] = []
     append = records.append
-    for _ in range(hits):
-        dbidx, ksiz, vsiz, xt = unpack(data, base)
-        kstart = base + 18
-        vstart = kstart + ksiz
-        base = vstart + vsiz
-        append((dbidx, data[kstart:vstart], data[vstart:base], xt))
-    return records, scan
+    try:
+        for _ in range(hits):
+            dbidx, ksiz, vsiz, xt = unpack(data, off)
+            if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
+                raise _too_big("a get_bulk record", max(ksiz, vsiz))
+            kstart = off + 18
+            vstart = kstart + ksiz
+            off = vstart + vsiz
+            append((dbidx, data[kstart:vstart], data[vstart:off], xt))
+    except struct.error:
+        return None  # a record header runs past the bytes received so far
+    if off > size:
+        return None
+    return records, off
+
+
+_unpack_sizes = struct.Struct(">II").unpack_from
+
+
+def parse_get_bulk_pairs(buf: Buffer, pos: int = 0) -> Optional[Tuple[List[ScriptRecord], int]]:
+    """Like :func:`parse_get_bulk_reply` but only ``[(key, value), ...]``: the client's fast path."""
+    head = _parse_count(buf, pos, MAGIC_GET_BULK, "get_bulk")
+    if head is None:
+        return None
+    hits, off = head
+    data = _as_bytes(buf)
+    size = len(data)
+    if size - off < hits * 18:
+        return None
+    unpack = _unpack_sizes
+    pairs: List[ScriptRecord] = []
+    append = pairs.append
+    try:
+        for _ in range(hits):
+            ksiz, vsiz = unpack(data, off + 2)
+            if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
+                raise _too_big("a get_bulk record", max(ksiz, vsiz))
+            kstart = off + 18
+            vstart = kstart + ksiz
+            off = vstart + vsiz
+            append((data[kstart:vstart], data[vstart:off]))
+    except struct.error:
+        return None
+    if off > size:
+        return None
+    return pairs, off
+
+
+_unpack_get_one = _GET_ONE_REPLY.unpack_from
 
 
 def parse_get_one_reply(
     buf: Buffer, pos: int = 0
 ) -> Optional[Tuple[Optional[Tuple[bytes, int]], int]]:
     """Reply to :func:`encode_get_one` -> ``((value, xt) or None for a miss, end)``."""
-    size = len(buf)
-    if size - pos < 23:
+    try:
+        magic, hits, _, ksiz, vsiz, xt = _unpack_get_one(buf, pos)
+    except struct.error:
+        # Shorter than a hit's header: a miss (5 bytes), an error byte, or not there yet.
         head = _parse_count(buf, pos, MAGIC_GET_BULK, "get_bulk")
         if head is None:
             return None
@@ -255,22 +334,22 @@ def parse_get_one_reply(
         if hits == 0:
             return None, end
         if hits != 1:
-            raise ProtocolError(f"get_bulk for one key answered {hits} records")
+            raise ProtocolError(f"get_bulk for one key answered {hits} records") from None
         return None
-    magic, hits, _, ksiz, vsiz, xt = _GET_ONE_REPLY.unpack_from(buf, pos)
     if magic != MAGIC_GET_BULK:
         _check_magic(buf, pos, MAGIC_GET_BULK, "get_bulk")
-    if hits == 0:
-        return None, pos + 5
     if hits != 1:
+        if hits == 0:
+            return None, pos + 5
         raise ProtocolError(f"get_bulk for one key answered {hits} records")
     if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
         raise _too_big("a get_bulk record", max(ksiz, vsiz))
-    vstart = pos + 23 + ksiz
-    end = vstart + vsiz
-    if end > size:
+    end = pos + 23 + ksiz + vsiz
+    if end > len(buf):
         return None
-    return (_bytes_view(buf, vstart, end), xt), end
+    if type(buf) is bytes:
+        return (buf[end - vsiz : end], xt), end
+    return (memoryview(buf)[end - vsiz : end].tobytes(), xt), end
 
 
 def parse_play_script_reply(buf: Buffer, pos: int = 0) -> Optional[Tuple[List[ScriptRecord], int]]:
@@ -584,6 +663,9 @@ __all__ = [
     "parse_set_bulk_reply",
     "parse_remove_bulk_reply",
     "parse_get_bulk_reply",
+    "parse_get_bulk_pairs",
+    "encode_set_bulk_items",
+    "encode_key_bulk",
     "parse_get_one_reply",
     "parse_play_script_reply",
     "parse_replication_frame",
