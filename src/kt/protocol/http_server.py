@@ -24,6 +24,7 @@ Capitalized-Per-Dash) and :func:`build_error` (``send_error``).
 
 from __future__ import annotations
 
+import re
 import time
 from email.utils import formatdate
 from typing import Mapping, Optional, Union
@@ -210,11 +211,39 @@ def _cut_long_line(buf, pos: int, end: int):
     return bytes(out), i
 
 
+_NAME_SPACE = re.compile(rb"[\x01-\x20\x7f]")
+
+
+def _fast_head(buf, pos: int):
+    """The header block split into lines when it is plain CRLF text (the common case).
+
+    Returns ``(lines, body_start)`` or None when the slow, byte-exact path must decide
+    (bare ``\n`` or stray ``\r``, NUL bytes, over-long lines, incomplete head).
+    """
+    hend = buf.find(b"\r\n\r\n", pos)
+    if hend < 0:
+        return None
+    head = bytes(buf[pos:hend])
+    crlf = head.count(b"\r\n")
+    if head.count(b"\r") != crlf or head.count(b"\n") != crlf or b"\0" in head:
+        return None
+    lines = head.split(b"\r\n")
+    if len(max(lines, key=len)) > LINE_MAX:
+        return None
+    return lines, hend + 4
+
+
 def parse_request(buf, pos: int = 0, eof: bool = False):
     """Parse one request from ``buf[pos:]``; see the module docstring for the contract."""
     end = len(buf)
+    fast = _fast_head(buf, pos)
     try:
-        line, p = _read_line(buf, pos, end, eof)
+        if fast is not None:
+            lines, fast_end = fast
+            line = lines[0]
+            p = pos
+        else:
+            line, p = _read_line(buf, pos, end, eof)
         sp = line.find(b" ")
         if sp < 0:
             raise DropConnection("request line without a space")
@@ -242,14 +271,25 @@ def parse_request(buf, pos: int = 0, eof: bool = False):
         clen = -1
         chunked = False
         headers: dict = {}
+        index = 1
         while True:
-            line, p = _read_line(buf, p, end, eof)
-            if not line:
-                break
+            if fast is not None:
+                if index == len(lines):
+                    p = fast_end
+                    break
+                line = lines[index]
+                index += 1
+            else:
+                line, p = _read_line(buf, p, end, eof)
+                if not line:
+                    break
             colon = line.find(b":")
             if colon < 0:
                 continue
-            name = kc_strnrmspc(line[:colon]).lower()
+            name = line[:colon]
+            if _NAME_SPACE.search(name):
+                name = kc_strnrmspc(name)
+            name = name.lower()
             if not name:
                 continue
             value = line[colon + 1:].lstrip(b" ")
@@ -260,7 +300,7 @@ def parse_request(buf, pos: int = 0, eof: bool = False):
                 elif low == b"keep-alive":
                     keep = True
             elif name == b"content-length":
-                clen = kc_atoi(value)
+                clen = int(value) if len(value) < 19 and value.isdigit() else kc_atoi(value)
             elif name == b"transfer-encoding":
                 if value.lower() == b"chunked":
                     chunked = True

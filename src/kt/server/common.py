@@ -33,7 +33,8 @@ API (used by ``kt_server`` and ``tt_server``):
 logger=None)``
     ``handler(conn: Connection)`` runs in the connection's own thread and returns when the
     connection should be closed (the server closes the socket).  ``bind()`` resolves and
-    binds (``port=0`` picks a free port) and logs ``listening on HOST:PORT``; ``address`` is
+    binds (``port=0`` picks a free port) and logs ``listening on HOST:PORT`` (whatever the log
+    levels); ``address`` is
     the bound ``(host, port)``.  ``run(pid_file=None, on_stop=None, on_close=None) -> int``
     is the blocking main-thread entry point: it installs SIGTERM/SIGINT handlers, writes the
     PID file, serves until a signal or ``stop()``, then closes the listener, calls
@@ -162,8 +163,9 @@ class Logger:
         self._own = bool(path) and path != "-"
         self._stream = open(path, "a", encoding="utf-8", errors="replace") if self._own else sys.stdout
 
-    def log(self, kind: int, message: str) -> None:
-        if not self.kinds & kind:
+    def log(self, kind: int, message: str, force: bool = False) -> None:
+        """Write one line when ``kind`` is enabled (``force``: whatever the levels say)."""
+        if not (force or self.kinds & kind):
             return
         now = time.time()
         if self.style == "tt":
@@ -296,7 +298,8 @@ class ThreadedServer:
         bound = sock.getsockname()
         self.address = (bound[0], bound[1])
         host = bound[0] if family != socket.AF_INET6 else f"[{bound[0]}]"
-        self.logger.system(f"listening on {host}:{bound[1]}")
+        # forced: with -port 0 this line is how a caller learns the port, even under -le/-lz
+        self.logger.log(LOG_SYSTEM, f"listening on {host}:{bound[1]}", force=True)
         return self.address
 
     @property
