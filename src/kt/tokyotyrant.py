@@ -117,11 +117,17 @@ _encode_put = tt.encode_put
 _parse_get = tt.parse_get
 _parse_put = tt.parse_put
 _encode_putnr = tt.encode_putnr
+_encode_misc = tt.encode_misc
+_LOG = 0
+_NO_LOG = tt.MISC_NO_UPDATE_LOG
 
 
 def _key(key: Any) -> bytes:
-    if type(key) is str:
+    kind = type(key)
+    if kind is str:
         return key.encode("utf-8")
+    if kind is bytes:
+        return key
     return encode_key(key)
 
 
@@ -199,6 +205,9 @@ class TokyoTyrant:
         self._decode_value = self._serializer.decode
         self._decode_key = key_decoder(decode_keys)
         self.decode_keys = decode_keys
+        # Decoders that would only copy bytes are skipped on the bulk paths.
+        self._raw_keys = not decode_keys
+        self._raw_values = self._serializer is KT_NONE
         self._pool = Pool(
             host, port, timeout=timeout, connect_timeout=connect_timeout, max_size=max_connections
         )
@@ -336,8 +345,7 @@ class TokyoTyrant:
         if not data:
             return
         encode = self._encode_value
-        payload = b"".join([_encode_putnr(_key(k), encode(v)) for k, v in data.items()])
-        self._send_no_reply(payload)
+        self._send_no_reply(tt.encode_putnr_bulk([(_key(k), encode(v)) for k, v in data.items()]))
 
     def remove(self, key: Key) -> int:
         """Remove ``key``; the number of records removed (1 or 0)."""
@@ -368,7 +376,7 @@ class TokyoTyrant:
             args.append(b"%d" % (0 if start is None else _int(start, "start")))
         if end is not None:
             args.append(b"%d" % _int(end, "end"))
-        result = self.misc("getpart", args, update_log=False)
+        result = self._misc(b"getpart", args, _NO_LOG)
         if not result:
             return False
         if self._serializer in (KT_BINARY, KT_NONE):
@@ -380,21 +388,30 @@ class TokyoTyrant:
     def get_bulk(self, keys: Iterable[Key]) -> Dict[Any, Any]:
         """Dict of the keys found (deserialized values); missing keys are left out."""
         records = self._request(tt.encode_mget([_key(k) for k in keys]), tt.parse_mget)
-        decode_key = self._decode_key
-        decode = self._decode_value
-        return {decode_key(k): decode(v) for k, v in records}
+        return self._records_to_dict(records, self._raw_values)
 
     def get_bulk_raw(self, keys: Iterable[Key]) -> Dict[Any, bytes]:
         records = self._request(tt.encode_mget([_key(k) for k in keys]), tt.parse_mget)
+        return self._records_to_dict(records, True)
+
+    def _records_to_dict(self, records: List[Tuple[bytes, bytes]], raw_values: bool) -> Dict[Any, Any]:
+        if self._raw_keys:
+            if raw_values:
+                return dict(records)
+            decode = self._decode_value
+            return {k: decode(v) for k, v in records}
         decode_key = self._decode_key
-        return {decode_key(k): v for k, v in records}
+        if raw_values:
+            return {decode_key(k): v for k, v in records}
+        decode = self._decode_value
+        return {decode_key(k): decode(v) for k, v in records}
 
     def set_bulk(self, __data: Optional[Dict[Any, Any]] = None, **kwargs: Any) -> bool:
         """Store many records in one call (misc ``putlist``)."""
         data = _merge(__data, kwargs, "set_bulk")
         if not data:
             return True
-        return self.misc("putlist", self._pairs(data)) is not None
+        return self._misc(b"putlist", self._pairs(data), _LOG) is not None
 
     update = set_bulk
 
@@ -403,15 +420,15 @@ class TokyoTyrant:
         args = [_key(k) for k in keys]
         if not args:
             return True
-        return self.misc("outlist", args) is not None
+        return self._misc(b"outlist", args, _LOG) is not None
 
     def setdup(self, key: Key, value: Any) -> bool:
         """B+ tree: add ``value`` after the key's existing values (False on other databases)."""
-        return self.misc("putdup", [_key(key), self._encode_value(value)]) is not None
+        return self._misc(b"putdup", [_key(key), self._encode_value(value)], _LOG) is not None
 
     def setdupback(self, key: Key, value: Any) -> bool:
         """B+ tree: add ``value`` before the key's existing values (False on other databases)."""
-        return self.misc("putdupback", [_key(key), self._encode_value(value)]) is not None
+        return self._misc(b"putdupback", [_key(key), self._encode_value(value)], _LOG) is not None
 
     # -- misc, script ---------------------------------------------------------------------
 
@@ -425,8 +442,10 @@ class TokyoTyrant:
         """
         name = _text(cmd, "misc command")
         encoded = [] if args is None else [_text(arg, "misc argument") for arg in args]
-        opts = 0 if update_log else tt.MISC_NO_UPDATE_LOG
-        return self._request(tt.encode_misc(name, encoded, opts), tt.parse_misc)
+        return self._misc(name, encoded, _LOG if update_log else _NO_LOG)
+
+    def _misc(self, name: bytes, args: List[bytes], opts: int) -> Optional[List[bytes]]:
+        return self._request(_encode_misc(name, args, opts), tt.parse_misc)
 
     def script(
         self,
@@ -481,7 +500,7 @@ class TokyoTyrant:
     def error(self) -> Optional[Tuple[int, str]]:
         """(code, message) of the server's last error, or None where the database has none
         (on-memory databases do not keep one)."""
-        result = self.misc("error", update_log=False)
+        result = self._misc(b"error", [], _NO_LOG)
         if not result:
             return None
         text = result[0].decode("utf-8", "replace")
@@ -505,7 +524,7 @@ class TokyoTyrant:
 
     def genuid(self) -> int:
         """A new unique ID (table databases)."""
-        result = self.misc("genuid")
+        result = self._misc(b"genuid", [], _LOG)
         if not result:
             raise ServerError("genuid failed (only table databases generate IDs)", code=1, procedure="genuid")
         return int(result[0])
@@ -524,7 +543,7 @@ class TokyoTyrant:
         args = [b"" if start is None else _key(start), b"%d" % (_int(max_keys or 0, "max_keys"))]
         if stop is not None:
             args.append(_key(stop))
-        result = self.misc("range", args, update_log=False)
+        result = self._misc(b"range", args, _NO_LOG)
         if result is None:
             raise ServerError(
                 "range failed (only B+ tree databases support ranges)", code=1, procedure="range"
@@ -542,7 +561,7 @@ class TokyoTyrant:
         args = [_text(regex, "regex")]
         if max_keys is not None:
             args.append(b"%d" % _int(max_keys, "max_keys"))
-        result = self.misc("regex", args, update_log=False)
+        result = self._misc(b"regex", args, _NO_LOG)
         if result is None:
             raise ServerError(f"regex {regex!r} was rejected by the server", code=1, procedure="regex")
         return [self._decode_key(k) for k in result[::2]]
@@ -552,13 +571,13 @@ class TokyoTyrant:
 
         Uses the server's one shared iterator (as every Tokyo Tyrant client does).
         """
-        if self.misc("iterinit", [_key(start_key)], update_log=False) is None:
+        if self._misc(b"iterinit", [_key(start_key)], _NO_LOG) is None:
             return {}
         decode_key = self._decode_key
         decode = self._decode_value
         result = {}
         while True:
-            item = self.misc("iternext", update_log=False)
+            item = self._misc(b"iternext", [], _NO_LOG)
             if not item:
                 return result
             result[decode_key(item[0])] = decode(item[1])
@@ -615,7 +634,7 @@ class TokyoTyrant:
         kind = _int(index_type, "index_type")
         if check_exists:
             kind |= INDEX_KEEP
-        result = self.misc("setindex", [_text(name, "column"), b"%d" % kind])
+        result = self._misc(b"setindex", [_text(name, "column"), b"%d" % kind], _LOG)
         if result is None and check_exists:
             raise ServerError(
                 f"setindex {name!r} failed: the index exists or the database is not a table",
@@ -625,10 +644,10 @@ class TokyoTyrant:
         return result is not None
 
     def optimize_index(self, name: Union[str, bytes]) -> bool:
-        return self.misc("setindex", [_text(name, "column"), b"%d" % INDEX_OPTIMIZE]) is not None
+        return self._misc(b"setindex", [_text(name, "column"), b"%d" % INDEX_OPTIMIZE], _LOG) is not None
 
     def delete_index(self, name: Union[str, bytes]) -> bool:
-        return self.misc("setindex", [_text(name, "column"), b"%d" % INDEX_VOID]) is not None
+        return self._misc(b"setindex", [_text(name, "column"), b"%d" % INDEX_VOID], _LOG) is not None
 
     def search(self, expressions: Iterable[Sequence[Any]], cmd: Optional[str] = None) -> Any:
         """Run a table query.

@@ -172,6 +172,7 @@ _pack_kv = _HDR_KV.pack
 _pack_u32 = _U32.pack
 _unpack_i32 = _I32.unpack_from
 _unpack_i32x2 = _I32X2.unpack_from
+_unpack_code_i32 = _CODE_I32.unpack_from
 
 _SIMPLE = {
     cmd: bytes((MAGIC, cmd))
@@ -309,11 +310,8 @@ def encode_mget(keys: Sequence[bytes]) -> bytes:
     count = len(keys)
     if count > MAX_ARG_NUM:
         raise ValueError(f"mget of {count} keys; Tokyo Tyrant accepts at most {MAX_ARG_NUM} per call")
-    parts = [_pack_k(MAGIC, CMD_MGET, count)]
-    append = parts.append
-    for key in keys:
-        append(_pack_u32(len(key)))
-        append(key)
+    parts = [_pack_u32(len(key)) + key for key in keys]
+    parts.insert(0, _pack_k(MAGIC, CMD_MGET, count))
     return b"".join(parts)
 
 
@@ -405,12 +403,22 @@ def encode_misc(name: bytes, args: Sequence[bytes] = (), opts: int = 0) -> bytes
     count = len(args)
     if count > MAX_ARG_NUM:
         raise ValueError(f"misc with {count} arguments; Tokyo Tyrant accepts at most {MAX_ARG_NUM}")
-    parts = [_HDR_MISC.pack(MAGIC, CMD_MISC, _check_name(name, "misc function"), opts, count), name]
-    append = parts.append
-    for arg in args:
-        append(_pack_u32(_check_size(arg, "misc argument")))
-        append(arg)
+    parts = [_pack_u32(len(arg)) + arg for arg in args]
+    if count and max(map(len, args)) > MAX_ARG_SIZE:
+        for arg in args:
+            _check_size(arg, "misc argument")
+    parts.insert(0, _HDR_MISC.pack(MAGIC, CMD_MISC, _check_name(name, "misc function"), opts, count) + name)
     return b"".join(parts)
+
+
+def encode_putnr_bulk(records: Sequence[Tuple[bytes, bytes]]) -> bytes:
+    """Many putnr requests in one buffer (one write, no replies)."""
+    data = b"".join([_pack_kv(MAGIC, CMD_PUTNR, len(k), len(v)) + k + v for k, v in records])
+    if len(data) > MAX_ARG_SIZE:
+        for key, value in records:
+            _check_size(key, "key")
+            _check_size(value, "value")
+    return data
 
 
 def encode_repl(ts: int, sid: int) -> bytes:
@@ -492,20 +500,24 @@ def _sized(buf: Buffer, pos: int, what: str) -> int:
 def parse_get(buf: Buffer, pos: int = 0) -> Parsed:
     """get -> the value, or ``None`` when the key does not exist."""
     end = len(buf)
-    if end <= pos:
+    start = pos + 5
+    if end >= start:
+        code, size = _unpack_code_i32(buf, pos)
+        if code == 0:
+            stop = start + size
+            if size < 0:
+                raise ProtocolError(f"Tokyo Tyrant reply has a negative size {size}")
+            if stop > end:
+                return None
+            if type(buf) is bytes:
+                return buf[start:stop], stop
+            return bytes(buf[start:stop]), stop
+    elif end > pos:
+        code = buf[pos]
+        if code == 0:
+            return None
+    else:
         return None
-    code = buf[pos]
-    if code == 0:
-        if end < pos + 5:
-            return None
-        size = _unpack_i32(buf, pos + 1)[0]
-        if size < 0:
-            raise ProtocolError(f"Tokyo Tyrant reply has a negative size {size}")
-        start = pos + 5
-        stop = start + size
-        if stop > end:
-            return None
-        return bytes(buf[start:stop]), stop
     if code == 1:
         return None, pos + 1
     raise _bad_code(code, "get")
@@ -540,60 +552,75 @@ def parse_vsiz(buf: Buffer, pos: int = 0) -> Parsed:
 
 def parse_mget(buf: Buffer, pos: int = 0) -> Parsed:
     """mget -> list of ``(key, value)`` for the keys found, in request order."""
-    end = len(buf)
-    code = _status(buf, pos, "mget")
-    if code is None or end < pos + 5:
+    head = _list_head(buf, pos, "mget")
+    if head is None:
         return None
-    count = _unpack_i32(buf, pos + 1)[0]
-    if count < 0:
-        raise ProtocolError(f"Tokyo Tyrant mget reply has a negative record count {count}")
+    code, count = head
+    if type(buf) is not bytes:
+        buf = bytes(buf)  # one copy instead of two per record
+    end = len(buf)
     pos += 5
     records = []
     append = records.append
-    for _ in range(count):
-        if end < pos + 8:
-            return None
-        lk, lv = _unpack_i32x2(buf, pos)
-        if lk < 0 or lv < 0:
-            raise ProtocolError(f"Tokyo Tyrant mget record has a negative size ({lk}, {lv})")
-        kstart = pos + 8
-        vstart = kstart + lk
-        pos = vstart + lv
-        if pos > end:
-            return None
-        append((bytes(buf[kstart:vstart]), bytes(buf[vstart:pos])))
+    unpack = _unpack_i32x2
+    try:
+        for _ in range(count):
+            lk, lv = unpack(buf, pos)
+            if lk < 0 or lv < 0:
+                raise ProtocolError(f"Tokyo Tyrant mget record has a negative size ({lk}, {lv})")
+            kstart = pos + 8
+            vstart = kstart + lk
+            pos = vstart + lv
+            append((buf[kstart:vstart], buf[vstart:pos]))
+    except struct.error:  # ran off the end: not all bytes are here yet
+        return None
+    if pos > end:
+        return None
     if code:
         raise ServerError("mget failed", code=1, procedure="mget")
     return records, pos
 
 
-def _parse_list(buf: Buffer, pos: int, what: str) -> Optional[Tuple[int, List[bytes], int]]:
-    """``[code:1][n:4]`` then n ``[size:4][bytes]`` -> (code, items, end)."""
+def _list_head(buf: Buffer, pos: int, what: str) -> Optional[Tuple[int, int]]:
+    """``[code:1][count:4]`` of a list reply -> (code, count), None when incomplete."""
     end = len(buf)
     if end < pos + 5:
         if end > pos and buf[pos] > 1:
             raise _bad_code(buf[pos], what)
         return None
-    code = buf[pos]
+    code, count = _unpack_code_i32(buf, pos)
     if code > 1:
         raise _bad_code(code, what)
-    count = _unpack_i32(buf, pos + 1)[0]
     if count < 0:
         raise ProtocolError(f"Tokyo Tyrant {what} reply has a negative element count {count}")
+    return code, count
+
+
+def _parse_list(buf: Buffer, pos: int, what: str) -> Optional[Tuple[int, List[bytes], int]]:
+    """``[code:1][n:4]`` then n ``[size:4][bytes]`` -> (code, items, end)."""
+    head = _list_head(buf, pos, what)
+    if head is None:
+        return None
+    code, count = head
+    if type(buf) is not bytes:
+        buf = bytes(buf)
+    end = len(buf)
     pos += 5
     items = []
     append = items.append
-    for _ in range(count):
-        if end < pos + 4:
-            return None
-        size = _unpack_i32(buf, pos)[0]
-        if size < 0:
-            raise ProtocolError(f"Tokyo Tyrant {what} element has a negative size {size}")
-        start = pos + 4
-        pos = start + size
-        if pos > end:
-            return None
-        append(bytes(buf[start:pos]))
+    unpack = _unpack_i32
+    try:
+        for _ in range(count):
+            size = unpack(buf, pos)[0]
+            if size < 0:
+                raise ProtocolError(f"Tokyo Tyrant {what} element has a negative size {size}")
+            start = pos + 4
+            pos = start + size
+            append(buf[start:pos])
+    except struct.error:
+        return None
+    if pos > end:
+        return None
     return code, items, pos
 
 
