@@ -174,15 +174,16 @@ def test_capacity_by_count_evicts():
     tdb.close()
 
 
-def test_persistent_option_stores_raw_values(tmp_path):
-    spec = str(tmp_path / "p.kch#ktopts=p")
+@pytest.mark.parametrize("name", ["p.kch", "p.kct", "p.kcd", "p.kcf"])
+def test_persistent_option_stores_raw_values(tmp_path, name):
+    spec = str(tmp_path / (name + "#ktopts=p"))
     tdb = TimedDB(spec)
     tdb.set(b"k", b"v", 1)
     assert tdb.db.get(b"k") == b"v"
     assert tdb.get(b"k") == (b"v", INT64MAX)
     assert tdb.status()["ktopts"] == "2"
     tdb.close()
-    again = TimedDB(str(tmp_path / "p.kch"))  # the option lives in the file's opaque header
+    again = TimedDB(str(tmp_path / name))  # the option lives in the database's opaque region
     assert again.persistent and again.get(b"k") == (b"v", INT64MAX)
     again.close()
 

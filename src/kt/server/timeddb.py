@@ -180,31 +180,41 @@ class TimedDB:
                 self._xcur.jump()
 
     # -- opening ------------------------------------------------------------------------------
-    def _file_path(self) -> Optional[str]:
-        status = self.db.status()
-        if status.get("realtype") not in ("48", "49"):  # HashDB / TreeDB files
-            return None
-        return self.db.path()
+    def _opaque_location(self) -> Optional[tuple[str, int]]:
+        """Where KC keeps the 16-byte opaque region of this database, if it is a file DB."""
+        realtype = self.db.status().get("realtype")
+        if realtype in ("48", "49"):  # HashDB / TreeDB: in the file header
+            return self.db.path(), OPAQUE_OFFSET
+        if realtype in ("64", "65"):  # DirDB / ForestDB: a file in the directory
+            return os.path.join(self.db.path(), "__opq__"), 0
+        return None
 
     def _sync_opaque(self) -> None:
-        """Read ktopts from the file's opaque header, or record it there for an empty file."""
-        path = self._file_path()
-        if not path or not os.path.isfile(path):
+        """Read ktopts from the database's opaque region, or record it there when empty."""
+        where = self._opaque_location()
+        if where is None:
             return
-        with open(path, "rb") as f:
-            f.seek(OPAQUE_OFFSET)
-            opaque = f.read(2)
+        path, offset = where
+        opaque = b""
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                f.seek(offset)
+                opaque = f.read(2)
         if len(opaque) == 2 and opaque[0] == MAGICDATA:
             self.opts = opaque[1]
             return
         if (self.mode & kc.OWRITER) and self.db.count() < 1:
-            # KC keeps the opaque region in memory and writes it back on close, so patch the
-            # closed file and reopen it.
+            # KC keeps the opaque region in memory and writes it back on close (a new
+            # directory database creates the file only then), so patch the closed database
+            # and reopen it.
             self.db.close()
-            with open(path, "r+b") as f:
-                f.seek(OPAQUE_OFFSET)
-                f.write(bytes((MAGICDATA, self.opts & 0xFF)))
-            self.db = kc.KCDB(self.spec, self.mode & ~kc.OTRUNCATE)
+            try:
+                if os.path.isfile(path):
+                    with open(path, "r+b") as f:
+                        f.seek(offset)
+                        f.write(bytes((MAGICDATA, self.opts & 0xFF)))
+            finally:
+                self.db = kc.KCDB(self.spec, self.mode & ~kc.OTRUNCATE)
 
     def close(self) -> None:
         with self._xlock:
