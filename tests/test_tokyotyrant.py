@@ -386,3 +386,41 @@ def test_table_search_forms(tdb):
     assert tdb.search([("addcond", "name", OP_STR_EQ, "bob")], "out") is True
     assert sorted(tdb.keys()) == ["1", "3"]
     assert tdb.search(["hint", ("addcond", "name", OP_STR_EQ, "alice")]) == ["1"]  # hint stripped
+
+
+def test_update_takes_the_seed_signature(hdb):
+    assert hdb.update({"a": "1"}, b="2") is True
+    assert hdb.update({"c": "3"}, db=None, expire_time=None) is True
+    assert hdb.get_bulk(["a", "b", "c", "db"]) == {"a": "1", "b": "2", "c": "3"}
+    with pytest.raises(ValueError):
+        hdb.update({"x": "1"}, expire_time=60)
+
+
+@pytest.fixture(scope="module")
+def masked_server():
+    from kt.embedded import EmbeddedTokyoTyrantServer
+
+    server = EmbeddedTokyoTyrantServer(
+        server=None, server_args=["-mask", "put,putkeep,putcat,putshl,misc,ext"]
+    )
+    server.run()
+    yield server
+    server.stop()
+
+
+def test_refused_writes_raise_and_keep_the_connection(masked_server):
+    db = masked_server.make_client()
+    try:
+        with pytest.raises(ServerError) as info:
+            db.set("k", "v")
+        assert info.value.code == 1 and info.value.procedure == "put"
+        with pytest.raises(ServerError):
+            db.append("k", "v")
+        with pytest.raises(ServerError):
+            db.addshl("k", "v", 3)
+        assert db.add("k", "v") is False  # putkeep's failure is its ordinary "no"
+        assert db.misc("putlist", ["a", "b"]) == []  # a masked misc answers an empty success
+        assert db.get("k") is None and db.count() == 0  # same connection, still in sync
+        assert db.pool.size == 1
+    finally:
+        db.close()

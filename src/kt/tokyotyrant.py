@@ -413,7 +413,16 @@ class TokyoTyrant:
             return True
         return self._misc(b"putlist", self._pairs(data), _LOG) is not None
 
-    update = set_bulk
+    def update(
+        self, __data: Optional[Dict[Any, Any]] = None, db: Any = None, expire_time: Any = None, **kwargs: Any
+    ) -> bool:
+        """Same as ``set_bulk`` (``db`` and ``expire_time`` exist for signature compatibility
+        with KyotoTycoon; Tokyo Tyrant has neither)."""
+        if db is not None or expire_time is not None:
+            raise ValueError(
+                "Tokyo Tyrant has no numbered databases and no expiry: pass db/expire_time as None"
+            )
+        return self.set_bulk(__data, **kwargs)
 
     def remove_bulk(self, keys: Iterable[Key]) -> bool:
         """Remove many records in one call (misc ``outlist``; missing keys are ignored)."""
