@@ -309,3 +309,33 @@ def test_sigint_stops_the_server_cleanly(tmp_path):
         srv.proc.wait(15)
     assert srv.proc.returncode == 0
     assert "finished" in srv.log_text()
+
+
+def test_big_set_bulk_arriving_in_small_segments(server):
+    """A 100k-record set_bulk trickling in 4 KiB segments is answered once, with every record."""
+    records = [(0, b"bulk%06d" % i, b"v%d" % i, NO_XT) for i in range(100000)]
+    request = kb.encode_set_bulk(records)
+    with server.connect(timeout=60) as sock:
+        for start in range(0, len(request), 4096):
+            sock.sendall(request[start:start + 4096])
+        hits, _ = kb.parse_set_bulk_reply(recv_exact(sock, 5, timeout=60))
+        assert hits == len(records)
+        found = _get_many(sock, [b"bulk000000", b"bulk099999"])
+        assert found == {b"bulk000000": b"v0", b"bulk099999": b"v99999"}
+
+
+@pytest.mark.parametrize("request_bytes", [
+    kb.encode_set_bulk([(0, b"k%d" % i, b"v" * i, 5) for i in range(30)]),
+    kb.encode_get_bulk([(1, b"abc"), (0, b"")]),
+    kb.encode_remove_bulk([(0, b"x" * 300)]),
+    kb.encode_play_script(b"echo", [(b"a", b"1"), (b"bb", b"")]),
+    kb.encode_replication(5, 3),
+    b"\xb8\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x10\x00\x00\x01",
+])
+def test_scan_request_agrees_with_parse_request_on_every_prefix(request_bytes):
+    state = None
+    for n in range(len(request_bytes) + 1):
+        decidable, state = kb.scan_request(request_bytes[:n], 0, state)
+        assert decidable == (kb.parse_request(request_bytes[:n], 0, False) is not None)
+        if decidable:
+            state = None

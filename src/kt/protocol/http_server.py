@@ -33,6 +33,7 @@ __all__ = [
     "SERVER_NAME",
     "LINE_MAX",
     "BODY_MAX",
+    "HEAD_MAX",
     "M_GET",
     "M_HEAD",
     "M_POST",
@@ -55,6 +56,9 @@ __all__ = [
 SERVER_NAME = b"KyotoTycoon/0.9.56b"
 LINE_MAX = 8191  # HTTPClient::LINEBUFSIZ (8192) minus the terminating NUL
 BODY_MAX = 1 << 28  # HTTPClient::RECVMAXSIZ
+HEAD_MAX = 1 << 20
+"""Our one deviation: a request head (line + headers) still incomplete after 1 MiB drops the
+connection (ktserver reads header lines without limit; we would re-scan an ever-growing head)."""
 
 M_GET, M_HEAD, M_POST, M_PUT, M_DELETE, M_UNKNOWN = range(6)
 _METHODS = {b"GET": M_GET, b"HEAD": M_HEAD, b"POST": M_POST, b"PUT": M_PUT, b"DELETE": M_DELETE}
@@ -306,6 +310,8 @@ def parse_request(buf, pos: int = 0, eof: bool = False):
                     chunked = True
             headers[name] = value
     except _NeedMore:
+        if end - pos > HEAD_MAX:
+            raise DropConnection("request head too large") from None
         return None
     body = b""
     if kind in _BODY_METHODS:

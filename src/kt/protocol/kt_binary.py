@@ -152,16 +152,22 @@ def encode_set_bulk_items(
     encode_key: Callable[[object], bytes],
     encode_value: Callable[[object], bytes],
     no_reply: bool = False,
+    bytes_pass_through: bool = False,
 ) -> bytes:
-    """``set_bulk`` of ``(key, value)`` items into one database with one ``xt``, encoding each
-    key/value with the given functions on the way (one pass, no intermediate records)."""
+    """``set_bulk`` of ``(key, value)`` items into one database with one ``xt`` in one pass.
+
+    Keys that are ``bytes`` are sent as they are and ``str`` keys as UTF-8; anything else goes
+    through ``encode_key``.  Values go through ``encode_value``, except ``bytes`` values when
+    ``bytes_pass_through`` (for value codecs that store bytes unchanged).
+    """
     parts: List[bytes] = [b""]
     append = parts.append
     pack = _pack_set_rec
     n = 0
     for key, value in items:
-        k = encode_key(key)
-        v = encode_value(value)
+        kind = type(key)
+        k = key if kind is bytes else (key.encode("utf-8") if kind is str else encode_key(key))
+        v = value if (bytes_pass_through and type(value) is bytes) else encode_value(value)
         append(pack(dbidx, len(k), len(v), xt))
         append(k)
         append(v)
@@ -177,13 +183,15 @@ def encode_key_bulk(
     encode_key: Callable[[object], bytes],
     no_reply: bool = False,
 ) -> bytes:
-    """``get_bulk`` / ``remove_bulk`` (``magic``) of ``keys`` in one database, one pass."""
+    """``get_bulk`` / ``remove_bulk`` (``magic``) of ``keys`` in one database, one pass
+    (``bytes`` keys as they are, ``str`` as UTF-8, others through ``encode_key``)."""
     parts: List[bytes] = [b""]
     append = parts.append
     pack = _pack_key_rec
     n = 0
     for key in keys:
-        k = encode_key(key)
+        kind = type(key)
+        k = key if kind is bytes else (key.encode("utf-8") if kind is str else encode_key(key))
         append(pack(dbidx, len(k)))
         append(k)
         n += 1
@@ -637,6 +645,61 @@ def encode_replication_nop(ts: int) -> bytes:
     return _NOP.pack(MAGIC_NOP, ts)
 
 
+
+def scan_request(buf: Buffer, pos: int = 0, state: Optional[tuple] = None) -> Tuple[bool, Optional[tuple]]:
+    """Resumable "is the request at ``buf[pos]`` complete yet?" for servers reading big requests.
+
+    Re-running :func:`parse_request` on every new segment of a large bulk request costs
+    O(n^2); this walks only record headers and remembers where it stopped.  Returns
+    ``(decidable, state)``: when ``decidable`` is true, :func:`parse_request` will not return
+    None (complete, unknown magic or oversized); otherwise pass ``state`` back with the same
+    ``pos`` once ``buf`` has grown.  (Added by the server helper, H3b.)
+    """
+    size = len(buf)
+    if state is None:
+        if size <= pos:
+            return False, None
+        magic = buf[pos]
+        if magic not in _KNOWN_REQUESTS:
+            return True, None
+        if magic == MAGIC_REPLICATION:
+            return size - pos >= 15, None
+        if magic == MAGIC_PLAY_SCRIPT:
+            if size - pos < 13:
+                return False, None
+            _, _, nsiz, rnum = _SCRIPT_HEAD.unpack_from(buf, pos)
+            if nsiz > DATA_MAX_SIZE:
+                return True, None
+            state = (magic, pos + 13 + nsiz, rnum)
+        else:
+            if size - pos < 9:
+                return False, None
+            state = (magic, pos + 9, _HEAD.unpack_from(buf, pos)[2])
+    magic, off, left = state
+    if magic == MAGIC_SET_BULK:
+        head, unpack = 18, _SET_REC.unpack_from
+    elif magic == MAGIC_PLAY_SCRIPT:
+        head, unpack = 8, _SCRIPT_REC.unpack_from
+    else:
+        head, unpack = 6, _KEY_REC.unpack_from
+    while left and off + head <= size:
+        fields = unpack(buf, off)
+        if magic == MAGIC_SET_BULK:
+            body = fields[1] + fields[2]
+            too_big = fields[1] > DATA_MAX_SIZE or fields[2] > DATA_MAX_SIZE
+        elif magic == MAGIC_PLAY_SCRIPT:
+            body = fields[0] + fields[1]
+            too_big = fields[0] > DATA_MAX_SIZE or fields[1] > DATA_MAX_SIZE
+        else:
+            body = fields[1]
+            too_big = body > DATA_MAX_SIZE
+        if too_big:
+            return True, None
+        off += head + body
+        left -= 1
+    return (not left and off <= size), (magic, off, left)
+
+
 __all__ = [
     "MAGIC_NOP",
     "MAGIC_REPLICATION",
@@ -671,6 +734,7 @@ __all__ = [
     "parse_replication_frame",
     "is_binary_start",
     "parse_request",
+    "scan_request",
     "encode_count_reply",
     "encode_set_bulk_reply",
     "encode_remove_bulk_reply",

@@ -204,12 +204,18 @@ class KTServerHandler:
     def _binary(self, conn: Connection, session) -> bool:
         buf = conn.buf
         eof = False
-        while True:
-            parsed = kb.parse_request(buf, 0, eof)
-            if parsed is not None:
-                break
+        state = None
+        parsed = kb.parse_request(buf, 0, False)
+        while parsed is None:
+            # a large request arrives in many segments: walk only the new record headers
+            # (scan_request) and parse once it is complete, instead of re-parsing each time
             if not self._fill_or_eof(conn):
                 eof = True
+            else:
+                decidable, state = kb.scan_request(buf, 0, state)
+                if not decidable:
+                    continue
+            parsed = kb.parse_request(buf, 0, eof)
         request, end = parsed
         magic = request.magic
         if not request.known:
