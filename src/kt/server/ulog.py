@@ -173,6 +173,8 @@ class UpdateLogReader:
             else:
                 break
         self.off = META.size
+        self._fd = -1
+        self._fd_id = -1
 
     def _meta(self, fid: int) -> Optional[tuple[int, int]]:
         try:
@@ -185,21 +187,36 @@ class UpdateLogReader:
         _, fsiz, fts = META.unpack(head)
         return fsiz, fts
 
+    def _open_current(self) -> Optional[int]:
+        if self._fd_id != self.id:
+            self._close_fd()
+            try:
+                self._fd = os.open(self.ulog.file_path(self.id), os.O_RDONLY)
+            except OSError:
+                return None
+            self._fd_id = self.id
+        return self._fd
+
+    def _close_fd(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._fd_id = -1, -1
+
     def _read_one(self) -> Optional[tuple[int, bytes]]:
         while True:
-            meta = self._meta(self.id)
-            if meta is not None and self.off + RECHEAD.size <= meta[0]:
-                with open(self.ulog.file_path(self.id), "rb") as f:
-                    f.seek(self.off)
-                    head = f.read(RECHEAD.size)
-                    magic, ts, msiz = RECHEAD.unpack(head)
+            fd = self._open_current()
+            if fd is not None:
+                head = os.pread(fd, META.size, 0)
+                fsiz = META.unpack(head)[1] if len(head) == META.size and head[0] == METAMAGIC else 0
+                if self.off + RECHEAD.size <= fsiz:
+                    magic, ts, msiz = RECHEAD.unpack(os.pread(fd, RECHEAD.size, self.off))
                     if magic != BEGMAGIC:
                         return None
-                    body = f.read(msiz + 1)
-                if len(body) < msiz + 1 or body[-1] != ENDMAGIC:
-                    return None
-                self.off += RECHEAD.size + msiz + 1
-                return ts, body[:-1]
+                    body = os.pread(fd, msiz + 1, self.off + RECHEAD.size)
+                    if len(body) < msiz + 1 or body[-1] != ENDMAGIC:
+                        return None
+                    self.off += RECHEAD.size + msiz + 1
+                    return ts, body[:-1]
             if self.id < self.ulog.id:
                 self.id += 1
                 self.off = META.size
@@ -216,7 +233,7 @@ class UpdateLogReader:
                 return rec
 
     def close(self) -> None:
-        pass
+        self._close_fd()
 
 
 def db_message(sid: int, dbid: int, update: bytes) -> bytes:
