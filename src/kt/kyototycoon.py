@@ -15,7 +15,7 @@ import threading
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from kt.errors import ScriptError, ServerError
-from kt.expiry import ExpireTime, to_binary_xt, to_xt
+from kt.expiry import NO_EXPIRY_XT, ExpireTime, to_binary_xt, to_xt
 from kt.protocol import http, kt_rpc
 from kt.protocol.kt_binary import (
     MAGIC_GET_BULK,
@@ -32,7 +32,7 @@ from kt.protocol.kt_binary import (
     parse_remove_bulk_reply,
     parse_set_bulk_reply,
 )
-from kt.serializers import KT_BINARY, encode_key, key_decoder, resolve_serializer
+from kt.serializers import KT_BINARY, KT_NONE, encode_key, key_decoder, resolve_serializer
 from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, Connection, Pool
 
 __all__ = ["KyotoTycoon", "Cursor"]
@@ -120,6 +120,9 @@ class KyotoTycoon:
         self._serializer = resolve_serializer(serializer)
         self._encode_value = self._serializer.encode
         self._decode_value = self._serializer.decode
+        # Serializers that store bytes unchanged: bulk paths skip calling them for bytes.
+        self._bytes_pass_through = self._serializer in (KT_BINARY, KT_NONE)
+        self._raw_values = self._serializer is KT_NONE
         self.decode_keys = decode_keys
         self._decode_key = key_decoder(decode_keys)
         self.default_db = _check_db(default_db)
@@ -188,9 +191,9 @@ class KyotoTycoon:
         """Store ``value`` (overwriting); returns the number of records set (1)."""
         data = encode_set_one(
             self.default_db if db is None else _check_db(db),
-            _key(key),
-            self._encode_value(value),
-            to_binary_xt(expire_time),
+            key.encode("utf-8") if type(key) is str else encode_key(key),
+            value if (type(value) is bytes and self._bytes_pass_through) else self._encode_value(value),
+            NO_EXPIRY_XT if expire_time is None else to_binary_xt(expire_time),
         )
         return self._pool.request(data, parse_set_bulk_reply)
 
@@ -203,16 +206,28 @@ class KyotoTycoon:
 
     def get_bulk_raw(self, keys: Iterable[Any], db: Optional[int] = None) -> Dict[Any, bytes]:
         """``{key: raw bytes}`` for every key that exists."""
-        data = encode_key_bulk(MAGIC_GET_BULK, keys, self._db(db), _key)
+        data = encode_key_bulk(MAGIC_GET_BULK, keys, self._db(db), encode_key)
         pairs = self._pool.request(data, parse_get_bulk_pairs)
-        decode_key = self._decode_key
-        return {decode_key(key): value for key, value in pairs}
+        return self._bulk_result(pairs, True)
 
     def get_bulk(self, keys: Iterable[Any], db: Optional[int] = None) -> Dict[Any, Any]:
         """``{key: value}`` for every key that exists."""
-        data = encode_key_bulk(MAGIC_GET_BULK, keys, self._db(db), _key)
+        data = encode_key_bulk(MAGIC_GET_BULK, keys, self._db(db), encode_key)
         pairs = self._pool.request(data, parse_get_bulk_pairs)
+        return self._bulk_result(pairs, self._raw_values)
+
+    def _bulk_result(self, pairs: List[Tuple[bytes, bytes]], raw: bool) -> Dict[Any, Any]:
+        if self.decode_keys:
+            try:  # fast path: every key is UTF-8 text
+                if raw:
+                    return {key.decode("utf-8"): value for key, value in pairs}
+                decode_value = self._decode_value
+                return {key.decode("utf-8"): decode_value(value) for key, value in pairs}
+            except UnicodeDecodeError:
+                pass
         decode_key = self._decode_key
+        if raw:
+            return {decode_key(key): value for key, value in pairs}
         decode_value = self._decode_value
         return {decode_key(key): decode_value(value) for key, value in pairs}
 
@@ -227,7 +242,10 @@ class KyotoTycoon:
         items: Any = __data.items() if __data else ()
         if kwargs:
             items = [*items, *kwargs.items()]
-        data = encode_set_bulk_items(items, self._db(db), to_binary_xt(expire_time), _key, self._encode_value)
+        data = encode_set_bulk_items(
+            items, self._db(db), to_binary_xt(expire_time), encode_key, self._encode_value,
+            bytes_pass_through=self._bytes_pass_through,
+        )
         if len(data) == 9:
             return 0  # nothing to store
         return self._pool.request(data, parse_set_bulk_reply)
@@ -236,7 +254,7 @@ class KyotoTycoon:
 
     def remove_bulk(self, keys: Iterable[Any], db: Optional[int] = None) -> int:
         """Remove every key; returns the number actually removed."""
-        data = encode_key_bulk(MAGIC_REMOVE_BULK, keys, self._db(db), _key)
+        data = encode_key_bulk(MAGIC_REMOVE_BULK, keys, self._db(db), encode_key)
         if len(data) == 9:
             return 0
         return self._pool.request(data, parse_remove_bulk_reply)

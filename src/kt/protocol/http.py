@@ -69,14 +69,20 @@ class Response:
     __slots__ = ("version", "status", "reason", "headers", "body", "_index")
 
     def __init__(
-        self, version: str, status: int, reason: str, headers: List[Tuple[str, str]], body: bytes
+        self,
+        version: str,
+        status: int,
+        reason: str,
+        headers: List[Tuple[str, str]],
+        body: bytes,
+        index: Optional[Dict[str, str]] = None,
     ):
         self.version = version
         self.status = status
         self.reason = reason
         self.headers = headers
         self.body = body
-        self._index: Optional[Dict[str, str]] = None
+        self._index = index
 
     def header(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """Case-insensitive lookup (the last occurrence wins)."""
@@ -105,31 +111,27 @@ class Response:
         return f"<Response {self.status} {self.reason!r} body={len(self.body)} bytes>"
 
 
-def _parse_head(head: bytes) -> Tuple[str, int, str, List[Tuple[str, str]]]:
-    lines = head.split(b"\r\n")
+def _parse_head(head: bytes) -> Tuple[str, int, str, List[Tuple[str, str]], Dict[str, str]]:
+    lines = head.decode("latin-1").split("\r\n")
     status_line = lines[0]
-    parts = status_line.split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or len(parts[0]) != 8:
+    parts = status_line.split(" ", 2)
+    version = parts[0]
+    if len(parts) < 2 or len(version) != 8 or not version.startswith("HTTP/1."):
         raise ProtocolError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
     code = parts[1]
-    if len(code) != 3 or not code.isdigit():
+    if len(code) != 3 or not code.isdigit() or not code.isascii():
         raise ProtocolError(f"bad HTTP status code: {status_line[:80]!r}")
-    reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
+    reason = parts[2] if len(parts) > 2 else ""
     headers: List[Tuple[str, str]] = []
+    index: Dict[str, str] = {}
     for line in lines[1:]:
-        name, colon, value = line.partition(b":")
+        name, colon, value = line.partition(":")
         if not colon or not name or name != name.strip():
             raise ProtocolError(f"malformed HTTP header line: {line[:80]!r}")
-        headers.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
-    return parts[0].decode("ascii"), int(code), reason, headers
-
-
-def _find_header(headers: List[Tuple[str, str]], lname: str) -> Optional[str]:
-    found = None
-    for name, value in headers:
-        if name.lower() == lname:
-            found = value
-    return found
+        value = value.strip(" \t")
+        headers.append((name, value))
+        index[name.lower()] = value
+    return version, int(code), reason, headers, index
 
 
 def _parse_chunked(buf: Buffer, off: int) -> Optional[Tuple[bytes, int]]:
@@ -194,11 +196,11 @@ def parse_response(
         return None
     if head_end - pos > MAX_HEAD_SIZE:
         raise ProtocolError("HTTP response head too long")
-    version, status, reason, headers = _parse_head(data[pos:head_end])
+    version, status, reason, headers, index = _parse_head(data[pos:head_end])
     off = head_end + 4
     if head_request or status < 200 or status in (204, 304):
-        return Response(version, status, reason, headers, b""), off
-    te = _find_header(headers, "transfer-encoding")
+        return Response(version, status, reason, headers, b"", index), off
+    te = index.get("transfer-encoding")
     if te is not None and "chunked" in te.lower():
         chunked = _parse_chunked(data, off)
         if chunked is None:
@@ -206,10 +208,10 @@ def parse_response(
                 raise ProtocolError("connection closed in the middle of a chunked body")
             return None
         body, end = chunked
-        return Response(version, status, reason, headers, body), end
-    length_text = _find_header(headers, "content-length")
+        return Response(version, status, reason, headers, body, index), end
+    length_text = index.get("content-length")
     if length_text is not None:
-        if not length_text.isdigit():
+        if not (length_text.isdigit() and length_text.isascii()):
             raise ProtocolError(f"bad Content-Length: {length_text!r}")
         length = int(length_text)
         if length > MAX_BODY_SIZE:
@@ -219,10 +221,10 @@ def parse_response(
             if eof:
                 raise ProtocolError("connection closed before the whole HTTP body arrived")
             return None
-        return Response(version, status, reason, headers, data[off:end]), end
+        return Response(version, status, reason, headers, data[off:end], index), end
     if not eof:
         return None
-    return Response(version, status, reason, headers, data[off:]), len(data)
+    return Response(version, status, reason, headers, data[off:], index), len(data)
 
 
 __all__ = [

@@ -283,10 +283,24 @@ def encode_www_form(pairs: Pairs) -> bytes:
     return b"&".join([url_encode(k) + b"=" + url_encode(v) for k, v in items])
 
 
+_COLENC_CACHE: Dict[str, Optional[str]] = {}
+
+
 def parse_colenc(content_type: Optional[str]) -> Optional[str]:
     """The ``colenc`` attribute of a TSV Content-Type: "B", "Q", "U" or None."""
     if not content_type:
         return None
+    try:
+        return _COLENC_CACHE[content_type]
+    except KeyError:
+        pass
+    colenc = _parse_colenc(content_type)
+    if len(_COLENC_CACHE) < 64:
+        _COLENC_CACHE[content_type] = colenc
+    return colenc
+
+
+def _parse_colenc(content_type: str) -> Optional[str]:
     lowered = content_type.lower()
     if not lowered.startswith(TSV_CONTENT_TYPE):
         return None
@@ -300,9 +314,15 @@ def parse_colenc(content_type: Optional[str]) -> Optional[str]:
     return None
 
 
+_CONTENT_TYPES = {None: TSV_CONTENT_TYPE, **{n: f"{TSV_CONTENT_TYPE}; colenc={n}" for n in "BUQ"}}
+
+
 def tsv_content_type(colenc: Optional[str]) -> str:
-    name = _codec_name(colenc)
-    return TSV_CONTENT_TYPE if name is None else f"{TSV_CONTENT_TYPE}; colenc={name}"
+    """``text/tab-separated-values`` with the ``colenc`` attribute for ``colenc``."""
+    try:
+        return _CONTENT_TYPES[colenc]
+    except KeyError:
+        return _CONTENT_TYPES[_codec_name(colenc)]
 
 
 # --------------------------------------------------------------------------- status mapping
@@ -370,8 +390,16 @@ def build_rpc_request(
     procedure name is).
     """
     if colenc == AUTO:
-        colenc = choose_request_encoding(params)
-    body = encode_tsv(params, colenc)
+        colenc = None
+        search = _TSV_UNSAFE_RE.search
+        for key, value in params:
+            if search(key) or search(value):
+                colenc = "B"
+                break
+    if colenc is None:
+        body = b"".join([b"%s\t%s\n" % kv for kv in params])
+    else:
+        body = encode_tsv(params, colenc)
     head = _REQUEST_HEAD if keep_alive else _REQUEST_HEAD_CLOSE
     return (head % (procedure, host, tsv_content_type(colenc), len(body))).encode("latin-1") + body
 
