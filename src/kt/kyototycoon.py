@@ -113,6 +113,7 @@ class KyotoTycoon:
         self._pool = Pool(
             host, port, timeout=timeout, connect_timeout=connect_timeout, max_size=max_connections
         )
+        self._request = self._pool.request  # bound once: the hot paths call it per operation
         self.host = self._pool.host
         self.port = port
         self.timeout = timeout
@@ -173,14 +174,14 @@ class KyotoTycoon:
 
     def get_raw(self, key: Any, db: Optional[int] = None) -> Optional[bytes]:
         """The stored bytes of ``key``, or None when it does not exist."""
-        found = self._pool.request(
+        found = self._request(
             encode_get_one(self.default_db if db is None else _check_db(db), _key(key)), parse_get_one_reply
         )
         return None if found is None else found[0]
 
     def get(self, key: Any, db: Optional[int] = None) -> Any:
         """The deserialized value of ``key``, or None when it does not exist."""
-        found = self._pool.request(
+        found = self._request(
             encode_get_one(self.default_db if db is None else _check_db(db), _key(key)), parse_get_one_reply
         )
         if found is None:
@@ -195,25 +196,25 @@ class KyotoTycoon:
             value if (type(value) is bytes and self._bytes_pass_through) else self._encode_value(value),
             NO_EXPIRY_XT if expire_time is None else to_binary_xt(expire_time),
         )
-        return self._pool.request(data, parse_set_bulk_reply)
+        return self._request(data, parse_set_bulk_reply)
 
     def remove(self, key: Any, db: Optional[int] = None) -> int:
         """Remove ``key``; returns the number of records removed (0 or 1)."""
         data = encode_remove_bulk(((self._db(db), _key(key)),))
-        return self._pool.request(data, parse_remove_bulk_reply)
+        return self._request(data, parse_remove_bulk_reply)
 
     # -- binary protocol: bulk ----------------------------------------------------------
 
     def get_bulk_raw(self, keys: Iterable[Any], db: Optional[int] = None) -> Dict[Any, bytes]:
         """``{key: raw bytes}`` for every key that exists."""
         data = encode_key_bulk(MAGIC_GET_BULK, keys, self._db(db), encode_key)
-        pairs = self._pool.request(data, parse_get_bulk_pairs)
+        pairs = self._request(data, parse_get_bulk_pairs)
         return self._bulk_result(pairs, True)
 
     def get_bulk(self, keys: Iterable[Any], db: Optional[int] = None) -> Dict[Any, Any]:
         """``{key: value}`` for every key that exists."""
         data = encode_key_bulk(MAGIC_GET_BULK, keys, self._db(db), encode_key)
-        pairs = self._pool.request(data, parse_get_bulk_pairs)
+        pairs = self._request(data, parse_get_bulk_pairs)
         return self._bulk_result(pairs, self._raw_values)
 
     def _bulk_result(self, pairs: List[Tuple[bytes, bytes]], raw: bool) -> Dict[Any, Any]:
@@ -248,7 +249,7 @@ class KyotoTycoon:
         )
         if len(data) == 9:
             return 0  # nothing to store
-        return self._pool.request(data, parse_set_bulk_reply)
+        return self._request(data, parse_set_bulk_reply)
 
     update = set_bulk
 
@@ -257,7 +258,7 @@ class KyotoTycoon:
         data = encode_key_bulk(MAGIC_REMOVE_BULK, keys, self._db(db), encode_key)
         if len(data) == 9:
             return 0
-        return self._pool.request(data, parse_remove_bulk_reply)
+        return self._request(data, parse_remove_bulk_reply)
 
     def script(
         self, name: Any, __data: Optional[Mapping[Any, Any]] = None, encode_values: bool = True, **kwargs: Any
@@ -274,7 +275,7 @@ class KyotoTycoon:
             records.extend([(_key(k), encode_value(v)) for k, v in source.items()])
         proc = _text(name, "script name")
         try:
-            output = self._pool.request(encode_play_script(proc, records), parse_play_script_reply)
+            output = self._request(encode_play_script(proc, records), parse_play_script_reply)
         except ScriptError:
             raise
         except ServerError as exc:
