@@ -449,3 +449,70 @@ def test_idle_vacuum_purges_expired(svc):
     for _ in range(20):
         svc.idle()
     assert svc.rpc("status", {}, svc.session())[1][b"count"] == b"0"
+
+
+def _http_rpc(port: int, procedure: str, params: dict) -> tuple:
+    import http.client
+
+    from kt.protocol.kt_rpc import decode_tsv_response, encode_tsv
+
+    body = encode_tsv(list(params.items()), "B")
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {"Content-Type": "text/tab-separated-values; colenc=B"}
+        conn.request("POST", f"/rpc/{procedure}", body, headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, decode_tsv_response(data, resp.getheader("Content-Type"))
+    finally:
+        conn.close()
+
+
+def _wait_for(predicate, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_replication_slave_follows_a_bundled_master(tmp_path):
+    """A slave KTService pulls a real (bundled) master's update log over the binary protocol."""
+    from kt_server_harness import ServerProcess
+
+    master = ServerProcess(["-ulog", str(tmp_path / "mlog"), "-sid", "1", "*", "%"], tmp_path / "m")
+    rts = tmp_path / "slave.rts"
+    slave = KTService(["*", "%"], sid=2, rts_path=str(rts), ulog_dir=str(tmp_path / "slog"))
+    try:
+        assert _http_rpc(master.port, "set", {b"key": b"before", b"value": b"1"})[0] == 200
+        slave.start_replication("127.0.0.1", master.port)
+        assert _wait_for(lambda: slave.dbs[0].get(b"before") is not None)
+        _http_rpc(master.port, "set", {b"DB": b"1", b"key": b"k\x00", b"value": b"v", b"xt": b"-2000000000"})
+        _http_rpc(master.port, "remove", {b"key": b"before"})
+        assert _wait_for(lambda: slave.dbs[1].get(b"k\x00") == (b"v", 2000000000))
+        assert _wait_for(lambda: slave.dbs[0].get(b"before") is None)
+        report = slave.rpc("report", {}, slave.session())[1]
+        assert report[b"repl_master_host"] == b"127.0.0.1"
+        assert report[b"repl_master_port"] == str(master.port).encode()
+        # the slave's own log keeps the origin sid (1), so the master would skip it
+        stream = slave.ulog_reader(0, 1)
+        assert stream.read()[1] is None
+        _http_rpc(master.port, "clear", {b"DB": b"1"})
+        assert _wait_for(lambda: slave.dbs[1].count() == 0)
+        # tune_replication to nowhere stops following; the RTS file holds the position
+        assert slave.rpc("tune_replication", {b"host": b""}, slave.session()) == (200, {})
+        assert _wait_for(lambda: rts.exists() and int(rts.read_text().strip() or 0) > 0)
+    finally:
+        slave.close()
+        master.terminate()
+    assert rts.read_bytes().endswith(b"\n") and len(rts.read_bytes()) == 21
+
+
+def test_replication_needs_an_rts_file():
+    svc = KTService(["*"])
+    try:
+        with pytest.raises(ValueError, match="RTS"):
+            svc.start_replication("127.0.0.1", 1)
+    finally:
+        svc.close()

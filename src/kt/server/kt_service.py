@@ -283,8 +283,9 @@ class KTService:
         self.start_time = time.time()
         self.connection_count: Callable[[], int] = lambda: 0
         self.task_count: Callable[[], int] = lambda: 0
-        self.master: Optional[Tuple[str, int, int, float]] = None
         self._conds = _Conditions()
+        self._origin = threading.local()
+        self.slave: Optional[ReplicationSlave] = None
         self._counts = [0] * 8  # set, set_misses, remove, remove_misses, get, get_misses, script, misc
         self.ulog: Optional[UpdateLogger] = None
         if ulog_dir:
@@ -317,12 +318,42 @@ class KTService:
 
     def _trigger(self, idx: int):
         ulog = self.ulog
-        sid = self.sid
+        origin = self._origin
 
         def trigger(update: bytes) -> None:
-            ulog.write(db_message(sid, idx, update))
+            ulog.write(db_message(getattr(origin, "sid", self.sid), idx, update))
 
         return trigger
+
+    def apply_replicated(self, message: bytes) -> bool:
+        """Apply a master's log message (``[sid][dbid][update]``); False if it was not applied.
+
+        Records that originated here (same sid) or name a database we do not have are skipped;
+        re-logged records keep their origin sid so that chains and rings do not loop.
+        """
+        parsed = parse_db_message(message)
+        if parsed is None:
+            return False
+        rsid, dbid, update = parsed
+        if rsid == self.sid or dbid >= len(self.dbs):
+            return False
+        self._origin.sid = rsid
+        try:
+            self.dbs[dbid].recover(update)
+        except KCError as e:
+            if self.logger is not None:
+                self.logger.error(f"recovering a database failed: {e.name}: {e.message}")
+            return False
+        finally:
+            del self._origin.sid
+        return True
+
+    def start_replication(self, host: str, port: int = DEFAULT_PORT, interval: float = 0.04) -> None:
+        """Become a slave of ``host:port`` (``-mhost``/``-mport``/``-riv``; needs ``rts_path``)."""
+        if not self.rts_path:
+            raise ValueError("replication needs an RTS file (-rts)")
+        self.slave = ReplicationSlave(self, host, port, self.rts_path, interval)
+        self.slave.start()
 
     def _log_error(self, e: KCError) -> None:
         if self.logger is not None:
@@ -333,11 +364,17 @@ class KTService:
         return Session(self)
 
     def stop(self) -> None:
-        """Wake every WAIT (they answer 503) and refuse new ones."""
+        """Wake every WAIT (they answer 503) and refuse new ones; stop replicating."""
         self._conds.abort()
+        if self.slave is not None:
+            self.slave.stop()
 
     def close(self) -> None:
         """Sync and close every database and the update log; errors are logged, not raised."""
+        slave = getattr(self, "slave", None)
+        if slave is not None:
+            slave.stop()
+            slave.join(5)
         for db in getattr(self, "dbs", []):
             try:
                 db.close()
@@ -466,8 +503,9 @@ class KTService:
         out["serv_proc_id"] = str(os.getpid())
         for k, v in _sysinfo().items():
             out["sys_" + k] = v
-        if self.master and self.master[0]:
-            host, port, rts, iv = self.master
+        master = self.slave.master() if self.slave is not None else None
+        if master and master[0]:
+            host, port, rts, iv = master
             out["repl_master_host"] = host
             out["repl_master_port"] = str(port)
             out["repl_timestamp"] = str(rts)
@@ -507,13 +545,19 @@ class KTService:
         port = atoi(p[b"port"]) if b"port" in p else 0
         if port < 1:
             port = DEFAULT_PORT
-        rts = self.master[2] if self.master else 0
+        ts = None
         if b"ts" in p:
-            rts = clock_pure() if p[b"ts"] == b"now" else atoi(p[b"ts"])
-        iv = atof(p[b"iv"]) if b"iv" in p else (self.master[3] if self.master else 0.04)
-        self.master = (host, port, rts, iv)
+            ts = clock_pure() if p[b"ts"] == b"now" else atoi(p[b"ts"])
+        iv = atof(p[b"iv"]) if b"iv" in p else -1.0
         if self.logger is not None:
-            self.logger.system(f"replication setting was modified: host={host} port={port}")
+            tss = "*" if ts is None else str(ts)
+            ivs = "*" if iv < 0 else f"{iv:.6f}"
+            self.logger.system(
+                f"replication setting was modified: host={host} port={port} ts={tss} iv={ivs}")
+        if self.slave is None:
+            self.slave = ReplicationSlave(self, "", port, self.rts_path, 0.04)
+            self.slave.start()
+        self.slave.set_master(host, port, ts, iv)
         return RV_SUCCESS, {}
 
     def _do_ulog_list(self, _x, p):
@@ -998,6 +1042,152 @@ class KTService:
         return _UlogStream(self.ulog.reader(ts), sid, white_sid)
 
 
+class ReplicationSlave(threading.Thread):
+    """ktserver's replication ``Slave``: follow a master's update log over the binary protocol.
+
+    The last applied timestamp is kept in the RTS file (``%020llu\n``), so a restarted slave
+    resumes where it stopped.  ``tune_replication`` changes the master at run time.
+    """
+
+    RTS_SIZE = 21
+    DUMMYFREQ = 256
+
+    def __init__(self, service: KTService, host: str, port: int, rts_path: str, interval: float):
+        super().__init__(name="kt-replication", daemon=True)
+        self.service = service
+        self.rts_path = rts_path
+        self._lock = threading.Lock()
+        self._host, self._port, self._iv = host, port, interval
+        self._wrts: Optional[int] = None
+        self.rts = 0
+        self._alive = True
+        self._hup = False
+        self._sock = None
+
+    def master(self) -> Tuple[str, int, int, float]:
+        with self._lock:
+            return self._host, self._port, self.rts, self._iv
+
+    def set_master(self, host: str, port: int, ts: Optional[int], iv: float) -> None:
+        with self._lock:
+            self._host, self._port = host, port
+            if ts is not None:
+                self._wrts = ts
+            if iv >= 0:
+                self._iv = iv
+            self._hup = True
+        self._drop()
+
+    def stop(self) -> None:
+        self._alive = False
+        self._drop()
+
+    def _drop(self) -> None:
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(2)
+            except OSError:
+                pass
+
+    def _log(self, kind: str, message: str) -> None:
+        logger = self.service.logger
+        if logger is not None:
+            getattr(logger, kind)(message)
+
+    def _read_rts(self) -> int:
+        try:
+            with open(self.rts_path, "rb") as f:
+                return atoi(f.read(self.RTS_SIZE - 1))
+        except OSError:
+            return 0
+
+    def _write_rts(self) -> None:
+        try:
+            with open(self.rts_path, "wb") as f:
+                f.write(b"%020d\n" % self.rts)
+        except OSError:
+            self._log("system", "writing the time stamp failed")
+
+    def run(self) -> None:
+        self.rts = self._read_rts()
+        self._write_rts()
+        deferred = False
+        while self._alive:
+            with self._lock:
+                host, port, wrts = self._host, self._port, self._wrts
+                self._wrts = None
+                self._hup = False
+            if wrts is not None:
+                self.rts = wrts
+                self._write_rts()
+            if host:
+                if self._session(host, port):
+                    deferred = False
+                else:
+                    if not deferred:
+                        self._log("system", f"replication was deferred: host={host} port={port}")
+                    deferred = True
+            for _ in range(10):
+                if not self._alive or self._hup:
+                    break
+                time.sleep(0.1)
+        self._write_rts()
+
+    def _session(self, host: str, port: int) -> bool:
+        import socket
+
+        from kt.protocol import kt_binary as kb
+
+        try:
+            sock = socket.create_connection((host, port), timeout=60)
+        except OSError:
+            return False
+        self._sock = sock
+        started = False
+        buf = b""
+        rivsum = 0.0
+        try:
+            sock.sendall(kb.encode_replication(self.rts, self.service.sid))
+            while self._alive and not self._hup:
+                parsed = kb.parse_replication_frame(buf, 0, started)
+                if parsed is None:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+                    continue
+                msg, end = parsed
+                buf = buf[end:]
+                if msg.kind == "ack":
+                    started = True
+                    self._log("system", f"replication started: host={host} port={port} rts={self.rts}")
+                    continue
+                if msg.kind == "nop":
+                    sock.sendall(kb.REPLICATION_ACK)
+                elif msg.message:
+                    self.service.apply_replicated(msg.message)
+                    rivsum += self._iv
+                else:
+                    rivsum += self._iv * self.DUMMYFREQ / 4
+                while rivsum > 100 and self._alive and not self._hup:
+                    time.sleep(0.1)
+                    rivsum -= 100
+                if msg.ts > self.rts:
+                    self.rts = msg.ts
+        except (OSError, ValueError) as exc:
+            self._log("info", f"replication connection ended: {exc}")
+        except Exception as exc:  # a protocol error from the master
+            self._log("error", f"replication failed: {exc}")
+        finally:
+            self._sock = None
+            sock.close()
+            self._write_rts()
+        if started:
+            self._log("system", f"replication finished: host={host} port={port}")
+        return started
+
+
 _PROCEDURES: Dict[str, Tuple[str, Callable]] = {}
 for _name, _kind in [
     ("void", ""), ("echo", ""), ("report", ""), ("play_script", ""), ("tune_replication", ""),
@@ -1015,4 +1205,4 @@ for _name, _kind in [
 
 RV_TO_STATUS = dict(_STATUS)
 
-__all__ = ["KTService", "Session", "strmktime", "datestr_http", "RV_TO_STATUS"]
+__all__ = ["KTService", "Session", "ReplicationSlave", "strmktime", "datestr_http", "RV_TO_STATUS"]

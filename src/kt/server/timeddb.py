@@ -82,6 +82,18 @@ def _encode_varnum(n: int) -> bytes:
     return bytes(reversed(out))
 
 
+def _decode_varnum(buf: bytes, off: int) -> tuple[Optional[int], int]:
+    """KC's readvarnum; ``(None, off)`` when the number runs past the buffer."""
+    n = 0
+    while off < len(buf):
+        c = buf[off]
+        off += 1
+        n = (n << 7) | (c & 0x7F)
+        if c < 0x80:
+            return n, off
+    return None, off
+
+
 def update_message(op: int, key: bytes = b"", stored: Optional[bytes] = None) -> bytes:
     """An update-log message body (without the sid/dbid prefix)."""
     if op == USET:
@@ -277,6 +289,33 @@ class TimedDB:
         now = int(time.time())
         self.db.accept_bulk(keys, self._wrap(visitor, now, [False, False]), writable)
         self._expire(XTSCUNIT if writable else XTSCUNIT // XTREADFREQ)
+
+    def recover(self, update: bytes) -> None:
+        """Apply one update-log record from a replication master (``TimedDB::recover``)."""
+        if not update:
+            raise _err(kc.INVALID, "invalid message format")
+        op, body = update[0], update[1:]
+        if op == USET:
+            ksiz, off = _decode_varnum(body, 0)
+            vsiz, off = _decode_varnum(body, off)
+            if ksiz is None or vsiz is None or len(body) - off != ksiz + vsiz:
+                raise _err(kc.INVALID, "invalid message format")
+            key, stored = body[off:off + ksiz], body[off + ksiz:]
+            self.db.set(key, stored)
+            self._log(update_message(USET, key, stored))
+        elif op == UREMOVE:
+            ksiz, off = _decode_varnum(body, 0)
+            if ksiz is None or len(body) - off != ksiz:
+                raise _err(kc.INVALID, "invalid message format")
+            key = body[off:]
+            self.db.remove(key)
+            self._log(update_message(UREMOVE, key))
+        elif op == UCLEAR:
+            if body:
+                raise _err(kc.INVALID, "invalid message format")
+            self.clear()
+            return
+        self._expire(XTSCUNIT)
 
     # -- the incremental expirer --------------------------------------------------------------
     def _expire(self, score: int) -> None:
