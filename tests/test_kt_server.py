@@ -11,6 +11,7 @@ import signal
 import socket
 import threading
 import time
+from typing import Optional
 
 import pytest
 
@@ -24,6 +25,7 @@ from kt_server_harness import (
     recv_idle,
     server_closed,
     split_http,
+    wait_until,
 )
 
 NO_XT = 0x7FFFFFFFFFFFFFFF
@@ -339,3 +341,87 @@ def test_scan_request_agrees_with_parse_request_on_every_prefix(request_bytes):
         assert decidable == (kb.parse_request(request_bytes[:n], 0, False) is not None)
         if decidable:
             state = None
+
+
+class _Frames:
+    """Reads replication frames from a socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+        self.started = False
+
+    def next(self, timeout: float = 5.0):
+        self.sock.settimeout(timeout)
+        while True:
+            parsed = kb.parse_replication_frame(self.buf, 0, self.started)
+            if parsed is not None:
+                frame, end = parsed
+                del self.buf[:end]
+                self.started = True
+                return frame
+            chunk = self.sock.recv(65536)
+            assert chunk, "server closed the replication stream"
+            self.buf += chunk
+
+
+def test_replication_stream_with_ulog(tmp_path):
+    srv = ServerProcess(["-ulog", str(tmp_path / "ulog"), "-sid", "1", "*"], tmp_path)
+    try:
+        with srv.connect() as writer, srv.connect() as slave:
+            assert _rpc(writer, "set", {b"key": b"r1", b"value": b"v1"})[0] == 200
+            slave.sendall(kb.encode_replication(0, 7))
+            frames = _Frames(slave)
+            assert frames.next().kind == "ack"
+            record = frames.next()
+            assert record.kind == "record" and record.ts > 0
+            message = bytes(record.message)
+            assert message[:5] == b"\x00\x01\x00\x00\xa1"  # origin sid 1, DB 0, USET
+            assert message[-9:] == b"r1" + b"\xff" * 5 + b"v1"  # key, XTMAX header, value
+            nop = frames.next()
+            assert nop.kind == "nop" and nop.ts >= record.ts
+            slave.sendall(kb.REPLICATION_ACK)
+            assert _rpc(writer, "remove", {b"key": b"r1"})[0] == 200
+            frame = frames.next()
+            while frame.kind == "nop":
+                slave.sendall(kb.REPLICATION_ACK)
+                frame = frames.next()
+            assert frame.kind == "record" and bytes(frame.message) == b"\x00\x01\x00\x00\xa2\x02r1"
+            # a slave asking with WHITESID for another origin gets no records, only "caught up"
+            with srv.connect() as white:
+                white.sendall(kb.encode_replication(0, 7, white_sid=True))
+                white_frames = _Frames(white)
+                assert white_frames.next().kind == "ack"
+                assert white_frames.next().kind == "nop"
+        assert _rpc_once(srv, "ulog_list")[0] == 200
+    finally:
+        rc = srv.terminate()
+    assert rc == 0
+
+
+def test_replication_slave_that_does_not_answer_nop_is_dropped(tmp_path):
+    srv = ServerProcess(["-ulog", str(tmp_path / "ulog"), "-sid", "1", "*"], tmp_path)
+    try:
+        with srv.connect() as slave:
+            slave.sendall(kb.encode_replication(0, 7))
+            frames = _Frames(slave)
+            assert frames.next().kind == "ack"
+            assert frames.next().kind == "nop"
+            slave.sendall(b"\x00")  # anything but 0xB1
+            assert server_closed(slave, wait=3)
+        assert _rpc_once(srv, "void")[0] == 200
+    finally:
+        srv.terminate()
+
+
+def _rpc_once(srv: ServerProcess, procedure: str, params: Optional[dict] = None) -> tuple:
+    with srv.connect() as sock:
+        return _rpc(sock, procedure, params or {})
+
+
+def test_sigusr1_and_sighup_do_not_kill_the_server(server):
+    for signum in (signal.SIGUSR1, signal.SIGHUP):
+        server.proc.send_signal(signum)
+    assert wait_until(lambda: "restarting is not supported" in server.log_text())
+    assert server.proc.poll() is None
+    assert _rpc_once(server, "void")[0] == 200

@@ -400,7 +400,10 @@ class ThreadedServer:
 
     def run(self, *, pid_file: Optional[str] = None, on_stop: Optional[Callable[[], None]] = None,
             on_close: Optional[Callable[[], None]] = None) -> int:
-        """Serve until SIGTERM/SIGINT; then shut down cleanly.  Returns the exit status."""
+        """Serve until SIGTERM/SIGINT (main thread only) or ``stop()``; then shut down cleanly.
+
+        Returns the exit status.
+        """
         if self._listener is None:
             self.bind()
         previous = {}
@@ -410,8 +413,16 @@ class ThreadedServer:
             caught.append(signum)  # no logging here: the logger's lock may be held
             self.stop()
 
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, on_signal)
+        def on_restart_signal(signum, _frame):
+            caught.append(-signum)  # ktserver restarts in place; we keep running (logged)
+
+        if threading.current_thread() is threading.main_thread():  # else: stop() ends it
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, on_signal)
+            for name in ("SIGUSR1", "SIGHUP"):
+                signum = getattr(signal, name, None)
+                if signum is not None:
+                    previous[signum] = signal.signal(signum, on_restart_signal)
         if pid_file:
             with open(pid_file, "w") as fh:
                 fh.write(f"{os.getpid()}\n")
@@ -420,11 +431,14 @@ class ThreadedServer:
         status = 0
         try:
             while not self._stopping.wait(0.5):
-                if not acceptor.is_alive():
+                while caught and caught[0] < 0:
+                    self.logger.system(f"caught the signal {-caught.pop(0)}: restarting is not "
+                                       "supported, the server keeps running")
+                if not acceptor.is_alive() and not self._stopping.is_set():  # a signal may land here
                     status = 1
                     break
         finally:
-            for signum in caught[:1]:
+            for signum in [n for n in caught if n > 0][:1]:
                 self.logger.system(f"caught the signal: {signum}")
             self.logger.system("stopping the server")
             self.stop()

@@ -1,0 +1,90 @@
+"""kt.server.common: option parsing, logging levels and the threaded listener (real sockets)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from kt.server.common import (
+    LOG_ERROR,
+    LOG_SYSTEM,
+    Logger,
+    OptionSpec,
+    ThreadedServer,
+    UsageError,
+    ineffective_options,
+    kinds_from_options,
+    parse_options,
+)
+from kt_server_harness import recv_idle, wait_until
+
+SPECS = {"-port": OptionSpec(True), "-le": OptionSpec(False), "-bgs": OptionSpec(True, effective=False)}
+
+
+def test_first_positional_ends_options_like_ktserver():
+    opts, rest = parse_options(["-port", "1", "-le", "a.kch", "-port", "2"], SPECS)
+    assert opts == {"-port": "1", "-le": True} and rest == ["a.kch", "-port", "2"]
+    opts, rest = parse_options(["-le", "--", "-port"], SPECS)
+    assert opts == {"-le": True} and rest == ["-port"]
+    opts, rest = parse_options(["a", "-le"], SPECS, stop_at_positional=False)
+    assert opts == {"-le": True} and rest == ["a"]
+
+
+def test_bad_options_are_usage_errors():
+    with pytest.raises(UsageError, match="unknown option: -nope"):
+        parse_options(["-nope"], SPECS)
+    with pytest.raises(UsageError, match="needs a value"):
+        parse_options(["-port"], SPECS)
+    assert ineffective_options({"-bgs": "x", "-le": True}, SPECS) == ["-bgs"]
+
+
+def test_log_levels(tmp_path):
+    assert kinds_from_options({"-le": True}) == LOG_ERROR
+    assert kinds_from_options({"-lz": True}) == 0
+    path = tmp_path / "x.log"
+    logger = Logger(str(path), kinds_from_options({"-ls": True}))
+    logger.info("hidden")
+    logger.system("shown")
+    logger.log(LOG_SYSTEM, "forced", force=True)
+    logger.close()
+    text = path.read_text()
+    assert "hidden" not in text and ": [SYSTEM]: shown\n" in text and "forced" in text
+
+
+def _echo(conn):
+    while conn.fill():
+        conn.send(bytes(conn.buf))
+        conn.buf.clear()
+
+
+def _echo_once(sock, data=b"ping"):
+    sock.sendall(data)
+    return sock.recv(100)
+
+
+def test_connection_bound_and_clean_stop():
+    server = ThreadedServer(_echo, port=0, max_connections=2, logger=Logger(kinds=0))
+    host, port = server.bind()
+    closed = []
+    thread = threading.Thread(target=lambda: closed.append(server.run(on_close=lambda: closed.append("db"))))
+    thread.start()
+    try:
+        first = socket.create_connection((host, port), timeout=5)
+        second = socket.create_connection((host, port), timeout=5)
+        assert _echo_once(first) == b"ping" and _echo_once(second) == b"ping"
+        third = socket.create_connection((host, port), timeout=5)
+        data, eof = recv_idle(third, 2.0)
+        assert eof and data == b""  # over the bound: closed at once
+        assert _echo_once(first, b"still") == b"still"
+        first.close()
+        assert wait_until(lambda: server.connection_count == 1)
+        fourth = socket.create_connection((host, port), timeout=5)
+        assert _echo_once(fourth) == b"ping"
+    finally:
+        server.stop()
+        thread.join(15)
+    assert closed == ["db", 0]
+    data, eof = recv_idle(second, 2.0)
+    assert eof  # idle clients were shut down on stop
