@@ -452,3 +452,33 @@ def test_http_front_end(hash_server):
     data, eof = _talk(hash_server, b"OPTIONS * HTTP/1.1\r\nConnection: close\r\n\r\n")
     assert data.startswith(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nAllow: OPTIONS, GET, HEAD, PUT, POST")
     assert b"X-TT-TYPE: on-memory hash\r\n" in data and eof
+
+
+def test_dmn_detaches_and_serves_until_sigterm(tmp_path):
+    import subprocess
+    import sys
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    pid_file = tmp_path / "d.pid"
+    proc = subprocess.Popen([sys.executable, "-m", "kt.server", "tt", "-dmn", "-port", str(port),
+                             "-pid", str(pid_file), "-log", str(tmp_path / "d.log"), str(tmp_path / "d.tch")])
+    assert proc.wait(30) == 0  # the foreground process returns at once
+    deadline = time.monotonic() + 15
+    while not (pid_file.exists() and pid_file.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    daemon_pid = int(pid_file.read_text())
+    assert daemon_pid > 0 and daemon_pid != proc.pid  # a detached grandchild serves
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(tt.encode_put(b"k", b"v"))
+    assert sock.recv(1) == b"\x00"
+    sock.close()
+    os.kill(daemon_pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_file.exists()  # clean shutdown removed it
+    with TokyoCabinetDB(str(tmp_path / "d.tch")) as db:
+        assert db.get(b"k") == b"v"

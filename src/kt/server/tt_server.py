@@ -953,7 +953,7 @@ OPTION_SPECS: Dict[str, OptionSpec] = {
     "-port": OptionSpec(True),
     "-thnum": OptionSpec(True),
     "-tout": OptionSpec(True),
-    "-dmn": OptionSpec(False, effective=False),
+    "-dmn": OptionSpec(False),
     "-pid": OptionSpec(True),
     "-kl": OptionSpec(False),
     "-log": OptionSpec(True),
@@ -1068,6 +1068,30 @@ def _kill_previous(pid_file: str, logger: Logger) -> None:
         time.sleep(0.1)
 
 
+def _absolute_db_name(dbname: str) -> str:
+    if dbname[:1] in ("*", "+") or dbname.startswith("/"):
+        return dbname
+    return os.path.abspath(dbname)
+
+
+def _daemonize() -> None:
+    """``-dmn``: detach like ttserver's ``ttdaemonize`` (double fork, new session, cwd "/",
+    standard streams on /dev/null)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    if devnull > 2:
+        os.close(devnull)
+
+
 def _pid_file_owner(pid_file: str) -> Optional[str]:
     try:
         with open(pid_file) as fh:
@@ -1106,14 +1130,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     elif options.get("-le"):
         kinds = LOG_ERROR
     log_path = options.get("-log")
+    daemon = bool(options.get("-dmn"))
+    if daemon:
+        # ttserver chdirs to "/" and only warns about relative paths; we make them absolute.
+        dbname = _absolute_db_name(dbname)
+        for name in ("-log", "-pid", "-ext"):
+            if options.get(name):
+                options[name] = os.path.abspath(str(options[name]))
+        log_path = options.get("-log")
+        _daemonize()
     logger = Logger(str(log_path) if log_path else None, kinds=kinds, style="tt")
     for name in ineffective_options(options, OPTION_SPECS):
         logger.error(f"warning: option {name} is accepted but has no effect in this server")
     if extpc and "-ext" not in options:
         logger.error("warning: -extpc without -ext has no effect")
     pid_file = options.get("-pid")
-    if options.get("-dmn") and not pid_file:
-        pid_file = "ttserver.pid"
+    if daemon and not pid_file:
+        pid_file = "ttserver.pid"  # in "/" after daemonizing, as ttserver does
     if pid_file:
         if options.get("-kl"):
             _kill_previous(str(pid_file), logger)
