@@ -208,9 +208,10 @@ class TokyoTyrant:
         # Decoders that would only copy bytes are skipped on the bulk paths.
         self._raw_keys = not decode_keys
         self._raw_values = self._serializer is KT_NONE
-        self._pool = Pool(
+        self._pool = pool = Pool(
             host, port, timeout=timeout, connect_timeout=connect_timeout, max_size=max_connections
         )
+        self._pool_request = pool.request
         self.host = self._pool.host
         self.port = port
         self.timeout = timeout
@@ -310,7 +311,12 @@ class TokyoTyrant:
 
     def get(self, key: Key) -> Any:
         """The value at ``key`` (deserialized), or None when there is none."""
-        raw = self._request(_encode_get(_key(key)), _parse_get)
+        # The hot path: the transport is called directly unless no-reply writes are pending.
+        data = _encode_get(key.encode("utf-8") if type(key) is str else _key(key))
+        if self._pending_threads:
+            raw = self._request(data, _parse_get)
+        else:
+            raw = self._pool_request(data, _parse_get)
         return None if raw is None else self._decode_value(raw)
 
     def get_raw(self, key: Key) -> Optional[bytes]:
@@ -319,7 +325,10 @@ class TokyoTyrant:
 
     def set(self, key: Key, value: Any) -> bool:
         """Store ``value`` at ``key`` (overwriting); True, or ServerError if the server refused."""
-        return self._request(_encode_put(_key(key), self._encode_value(value)), _parse_put)
+        data = _encode_put(key.encode("utf-8") if type(key) is str else _key(key), self._encode_value(value))
+        if self._pending_threads:
+            return self._request(data, _parse_put)
+        return self._pool_request(data, _parse_put)
 
     def add(self, key: Key, value: Any) -> bool:
         """Store only if ``key`` is new; False when it already exists."""
