@@ -166,14 +166,15 @@ class _PendingWrites:
     """A connection that carried no-reply writes, held by one thread until its next request.
 
     Released back to the pool when the thread's next request is done, when the client is
-    closed, or when the thread ends (its thread-local storage is dropped).
+    closed, or when the thread ends (its thread-local storage is dropped, running ``__del__``).
     """
 
-    __slots__ = ("pool", "conn")
+    __slots__ = ("pool", "conn", "owner")
 
     def __init__(self, pool: Pool, conn: Any) -> None:
         self.pool = pool
         self.conn = conn
+        self.owner: Optional[TokyoTyrant] = None  # set while counted in owner._pending_threads
 
     def release(self) -> None:
         conn, self.conn = self.conn, None
@@ -182,6 +183,9 @@ class _PendingWrites:
 
     def __del__(self) -> None:
         try:
+            owner, self.owner = self.owner, None
+            if owner is not None:
+                owner._count_pending(-1)
             self.release()
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
@@ -243,9 +247,14 @@ class TokyoTyrant:
         pending = getattr(self._local, "pending", None)
         if pending is not None:
             self._local.pending = None
-            with self._pending_lock:
-                self._pending_threads -= 1
+            if pending.owner is not None:
+                pending.owner = None
+                self._count_pending(-1)
         return pending
+
+    def _count_pending(self, delta: int) -> None:
+        with self._pending_lock:
+            self._pending_threads += delta
 
     def _request_pending(self, pending: _PendingWrites, data: bytes, parse: Any) -> Any:
         self._take_pending()
@@ -269,8 +278,8 @@ class TokyoTyrant:
         except BaseException:
             pending.release()
             raise
-        with self._pending_lock:
-            self._pending_threads += 1
+        self._count_pending(1)
+        pending.owner = self
         self._local.pending = pending
 
     def checkin(self) -> None:
