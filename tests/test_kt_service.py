@@ -516,3 +516,92 @@ def test_replication_needs_an_rts_file():
             svc.start_replication("127.0.0.1", 1)
     finally:
         svc.close()
+
+
+LUA_VISITORS = r"""
+kt = __kyototycoon__
+db = kt.db
+
+function increment(inmap, outmap)
+  local num = inmap.num
+  local function visit(rkey, rvalue, rxt)
+    rvalue = tonumber(rvalue)
+    if not rvalue then rvalue = 0 end
+    num = rvalue + num
+    return num
+  end
+  if not db:accept(inmap.key, visit) then return kt.RVEINTERNAL end
+  outmap.num = num
+  return kt.RVSUCCESS
+end
+
+function move(inmap, outmap)
+  local first, srcval, srcxt = true, nil, nil
+  local function visit(key, value, xt)
+    if first then
+      srcval, srcxt, first = value, xt, false
+      return kt.Visitor.REMOVE
+    end
+    if srcval then return srcval, srcxt end
+    return kt.Visitor.NOP
+  end
+  if not db:accept_bulk({ inmap.src, inmap.dest }, visit) then return kt.RVEINTERNAL end
+  if not srcval then return kt.RVELOGIC end
+  return kt.RVSUCCESS
+end
+
+function upcase(inmap, outmap)
+  local n = 0
+  db:iterate(function(key, value, xt) n = n + 1; return string.upper(value) end)
+  outmap.n = n
+  return kt.RVSUCCESS
+end
+
+function remove(inmap, outmap)
+  if not db:remove(inmap.key) then
+    local err = db:error()
+    outmap.code = err:code()
+    outmap.name = err:name()
+    if err:code() == kt.Error.NOREC then return kt.RVELOGIC end
+    return kt.RVEINTERNAL
+  end
+  return kt.RVSUCCESS
+end
+
+function misc(inmap, outmap)
+  outmap.match = kt.regex("hello world", "o w")
+  outmap.replaced = kt.regex("a-b-c", "-", "+")
+  local dumped = kt.mapdump({ k = "v" })
+  outmap.loaded = kt.mapload(dumped).k
+  outmap.arr = kt.arrayload(kt.arraydump({ "x", "y" }))[2]
+  outmap.fnv = kt.hash_fnv("abc") > 0
+  return kt.RVSUCCESS
+end
+"""
+
+
+def test_lua_visitors_and_utilities(tmp_path):
+    script = tmp_path / "v.lua"
+    script.write_text(LUA_VISITORS)
+    svc = KTService(["%"], script_path=str(script))
+    try:
+        sess = svc.session()
+        call = lambda name, **kw: svc.rpc(  # noqa: E731
+            "play_script", {b"name": name.encode(), **{b"_" + k.encode(): v for k, v in kw.items()}}, sess)
+        assert call("increment", key=b"c", num=b"5") == (200, {b"_num": b"5"})
+        assert call("increment", key=b"c", num=b"2") == (200, {b"_num": b"7"})
+        assert svc.dbs[0].get(b"c") == (b"7", (1 << 40) - 1)
+        svc.dbs[0].set(b"src", b"payload", -2000000000)
+        assert call("move", src=b"src", dest=b"dst") == (200, {})
+        assert svc.dbs[0].get(b"src") is None
+        value, xt = svc.dbs[0].get(b"dst")
+        # a visitor's returned xt is relative, as in ktserver (the example script's quirk)
+        assert value == b"payload" and xt > 2000000000 + time.time() - 5
+        assert call("move", src=b"nothing", dest=b"dst2")[0] == 450
+        assert call("upcase") == (200, {b"_n": b"2"})
+        assert svc.dbs[0].get(b"dst")[0] == b"PAYLOAD"
+        assert call("remove", key=b"none") == (450, {b"ERROR": b"the scripting procedure failed"})
+        assert call("misc") == (200, {b"_match": b"true", b"_replaced": b"a+b+c", b"_loaded": b"v",
+                                      b"_arr": b"y", b"_fnv": b"true"})
+    finally:
+        svc.close()

@@ -14,14 +14,16 @@ prelude over native functions that call the server's ``TimedDB`` objects.
 
 from __future__ import annotations
 
+import ctypes
 import math
+import re
 import threading
 import time
 from typing import Any, Dict, Optional, Tuple
 
 from kt.errors import EngineError
 from kt.server.engines.kc import KCError
-from kt.server.timeddb import INT64MAX, INT64MIN, XTMAX, atoi, atoix
+from kt.server.timeddb import DROP, INT64MAX, INT64MIN, KEEP, XTMAX, atoi, atoix
 
 RVSUCCESS, RVENOIMPL, RVEINVALID, RVELOGIC, RVETIMEOUT, RVEINTERNAL = 0, 1, 2, 3, 4, 5
 
@@ -86,7 +88,7 @@ kt.split = function(s, delims)
 end
 kt.Error = { SUCCESS = 0, NOIMPL = 1, INVALID = 2, NOREPOS = 3, NOPERM = 4, BROKEN = 5,
              DUPREC = 6, NOREC = 7, LOGIC = 8, SYSTEM = 9, MISC = 15 }
-kt.Visitor = { NOP = native.nop, REMOVE = native.remove }
+kt.Visitor = { NOP = { "NOP" }, REMOVE = { "REMOVE" } }
 
 local DB = {}
 DB.__index = DB
@@ -144,14 +146,67 @@ function DB:pairs()
     end
   end
 end
-function DB:error() return native.error() end
+local Error = {}
+Error.__index = Error
+function Error:code() return self.c end
+function Error:name() return self.n end
+function Error:message() return self.m end
+function Error.__tostring(e) return e.c .. ": " .. e.n .. ": " .. e.m end
+function DB:error()
+  local r = native.error()
+  return setmetatable({ c = r[1], n = r[2], m = r[3] }, Error)
+end
+
+local function wrapvisit(visit)
+  local full, empty
+  if type(visit) == "table" then
+    full = function(k, v, xt) if visit.visit_full then return visit:visit_full(k, v, xt) end end
+    empty = function(k) if visit.visit_empty then return visit:visit_empty(k) end end
+  else
+    full = visit
+    empty = function(k) return visit(k, nil, nil) end
+  end
+  return function(k, v, xt)
+    local r, x
+    if v == nil then r, x = empty(k) else r, x = full(k, v, xt) end
+    if r == kt.Visitor.REMOVE then return "r" end
+    if type(r) ~= "string" and type(r) ~= "number" then return "n" end
+    if type(x) ~= "number" then x = nil end
+    return "s", tostring(r), x
+  end
+end
+function DB:accept(k, visit, writable)
+  return native.accept(self.idx, k, wrapvisit(visit), writable ~= false)
+end
+function DB:accept_bulk(keys, visit, writable)
+  return native.accept_bulk(self.idx, keys, wrapvisit(visit), writable ~= false)
+end
+function DB:iterate(visit, writable)
+  return native.iterate(self.idx, wrapvisit(visit), writable ~= false)
+end
+function Cursor:accept(visit, writable, step)
+  return native.cur_accept(self.h, wrapvisit(visit), writable ~= false, step and true or false)
+end
+kt.regex = function(s, pattern, alt) return native.regex(s, pattern, alt) end
+kt.hash_murmur = function(s) return native.hash(s, "murmur") end
+kt.hash_fnv = function(s) return native.hash(s, "fnv") end
+kt.mapdump = function(t) return native.mapdump(t) end
+kt.mapload = function(s) return native.mapload(s) end
+kt.arraydump = function(t) return native.arraydump(t) end
+kt.arrayload = function(s) return native.arrayload(s) end
 
 function Cursor:jump(k) return native.cur(self.h, "jump", k) end
 function Cursor:jump_back(k) return native.cur(self.h, "jump_back", k) end
 function Cursor:step() return native.cur(self.h, "step") end
 function Cursor:step_back() return native.cur(self.h, "step_back") end
-function Cursor:get_key(step) local r = native.cur_get(self.h, step and true or false); if r then return r[1] end end
-function Cursor:get_value(step) local r = native.cur_get(self.h, step and true or false); if r then return r[2] end end
+function Cursor:get_key(step)
+  local r = native.cur_get(self.h, step and true or false)
+  if r then return r[1] end
+end
+function Cursor:get_value(step)
+  local r = native.cur_get(self.h, step and true or false)
+  if r then return r[2] end
+end
 function Cursor:get(step)
   local r = native.cur_get(self.h, step and true or false)
   if r == nil then return nil end
@@ -212,6 +267,62 @@ def _to_bytes(v: Any) -> Optional[bytes]:
     return None
 
 
+def _varnum(n: int) -> bytes:
+    out = [n & 0x7F]
+    n >>= 7
+    while n:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    return bytes(reversed(out))
+
+
+def _read_varnum(data: bytes, off: int) -> Tuple[int, int]:
+    n = 0
+    while off < len(data):
+        c = data[off]
+        off += 1
+        n = (n << 7) | (c & 0x7F)
+        if c < 0x80:
+            return n, off
+    raise ValueError("truncated number")
+
+
+def _unvarnum_pairs(data: bytes):
+    off = 0
+    try:
+        while off < len(data):
+            ksiz, off = _read_varnum(data, off)
+            vsiz, off = _read_varnum(data, off)
+            yield data[off:off + ksiz], data[off + ksiz:off + ksiz + vsiz]
+            off += ksiz + vsiz
+    except ValueError:
+        return
+
+
+def _unvarnum_items(data: bytes):
+    out = []
+    off = 0
+    try:
+        while off < len(data):
+            size, off = _read_varnum(data, off)
+            out.append(data[off:off + size])
+            off += size
+    except ValueError:
+        pass
+    return out
+
+
+def _hash(data: Any, kind: bytes) -> int:
+    from kt.server.engines.kc import library
+
+    lib = library()
+    raw = data if isinstance(data, bytes) else _to_bytes(data) or b""
+    fn = lib.kchashmurmur if kind == b"murmur" else lib.kchashfnv
+    fn.restype = ctypes.c_uint64
+    fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
+    return fn(raw, len(raw)) & ((1 << 53) - 1)
+
+
 def _lua_tointeger(v: Any) -> int:
     if isinstance(v, bool) or v is None:
         return 0
@@ -245,8 +356,102 @@ class _State:
         self.cursors: Dict[int, Any] = {}
         self._next_cursor = 1
 
+        self.last_error: Tuple[int, str, str] = (0, "success", "no error")
+
         def dbs():
             return service.dbs
+
+        def fail(e: KCError):
+            self.last_error = (e.code, e.name, e.message)
+            return False
+
+        def miss():
+            self.last_error = (7, "no record", "no record")
+            return None
+
+        def visitor_of(fn):
+            def visit(key, value, xt):
+                res = fn(key, value, None if value is None else xt)
+                if not isinstance(res, tuple):
+                    res = (res,)
+                if res[0] == b"n":
+                    return KEEP
+                if res[0] == b"r":
+                    return DROP
+                newxt = res[2] if len(res) > 2 else None
+                if newxt is None:
+                    newxt = -xt if value is not None and xt < XTMAX else INT64MAX
+                return bstr(res[1]), _xt(newxt)
+
+            return visit
+
+        def accept(idx, k, fn, writable):
+            try:
+                dbs()[idx].accept(bstr(k), visitor_of(fn), bool(writable))
+                return True
+            except KCError as e:
+                return fail(e)
+
+        def accept_bulk(idx, keys, fn, writable):
+            try:
+                dbs()[idx].accept_bulk([bstr(k) for k in keys.values()], visitor_of(fn), bool(writable))
+                return True
+            except KCError as e:
+                return fail(e)
+
+        def iterate(idx, fn, writable):
+            cur = dbs()[idx].cursor()
+            try:
+                if not cur.jump():
+                    return True
+                visit = visitor_of(fn)
+                while cur.accept(visit, bool(writable), True):
+                    pass
+                return True
+            except KCError as e:
+                return fail(e)
+            finally:
+                cur.close()
+
+        def cur_accept(h, fn, writable, step):
+            c = self.cursors.get(h)
+            try:
+                return bool(c is not None and c.accept(visitor_of(fn), bool(writable), bool(step)))
+            except KCError as e:
+                return fail(e)
+
+        def regex(text, pattern, alt):
+            try:
+                rx = re.compile(bstr(pattern))
+            except re.error:
+                return None if alt is not None else False
+            if alt is None:
+                return rx.search(bstr(text)) is not None
+            replacement = bstr(alt)
+            return rx.sub(lambda m: replacement, bstr(text))
+
+        def mapdump(t):
+            out = bytearray()
+            for k, v in t.items():
+                kb, vb = bstr(k), bstr(v)
+                out += _varnum(len(kb)) + _varnum(len(vb)) + kb + vb
+            return bytes(out)
+
+        def mapload(data):
+            t = lua.table()
+            for k, v in _unvarnum_pairs(bstr(data)):
+                t[k] = v
+            return t
+
+        def arraydump(t):
+            out = bytearray()
+            for v in t.values():
+                vb = bstr(v)
+                out += _varnum(len(vb)) + vb
+            return bytes(out)
+
+        def arrayload(data):
+            return tbl(*_unvarnum_items(bstr(data)))
 
         def tbl(*items):
             return lua.table(*items)
@@ -259,15 +464,16 @@ class _State:
             try:
                 getattr(dbs()[idx], op.decode())(bstr(k), bstr(v), _xt(xt))
                 return True
-            except KCError:
-                return False
+            except KCError as e:
+                return fail(e)
 
         def increment(idx, k, n, orig, xt):
-            o = 0 if orig is None else INT64MIN if orig == b"try" else INT64MAX if orig == b"set" else int(orig)
+            special = {None: 0, b"try": INT64MIN, b"set": INT64MAX}
+            o = special[orig] if orig in special else int(orig)
             try:
                 return dbs()[idx].increment(bstr(k), int(n or 0), o, _xt(xt))
-            except KCError:
-                return None
+            except KCError as e:
+                return fail(e) or None
 
         def increment_double(idx, k, n, orig, xt):
             if orig is None:
@@ -280,32 +486,32 @@ class _State:
                 o = float(orig)
             try:
                 return dbs()[idx].increment_double(bstr(k), float(n or 0), o, _xt(xt))
-            except KCError:
-                return None
+            except KCError as e:
+                return fail(e) or None
 
         def cas(idx, k, ov, nv, xt):
             try:
                 dbs()[idx].cas(bstr(k), _to_bytes(ov), _to_bytes(nv), _xt(xt))
                 return True
-            except KCError:
-                return False
+            except KCError as e:
+                return fail(e)
 
         def remove_rec(idx, k):
             try:
                 dbs()[idx].remove(bstr(k))
                 return True
-            except KCError:
-                return False
+            except KCError as e:
+                return fail(e)
 
         def get(idx, k):
             rec = dbs()[idx].get(bstr(k))
             if rec is None:
-                return None
+                return miss()
             return tbl(rec[0], rec[1] if rec[1] < XTMAX else None)
 
         def seize(idx, k):
             rec = dbs()[idx].seize(bstr(k))
-            return None if rec is None else tbl(rec[0], rec[1])
+            return miss() if rec is None else tbl(rec[0], rec[1])
 
         def set_bulk(idx, recs, xt):
             items = {bstr(k): bstr(v) for k, v in recs.items()}
@@ -336,7 +542,8 @@ class _State:
                 return None
 
         def match_similar(idx, origin, rng, utf, mx):
-            return tbl(*dbs()[idx].match_similar(bstr(origin), int(rng), bool(utf), -1 if mx is None else int(mx)))
+            keys = dbs()[idx].match_similar(bstr(origin), int(rng), bool(utf), -1 if mx is None else int(mx))
+            return tbl(*keys)
 
         def cursor(idx):
             h = self._next_cursor
@@ -380,7 +587,8 @@ class _State:
             if logger is None:
                 return
             text = msg.decode("utf-8", "replace")
-            fn = {b"debug": logger.debug, b"info": logger.info, b"error": logger.error}.get(kind, logger.system)
+            kinds = {b"debug": logger.debug, b"info": logger.info, b"error": logger.error}
+            fn = kinds.get(kind, logger.system)
             fn(text)
 
         native = lua.table()
@@ -398,14 +606,15 @@ class _State:
             ("time", time.time), ("sleep", lambda s: time.sleep(max(0.0, float(s)))),
             ("levdist", lambda a, b, u: _levdist(bstr(a), bstr(b), bool(u))),
             ("dbname", lambda idx: dbs()[idx].name.encode("utf-8", "surrogateescape")),
-            ("error", lambda: None),
+            ("error", lambda: tbl(self.last_error[0], *(t.encode() for t in self.last_error[1:]))),
+            ("accept", accept), ("accept_bulk", accept_bulk), ("iterate", iterate),
+            ("cur_accept", cur_accept), ("regex", regex), ("hash", _hash),
+            ("mapdump", mapdump), ("mapload", mapload), ("arraydump", arraydump), ("arrayload", arrayload),
         ]:
             native[name.encode()] = fn
         native[b"version"] = b"0.9.56b"
         native[b"thid"] = thid
         native[b"dbnum"] = len(service.dbs)
-        native[b"nop"] = b"\x00NOP"
-        native[b"remove"] = b"\x00REMOVE"
         lua.execute(_PRELUDE.encode(), native)
         lua.execute(processor.source)
 
