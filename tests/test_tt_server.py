@@ -365,6 +365,11 @@ function stash(key, value)
   _stashput(key, value)
   return _stashget(key)
 end
+function utils(key, value)
+  local common = table.concat(_isect({"a", "b", "c"}, {"b", "c", "d"}), ",")
+  return table.concat({_hash("md5", value), _codec("base", value), _bit("left", 1, 4),
+                       _dist("kitten", "sitting"), common, _ucs(_ucs("h\\195\\169"))}, ";")
+end
 function whoami(key, value)
   return _version .. "/" .. _thnum
 end
@@ -379,6 +384,8 @@ def test_lua_extension_builtins_locking_and_extpc(tmp_path):
     assert c.call(tt.encode_ext(b"listing", b"p"), tt.parse_ext) == b"2:p1,a,p2,b"
     assert c.call(tt.encode_ext(b"stash", b"k", b"v"), tt.parse_ext) == b"v"
     assert c.call(tt.encode_ext(b"whoami"), tt.parse_ext) == b"1.1.41/4"
+    assert c.call(tt.encode_ext(b"utils", b"", b"abc"), tt.parse_ext) == (
+        b"900150983cd24fb0d6963f7d28e17f72;YWJj;16;3;b,c;h\xc3\xa9")
     errors = []
 
     def hammer() -> None:

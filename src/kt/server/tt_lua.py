@@ -208,6 +208,39 @@ class LuaExtension:
     def _table(self, items: List[Any]) -> Any:
         return self.lua.table_from(items)
 
+    def _install_utilities(self, g: Any) -> None:
+        """The pure helpers of scrext.c: hashing, codecs, bit ops, set ops, distance, UCS."""
+        table = self._table
+        g[b"_hash"] = _hash
+        g[b"_codec"] = _codec
+        g[b"_bit"] = _bit
+        g[b"_dist"] = _distance
+
+        def isect(*tables: Any) -> Any:
+            lists = [_lua_list(t) for t in tables if t is not None]
+            if len(lists) == 1:  # one table of tables
+                lists = [_lua_list(t) for t in lists[0]]
+            if not lists:
+                return table([])
+            common = set(lists[0]).intersection(*map(set, lists[1:]))
+            return table([v for v in dict.fromkeys(lists[0]) if v in common])
+
+        def union(*tables: Any) -> Any:
+            lists = [_lua_list(t) for t in tables if t is not None]
+            if len(lists) == 1 and lists[0] and not isinstance(lists[0][0], (bytes, str, int, float)):
+                lists = [_lua_list(t) for t in lists[0]]
+            return table(list(dict.fromkeys(v for items in lists for v in items)))
+
+        g[b"_isect"] = isect
+        g[b"_union"] = union
+
+        def ucs(value: Any) -> Any:
+            if isinstance(value, (bytes, str)):
+                return table([ord(ch) for ch in _to_bytes(value).decode("utf-8", "replace")])
+            return "".join(chr(int(c)) for c in _lua_list(value)).encode("utf-8")
+
+        g[b"_ucs"] = ucs
+
     def _install_builtins(self, *, sid: int, thnum: int, thid: int, version: str) -> None:
         db = self.db
         g = self.lua.globals()
@@ -383,11 +416,95 @@ class LuaExtension:
         g[b"_mkdir"] = mkdir
         g[b"_fnmatch"] = lambda s, p: fnmatch.fnmatchcase(_to_bytes(s).decode("latin-1"),
                                                           _to_bytes(p).decode("latin-1"))
+        self._install_utilities(g)
         g[b"_version"] = version.encode()
         g[b"_pid"] = os.getpid()
         g[b"_sid"] = sid
         g[b"_thnum"] = thnum
         g[b"_thid"] = thid
+
+
+def _hash(name: Any, data: Any) -> Any:
+    """``_hash(name, str)``: md5 (hex), md5raw, sha1/sha1raw, crc32 (number)."""
+    import hashlib
+    import zlib
+
+    kind = _to_bytes(name, "name").lower()
+    raw = _to_bytes(data, "string")
+    if kind == b"crc32":
+        return zlib.crc32(raw) & 0xFFFFFFFF
+    algo = kind[:-3] if kind.endswith(b"raw") else kind
+    if algo not in (b"md5", b"sha1", b"sha256"):
+        return None
+    digest = hashlib.new(algo.decode(), raw)
+    return digest.digest() if kind.endswith(b"raw") else digest.hexdigest().encode()
+
+
+def _codec(mode: Any, data: Any) -> Any:
+    """``_codec(mode, str)``: url, base (Base64), quote (quoted-printable), hex, deflate, gzip,
+    xml; a leading ``~`` decodes."""
+    import base64
+    import binascii
+    import gzip
+    import html
+    import quopri
+    import zlib
+    from urllib.parse import quote_from_bytes, unquote_to_bytes
+
+    name = _to_bytes(mode, "mode").lower()
+    raw = _to_bytes(data, "string")
+    decode = name.startswith(b"~")
+    name = name.lstrip(b"~")
+    try:
+        if name == b"url":
+            return unquote_to_bytes(raw) if decode else quote_from_bytes(raw, safe="").encode()
+        if name == b"base":
+            return base64.b64decode(raw) if decode else base64.b64encode(raw)
+        if name == b"quote":
+            return quopri.decodestring(raw) if decode else quopri.encodestring(raw)
+        if name == b"hex":
+            return binascii.unhexlify(raw) if decode else binascii.hexlify(raw)
+        if name == b"deflate":
+            return zlib.decompress(raw) if decode else zlib.compress(raw)
+        if name == b"gzip":
+            return gzip.decompress(raw) if decode else gzip.compress(raw)
+        if name == b"xml":
+            text = raw.decode("utf-8", "surrogateescape")
+            return (html.unescape(text) if decode else html.escape(text)).encode("utf-8", "surrogateescape")
+    except (ValueError, binascii.Error, zlib.error, OSError, EOFError):
+        return None
+    return None
+
+
+def _bit(mode: Any, num: Any, aux: Any = 0) -> Any:
+    """``_bit(mode, num, aux)`` on 32-bit unsigned integers: and or xor not left right."""
+    name = _to_bytes(mode, "mode").lower()
+    a = int(num or 0) & 0xFFFFFFFF
+    b = int(aux or 0) & 0xFFFFFFFF
+    ops = {
+        b"and": lambda: a & b,
+        b"or": lambda: a | b,
+        b"xor": lambda: a ^ b,
+        b"not": lambda: ~a & 0xFFFFFFFF,
+        b"left": lambda: (a << b) & 0xFFFFFFFF,
+        b"right": lambda: a >> b,
+    }
+    op = ops.get(name)
+    return None if op is None else op()
+
+
+def _distance(a: Any, b: Any, utf: Any = False) -> int:
+    """``_dist(a, b, utf)``: Levenshtein edit distance (by characters when ``utf``)."""
+    x, y = _to_bytes(a), _to_bytes(b)
+    s1 = x.decode("utf-8", "replace") if utf else x
+    s2 = y.decode("utf-8", "replace") if utf else y
+    prev = list(range(len(s2) + 1))
+    for i, c1 in enumerate(s1, 1):
+        cur = [i]
+        for j, c2 in enumerate(s2, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (c1 != c2)))
+        prev = cur
+    return prev[-1]
 
 
 def _lua_list(value: Any) -> List[Any]:
