@@ -29,6 +29,7 @@ from kt.protocol import http_server as hs
 from kt.protocol import kt_binary as kb
 from kt.protocol import kt_rpc
 from kt.server.common import (
+    LOG_INFO,
     Connection,
     Logger,
     OptionSpec,
@@ -151,6 +152,9 @@ class KTServerHandler:
             conn.send(hs.build_error(500, "logic error"))
             return False
         keep = request.keep_alive
+        if self.logger.kinds & LOG_INFO:  # ktserver's per-request line
+            self.logger.info(f"({conn.peer}): {request.method.decode('latin-1')} "
+                             f"{request.target.decode('latin-1')} HTTP/1.{request.version}: {code}")
         reply = hs.build_response(code, body, headers, keep_alive=keep, head=request.kind == hs.M_HEAD)
         if not conn.send(reply):
             return False
