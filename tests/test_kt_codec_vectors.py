@@ -279,8 +279,8 @@ def _check_response(resp, raw, head, step, stats, eof_after):
             assert gk == wk
             if f"body_tsv.{gk.decode('utf-8', 'replace')}" not in volatile:
                 assert gv == wv
-        output = kt_rpc.decode_tsv_response(response.body, response.content_type)
-        assert list(output) == [k for k, _ in pairs]
+        status, output = kt_rpc.parse_rpc_response(response)
+        assert status == resp["status"] and list(output) == [k for k, _ in pairs]
         # Server direction: encoding choice, order and bytes of the body.
         assert kt_rpc.checkmapenc(dict(want)) == resp["body_colenc"]
         if not volatile:

@@ -38,7 +38,7 @@ from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, Connection, 
 __all__ = ["KyotoTycoon", "Cursor"]
 
 _parse_response = http.parse_response
-_decode_output = kt_rpc.decode_tsv_response
+_rpc_result = kt_rpc.parse_rpc_response
 _build_rpc = kt_rpc.build_rpc_request
 
 
@@ -64,9 +64,7 @@ def _check_db(db: Any) -> int:
 def _rpc_call(
     request: Any, data: bytes, procedure: str, allow_logical: bool
 ) -> Tuple[bool, Dict[bytes, bytes]]:
-    response = request(data, _parse_response)
-    output = _decode_output(response.body, response.header("content-type"))
-    status = response.status
+    status, output = _rpc_result(request(data, _parse_response))
     if 200 <= status < 300:
         return True, output
     if allow_logical and 450 <= status < 500:
