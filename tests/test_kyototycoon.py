@@ -7,12 +7,13 @@ The session servers are shared, so every test first clears the two databases it 
 from __future__ import annotations
 
 import datetime
+import gc
 import time
 
 import pytest
 
 from kt import KT_BINARY, KT_JSON, KT_MSGPACK, KT_NONE, KT_PICKLE
-from kt.errors import ServerError
+from kt.errors import ServerConnectionError, ServerError
 from kt.kyototycoon import Cursor, KyotoTycoon
 
 SAMPLES = {
@@ -274,3 +275,22 @@ def test_cursor_walks_and_edits(server):
     assert list(tree.keys()) == [] and list(tree.items()) == [] and list(tree.values()) == []
     with tree.cursor() as empty:
         assert empty.jump() is False and list(empty) == []
+
+
+def test_abandoned_iterators_and_cursors_give_their_connection_back(server):
+    db = server.client(max_connections=2, connect_timeout=1)
+    db.set_bulk({f"i{i}": "v" for i in range(5)})
+    for _ in range(5):  # a pool of 2 connections would be exhausted by the second leak
+        keys = db.keys()
+        assert next(keys).startswith("i")
+        del keys
+        cursor = db.cursor()
+        assert cursor.jump()
+        del cursor
+    gc.collect()
+    assert db.get("i1") == "v"
+    with db.cursor() as first, db.cursor() as second:
+        assert first.jump() and second.jump()
+        with pytest.raises(ServerConnectionError):
+            db.cursor()  # both connections are pinned: the pool says so instead of hanging
+    assert db.exists("i2")
