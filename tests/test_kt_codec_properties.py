@@ -182,6 +182,8 @@ def test_form_and_query_quirks():
     assert got == {b"a": b"1", b"b": b"\n", b"c": b"", b"d": b"x y", b"e": b"1"}
     assert kt_rpc.parse_colenc('text/tab-separated-values; colenc="u"') == "U"
     assert kt_rpc.parse_colenc("text/plain; colenc=B") is None
+    assert kt_rpc.parse_colenc("TEXT/Tab-Separated-Values;colenc=q; colenc=x") == "Q"  # last valid wins
+    assert kt_rpc.parse_colenc("text/tab-separated-values; charset=utf-8; COLENC=b") == "B"
     with pytest.raises(ServerError) as info:
         kt_rpc.raise_for_rpc_status(500, {b"ERROR": b"DB: 9: boom"}, "set")
     assert (info.value.message, info.value.code, info.value.procedure) == ("DB: 9: boom", 500, "set")

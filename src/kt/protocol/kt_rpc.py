@@ -306,14 +306,17 @@ def _parse_colenc(content_type: str) -> Optional[str]:
     lowered = content_type.lower()
     if not lowered.startswith(TSV_CONTENT_TYPE):
         return None
+    colenc = None
+    # ktrpc.h: every "colenc=" token is looked at; the last one naming B, Q or U wins.
     for token in re.split(r"[ ;]+", content_type[len(TSV_CONTENT_TYPE):]):
         if token[:7].lower() == "colenc=":
             rest = token[7:]
             if rest.startswith('"'):
                 rest = rest[1:]
             first = rest[:1].upper()
-            return first if first in ENCODERS else None
-    return None
+            if first in ENCODERS:
+                colenc = first
+    return colenc
 
 
 _CONTENT_TYPES = {None: TSV_CONTENT_TYPE, **{n: f"{TSV_CONTENT_TYPE}; colenc={n}" for n in "BUQ"}}
