@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Optional
@@ -294,9 +297,6 @@ def test_first_positional_argument_ends_options(tmp_path):
     finally:
         srv.terminate()
     env = dict(os.environ)
-    import subprocess
-    import sys
-
     proc = subprocess.run([sys.executable, "-m", "kt.server", "kt", "-port", "0", "-log",
                            str(tmp_path / "x.log"), "*", "-tout", "3"], env=env, timeout=30,
                           capture_output=True)
@@ -425,3 +425,25 @@ def test_sigusr1_and_sighup_do_not_kill_the_server(server):
     assert wait_until(lambda: "restarting is not supported" in server.log_text())
     assert server.proc.poll() is None
     assert _rpc_once(server, "void")[0] == 200
+
+
+def test_daemon_mode_detaches_and_stops_on_sigterm(tmp_path):
+    log, pid_file = tmp_path / "d.log", tmp_path / "d.pid"
+    env = dict(os.environ)
+    proc = subprocess.run([sys.executable, "-m", "kt.server", "kt", "-dmn", "-port", "0", "-log", str(log),
+                           "-pid", str(pid_file), str(tmp_path / "d.kch")], env=env, timeout=30)
+    assert proc.returncode == 0  # the parent returns at once
+    assert wait_until(lambda: pid_file.exists() and log.exists() and "listening on" in log.read_text(), 20)
+    port = int(re.search(r"listening on \S+:(\d+)", log.read_text()).group(1))
+    pid = int(pid_file.read_text())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        assert _set_one(sock, b"dk", b"dv") == 1
+    os.kill(pid, signal.SIGTERM)
+    assert wait_until(lambda: not pid_file.exists(), 20)
+    assert "finished" in log.read_text()
+
+
+def test_daemon_mode_wants_absolute_paths(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "kt.server", "kt", "-dmn", "-port", "0", "-log",
+                           "rel.log", "*"], cwd=str(tmp_path), timeout=30, capture_output=True)
+    assert proc.returncode == 1 and b"only absolute path" in proc.stderr

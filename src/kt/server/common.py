@@ -29,6 +29,9 @@ API (used by ``kt_server`` and ``tt_server``):
     bytes), ``fill() -> bool`` (receive more; False at EOF; raises ``socket.timeout`` after the
     idle timeout), ``consume(n)``, ``send(data)``, ``shutdown_write()``.
 
+``daemonize()``
+    ``-dmn``: double fork, new session, cwd ``/``, standard streams on /dev/null.
+
 ``ThreadedServer(handler, host="127.0.0.1", port=0, timeout=30.0, max_connections=None,
 logger=None)``
     ``handler(conn: Connection)`` runs in the connection's own thread and returns when the
@@ -68,6 +71,7 @@ __all__ = [
     "Logger",
     "Connection",
     "ThreadedServer",
+    "daemonize",
 ]
 
 
@@ -196,6 +200,26 @@ class Logger:
             if self._own:
                 self._stream.close()
                 self._own = False
+
+
+# ---------------------------------------------------------------------------- daemon mode
+
+def daemonize() -> None:
+    """``-dmn``: detach from the terminal (double fork, new session, cwd "/", std streams on
+    /dev/null); the original process exits 0 like the real servers' parent does."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() > 0:
+        os._exit(0)
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+    if devnull > 2:
+        os.close(devnull)
 
 
 # ---------------------------------------------------------------------------- connections

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+import threading
 import time
 from typing import List, Optional, Sequence
 
@@ -35,6 +36,7 @@ from kt.server.common import (
     OptionSpec,
     ThreadedServer,
     UsageError,
+    daemonize,
     ineffective_options,
     kinds_from_options,
     parse_options,
@@ -53,10 +55,10 @@ KT_OPTIONS = {
     "-host": _V, "-port": _V, "-tout": _V, "-th": _V, "-log": _V,
     "-li": _F, "-ls": _F, "-le": _F, "-lz": _F,
     "-ulog": _V, "-ulim": _V, "-uasi": _V_NOOP, "-sid": _V, "-ord": _F,
-    "-oat": _F_NOOP, "-oas": _F_NOOP, "-onl": _F_NOOP, "-otl": _F_NOOP, "-onr": _F_NOOP,
+    "-oat": _F, "-oas": _F, "-onl": _F, "-otl": _F, "-onr": _F,
     "-asi": _V_NOOP, "-ash": _F_NOOP, "-bgs": _V_NOOP, "-bgsi": _V_NOOP, "-bgsc": _V_NOOP,
-    "-dmn": _F_NOOP, "-pid": _V, "-cmd": _V, "-scr": _V,
-    "-mhost": _V_NOOP, "-mport": _V_NOOP, "-rts": _V_NOOP, "-riv": _V_NOOP,
+    "-dmn": _F, "-pid": _V, "-cmd": _V, "-scr": _V,
+    "-mhost": _V, "-mport": _V, "-rts": _V, "-riv": _V,
     "-plsv": _V_NOOP, "-plex": _V_NOOP, "-pldb": _V_NOOP,
 }
 
@@ -92,11 +94,32 @@ class KTServerHandler:
         self.server_name = server_name  # b"localhost:PORT" (ktserver's HTTPServer name)
         self.logger = logger
         self.stopping = False
+        self._idle_wakeup = threading.Event()
+        self._idle_thread: Optional[threading.Thread] = None
 
     def stop(self) -> None:
-        """Server shutdown: end replication streams, wake WAITs (they answer 503)."""
+        """Server shutdown: end replication streams and the idle loop, wake WAITs (503)."""
         self.stopping = True
+        self._idle_wakeup.set()
+        if self._idle_thread is not None:
+            self._idle_thread.join(10)
         self.service.stop()
+
+    def start_idle_loop(self, interval: float = 0.5) -> None:
+        """Run ``service.idle()`` (ktserver's process_idle: purge expired records) periodically."""
+        idle = getattr(self.service, "idle", None)
+        if idle is None:
+            return
+
+        def loop() -> None:
+            while not self._idle_wakeup.wait(interval):
+                try:
+                    idle()
+                except Exception as exc:
+                    self.logger.error(f"idle processing failed: {exc}")
+
+        self._idle_thread = threading.Thread(target=loop, name="idle", daemon=True)
+        self._idle_thread.start()
 
     # ---------------------------------------------------------------- connection loop
 
@@ -364,6 +387,17 @@ def _atof(text: str) -> float:
         return float(hs.kc_atoi(text.encode()))
 
 
+_DAEMON_PATH_OPTIONS = ("-log", "-ulog", "-bgs", "-pid", "-cmd", "-scr", "-rts", "-plsv", "-pldb")
+
+
+def _absolute_db_spec(spec: str) -> str:
+    """A file database path made absolute (the daemon changes its directory to "/")."""
+    path, sep, params = spec.partition("#")
+    if path in ("", ":", "*", "%", "-", "+") or os.path.isabs(path):
+        return spec
+    return os.path.abspath(path) + sep + params
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the server; ``argv`` excludes the program name (and the ``kt`` selector)."""
     args: List[str] = list(sys.argv[1:] if argv is None else argv)
@@ -392,8 +426,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     if not db_specs:
         db_specs = [":"]
+    if options.get("-mhost") and not options.get("-rts"):
+        sys.stderr.write(f"kt-server kt: -mhost needs -rts\n{USAGE}")
+        return 1
+    if options.get("-dmn"):
+        relative = [name for name in _DAEMON_PATH_OPTIONS
+                    if options.get(name) and not os.path.isabs(str(options[name]))]
+        if relative:
+            sys.stderr.write(f"kt-server kt: {options[relative[0]]}: only absolute path is supported "
+                             "in the daemon mode\n")
+            return 1
+        db_specs = [_absolute_db_spec(spec) for spec in db_specs]
+        daemonize()
+        logger = Logger(options.get("-log"), kinds_from_options(options))  # reopened after the fork
 
+    from kt.server.engines import kc
     from kt.server.kt_service import KTService
+
+    open_flags = 0
+    for name, flag in (("-oat", kc.OAUTOTRAN), ("-oas", kc.OAUTOSYNC), ("-onl", kc.ONOLOCK),
+                       ("-otl", kc.OTRYLOCK), ("-onr", kc.ONOREPAIR)):
+        if options.get(name):
+            open_flags |= flag
 
     logger.system(f"starting the server: expr={host}:{port}")
     try:
@@ -407,7 +461,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             cmd_dir=options.get("-cmd", "."),
             ulog_limit=_atoix(str(options.get("-ulim", "0"))),
             thread_count=max(1, min(64, _atoix(str(options.get("-th", "16"))))),
+            rts_path=options.get("-rts"),
+            open_flags=open_flags,
         )
+        if options.get("-mhost"):
+            service.start_replication(str(options["-mhost"]), _atoix(str(options.get("-mport", "1978"))),
+                                      _atof(str(options.get("-riv", "0.04"))))
     except Exception as exc:
         logger.error(f"opening a database failed: {exc}")
         return 1
@@ -422,6 +481,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     handler = KTServerHandler(service, server_name=server_name, logger=logger)
     server.handler = handler
     service.connection_count = lambda: server.connection_count
+    handler.start_idle_loop()
     status = server.run(pid_file=options.get("-pid"), on_stop=handler.stop, on_close=service.close)
     logger.close()
     return status
