@@ -605,3 +605,21 @@ def test_lua_visitors_and_utilities(tmp_path):
                                       b"_arr": b"y", b"_fnv": b"true"})
     finally:
         svc.close()
+
+
+def test_hostile_numbers_are_bounded(svc):
+    sess = svc.session()
+    svc.rpc("set_bulk", {b"_a1": b"", b"_a2": b""}, sess)
+    for proc, arg in [("match_regex", b"regex"), ("match_prefix", b"prefix"), ("match_similar", b"origin")]:
+        status, out = svc.rpc(proc, {arg: b"a", b"max": b"999999999999999", b"range": b"5"}, sess)
+        assert status == 200 and out[b"num"] == b"2"
+    results = []
+
+    def waiter():
+        results.append(svc.rpc("void", {b"WAIT": b"big", b"WAITTIME": b"inf"}, svc.session()))
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    assert _wait_for(lambda: svc.rpc("void", {b"SIGNAL": b"big"}, sess)[1][b"SIGNALED"] == b"1")
+    t.join(5)
+    assert results == [(200, {})]

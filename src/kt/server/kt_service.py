@@ -37,6 +37,7 @@ _STATUS = {RV_SUCCESS: 200, RV_NOIMPL: 501, RV_INVALID: 400, RV_LOGIC: 450, RV_T
 KT_VERSION = "0.9.56b"
 KT_LIBVER, KT_LIBREV = 2, 19
 DEFAULT_WAIT = 30.0
+MAX_WAIT = float(1 << 30)  # longer waits overflow the platform's time_t in threading
 DEFAULT_PORT = 1978
 _ALNUM = re.compile(rb"[A-Za-z0-9]+\Z")
 
@@ -428,6 +429,7 @@ class KTService:
             wsec = atof(wt) if wt is not None else 0.0
             if not wsec > 0:
                 wsec = DEFAULT_WAIT
+            wsec = min(wsec, MAX_WAIT)
             if not self._conds.wait(wait, wsec):
                 return 503, _err("the condition timed out")
         db = self._select(params.get(b"DB"))

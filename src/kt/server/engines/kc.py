@@ -403,8 +403,9 @@ class KCDB:
 
     # -- searches -----------------------------------------------------------------------------
     def _collect(self, call: Callable[[ctypes.Array, int], int], max: int) -> list[bytes]:
-        if max < 0:
-            max = self.count() + 1
+        limit = self.count() + 1
+        if max < 0 or max > limit:
+            max = limit  # never allocate more slots than there are records
         if max == 0:
             return []
         arr = (c_void_p * max)()
