@@ -131,6 +131,11 @@ def _key(key: Any) -> bytes:
     return encode_key(key)
 
 
+def _keys(keys: Iterable[Any]) -> List[bytes]:
+    """``_key`` over many keys, without a call per str/bytes key."""
+    return [k.encode("utf-8") if type(k) is str else k if type(k) is bytes else encode_key(k) for k in keys]
+
+
 def _text(value: Any, what: str) -> bytes:
     """Bytes for names, paths and misc arguments given as str, bytes or a number."""
     if isinstance(value, str):
@@ -309,12 +314,9 @@ class TokyoTyrant:
         return None if raw is None else self._decode_value(raw)
 
     def _pairs(self, data: Dict[Any, Any]) -> List[bytes]:
-        args: List[bytes] = []
+        """[k1, v1, k2, v2, ...] as misc putlist wants them."""
         encode = self._encode_value
-        for key, value in data.items():
-            args.append(_key(key))
-            args.append(encode(value))
-        return args
+        return [part for key, value in data.items() for part in (_key(key), encode(value))]
 
     # -- single records -------------------------------------------------------------------
 
@@ -405,11 +407,11 @@ class TokyoTyrant:
 
     def get_bulk(self, keys: Iterable[Key]) -> Dict[Any, Any]:
         """Dict of the keys found (deserialized values); missing keys are left out."""
-        records = self._request(tt.encode_mget([_key(k) for k in keys]), tt.parse_mget)
+        records = self._request(tt.encode_mget(_keys(keys)), tt.parse_mget)
         return self._records_to_dict(records, self._raw_values)
 
     def get_bulk_raw(self, keys: Iterable[Key]) -> Dict[Any, bytes]:
-        records = self._request(tt.encode_mget([_key(k) for k in keys]), tt.parse_mget)
+        records = self._request(tt.encode_mget(_keys(keys)), tt.parse_mget)
         return self._records_to_dict(records, True)
 
     def _records_to_dict(self, records: List[Tuple[bytes, bytes]], raw_values: bool) -> Dict[Any, Any]:
@@ -444,7 +446,7 @@ class TokyoTyrant:
 
     def remove_bulk(self, keys: Iterable[Key]) -> bool:
         """Remove many records in one call (misc ``outlist``; missing keys are ignored)."""
-        args = [_key(k) for k in keys]
+        args = _keys(keys)
         if not args:
             return True
         return self._misc(b"outlist", args, _LOG) is not None
