@@ -252,3 +252,17 @@ def test_fused_client_encoders_match_the_generic_ones(records, db, expire, no_re
     assert pairs == items and end == len(reply)
     for cut in range(0, len(reply), max(1, len(reply) // 16)):
         assert kt_binary.parse_get_bulk_pairs(reply[:cut]) is None
+
+
+@given(set_records)
+def test_get_value_fast_path_agrees_with_get_one(records):
+    reply = kt_binary.encode_get_bulk_reply(records[:1])
+    one = kt_binary.parse_get_one_reply(reply)
+    value = kt_binary.parse_get_value_reply(memoryview(reply))
+    assert value == ((None if one[0] is None else one[0][0]), one[1])
+    for cut in range(len(reply)):
+        assert kt_binary.parse_get_value_reply(reply[:cut]) is None
+    with pytest.raises(ServerError):
+        kt_binary.parse_get_value_reply(b"\xbf")
+    with pytest.raises(ProtocolError):
+        kt_binary.parse_get_value_reply(b"\xb8" + reply[1:])

@@ -27,7 +27,7 @@ from kt.protocol.kt_binary import (
     encode_set_bulk_items,
     encode_set_one,
     parse_get_bulk_pairs,
-    parse_get_one_reply,
+    parse_get_value_reply,
     parse_play_script_reply,
     parse_remove_bulk_reply,
     parse_set_bulk_reply,
@@ -172,19 +172,26 @@ class KyotoTycoon:
 
     def get_raw(self, key: Any, db: Optional[int] = None) -> Optional[bytes]:
         """The stored bytes of ``key``, or None when it does not exist."""
-        found = self._request(
-            encode_get_one(self.default_db if db is None else _check_db(db), _key(key)), parse_get_one_reply
+        return self._request(
+            encode_get_one(
+                self.default_db if db is None else _check_db(db),
+                key.encode("utf-8") if type(key) is str else encode_key(key),
+            ),
+            parse_get_value_reply,
         )
-        return None if found is None else found[0]
 
     def get(self, key: Any, db: Optional[int] = None) -> Any:
         """The deserialized value of ``key``, or None when it does not exist."""
-        found = self._request(
-            encode_get_one(self.default_db if db is None else _check_db(db), _key(key)), parse_get_one_reply
+        value = self._request(
+            encode_get_one(
+                self.default_db if db is None else _check_db(db),
+                key.encode("utf-8") if type(key) is str else encode_key(key),
+            ),
+            parse_get_value_reply,
         )
-        if found is None:
-            return None
-        return self._decode_value(found[0])
+        if value is None or self._raw_values:
+            return value
+        return self._decode_value(value)
 
     def set(self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None) -> int:
         """Store ``value`` (overwriting); returns the number of records set (1)."""

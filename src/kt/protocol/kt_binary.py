@@ -360,6 +360,25 @@ def parse_get_one_reply(
     return (memoryview(buf)[end - vsiz : end].tobytes(), xt), end
 
 
+def parse_get_value_reply(buf: Buffer, pos: int = 0) -> Optional[Tuple[Optional[bytes], int]]:
+    """Reply to :func:`encode_get_one` -> ``(value or None for a miss, end)``: the client's
+    single-get fast path (no xt, no intermediate tuple)."""
+    try:
+        magic, hits, _, ksiz, vsiz, _ = _unpack_get_one(buf, pos)
+    except struct.error:
+        found = parse_get_one_reply(buf, pos)
+        return found if found is None else (None, found[1])
+    if magic != MAGIC_GET_BULK or hits != 1 or ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
+        found = parse_get_one_reply(buf, pos)  # errors, misses and bad sizes: the full checks
+        return found if found is None or found[0] is None else (found[0][0], found[1])
+    end = pos + 23 + ksiz + vsiz
+    if end > len(buf):
+        return None
+    if type(buf) is bytes:
+        return buf[end - vsiz : end], end
+    return memoryview(buf)[end - vsiz : end].tobytes(), end
+
+
 def parse_play_script_reply(buf: Buffer, pos: int = 0) -> Optional[Tuple[List[ScriptRecord], int]]:
     """``play_script`` reply -> ``([(key, value), ...] in the server's key order, end)``."""
     head = _parse_count(buf, pos, MAGIC_PLAY_SCRIPT, "play_script")
@@ -730,6 +749,7 @@ __all__ = [
     "encode_set_bulk_items",
     "encode_key_bulk",
     "parse_get_one_reply",
+    "parse_get_value_reply",
     "parse_play_script_reply",
     "parse_replication_frame",
     "is_binary_start",
