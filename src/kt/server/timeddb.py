@@ -378,11 +378,15 @@ class TimedDB:
         return True
 
     def vacuum(self, step: int = 0) -> None:
-        """Purge expired records: ``step`` records from the expirer's position, or all (<=0)."""
-        if self.persistent:
+        """Purge expired records: ``step`` records from the expirer's position, or all (<= 1).
+
+        Like ``TimedDB::vacuum`` it only works through the expirer, which a read-only or
+        ``ktopts=p`` database does not have.
+        """
+        if self._xcur is None:
             return
         with self._xlock:
-            if step > 0:
+            if step > 1:
                 if self._xcur is not None:
                     self._expire_steps(step)
                 return
