@@ -64,12 +64,18 @@ def _check_db(db: Any) -> int:
 def _rpc_call(
     request: Any, data: bytes, procedure: str, allow_logical: bool
 ) -> Tuple[bool, Dict[bytes, bytes]]:
-    status, output = _rpc_result(request(data, _parse_response))
+    response = request(data, _parse_response)
+    status, output = _rpc_result(response)
     if 200 <= status < 300:
         return True, output
     if allow_logical and 450 <= status < 500:
         return False, output
-    raise ServerError(kt_rpc.error_message(output, status), code=status, procedure=procedure)
+    if b"ERROR" not in output and response.body.strip():
+        # Failures before dispatch (e.g. 413) come as text/plain "<code> <reason> (<why>)".
+        message = response.body.strip().decode("utf-8", "replace")
+    else:
+        message = kt_rpc.error_message(output, status)
+    raise ServerError(message, code=status, procedure=procedure)
 
 
 def _as_text_dict(output: Mapping[bytes, bytes]) -> Dict[str, str]:
