@@ -294,3 +294,14 @@ def test_abandoned_iterators_and_cursors_give_their_connection_back(server):
         with pytest.raises(ServerConnectionError):
             db.cursor()  # both connections are pinned: the pool says so instead of hanging
     assert db.exists("i2")
+
+
+def test_one_megabyte_values_over_both_protocols(server):
+    db = server.client(serializer=KT_NONE, timeout=30)
+    big = bytes(range(256)) * 4096
+    assert db.set("big", big) == 1 and db.get("big") == big  # binary protocol
+    assert db.append("big", b"\t\n" + big) is True  # HTTP RPC, Base64 body
+    assert db.seize("big") == big + b"\t\n" + big
+    assert db.add("big", big) is True and db.get_bulk(["big"]) == {"big": big}
+    with db.cursor() as cur:
+        assert cur.jump("big") and cur.value() == big
