@@ -268,6 +268,7 @@ def test_mask_forbids_commands_like_ttserver(tmp_path):
 
 def test_every_ttserver_option_is_accepted(tmp_path):
     pid_file = tmp_path / "tt.pid"
+    (tmp_path / "ulog").mkdir()
     extra = ["-tout", "30", "-pid", str(pid_file), "-kl", "-ld", "-ulog", str(tmp_path / "ulog"),
              "-ulim", "1m", "-uas", "-sid", "3", "-mhost", "localhost", "-mport", "1979",
              "-rts", str(tmp_path / "rts"), "-rcc", "-skel", "x", "-extpc", "echo", "5",
@@ -283,7 +284,7 @@ def test_every_ttserver_option_is_accepted(tmp_path):
     assert server.stop() == 0
     assert not pid_file.exists()
     log = Path(server.log_path).read_text()
-    assert "-ulog" in log and "no effect" in log
+    assert "-uas" in log and "-skel" in log and "no effect" in log
 
 
 def test_idle_timeout_closes_sessions(tmp_path):
@@ -489,3 +490,99 @@ def test_dmn_detaches_and_serves_until_sigterm(tmp_path):
     assert not pid_file.exists()  # clean shutdown removed it
     with TokyoCabinetDB(str(tmp_path / "d.tch")) as db:
         assert db.get(b"k") == b"v"
+
+
+def test_update_log_replication_stream_matches_ttserver(tmp_path):
+    ulog = tmp_path / "ulog"
+    ulog.mkdir()
+    server = start_server(tmp_path, "*", extra=["-ulog", str(ulog), "-sid", "1"])
+    c = Client(server)
+    assert c.call(tt.encode_put(b"k", b"v"), tt.parse_put)
+    assert c.call(tt.encode_misc(b"putlist", [b"a", b"1"]), tt.parse_misc) == []
+    assert c.call(tt.encode_misc(b"getlist", [b"a"], opts=1), tt.parse_misc) == [b"a", b"1"]  # not logged
+    assert c.call(tt.encode_addint(b"n", 3), tt.parse_addint) == 3
+    assert c.call(tt.encode_addint(b"n", 0), tt.parse_addint) == 3  # zero increments are not logged
+    repl = Client(server)
+    repl.sock.sendall(tt.encode_repl(1, 2))
+    assert repl.read(tt.parse_repl_sid) == 1
+    items = []
+    while len([i for i in items if i is not None]) < 3:
+        items.append(repl.read(tt.parse_repl_item))
+    assert items[0] is None  # the NOP sent first
+    records = [i for i in items if i is not None]
+    assert [r.sid for r in records] == [1, 1, 1]
+    assert records[0].message == bytes.fromhex("c81000000001000000016b7600")
+    assert records[1].message == bytes.fromhex("c8900000000700000002") + b"putlist" + bytes.fromhex(
+        "0000000161000000013100")
+    assert records[2].message == bytes.fromhex("c86000000001000000036e00")
+    assert records[0].ts < records[1].ts < records[2].ts
+    c.call(tt.encode_put(b"live", b"1"), tt.parse_put)  # streamed as it happens
+    item = None
+    while item is None:
+        item = repl.read(tt.parse_repl_item)
+    assert tt.parse_log_message(item.message)[0].key == b"live"
+    repl.close()
+    c.close()
+    assert server.stop() == 0
+    assert sorted(p.name for p in ulog.iterdir()) == ["00000001.ulog"]
+
+
+def test_master_slave_replication_and_restore(tmp_path):
+    ulog = tmp_path / "mlog"
+    ulog.mkdir()
+    master = start_server(tmp_path, "*", extra=["-ulog", str(ulog), "-sid", "1"])
+    slave = start_server(tmp_path, str(tmp_path / "slave.tch"),
+                         extra=["-sid", "2", "-mhost", "127.0.0.1", "-mport", str(master.port),
+                                "-rts", str(tmp_path / "slave.rts")])
+    m = Client(master)
+    for i in range(50):
+        m.call(tt.encode_put(b"k%d" % i, b"v%d" % i), tt.parse_put)
+    m.call(tt.encode_misc(b"putlist", [b"x", b"y"]), tt.parse_misc)
+    m.call(tt.encode_out(b"k0"), tt.parse_out)
+    s = Client(slave)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and s.call(tt.encode_rnum(), tt.parse_rnum) != 50:
+        time.sleep(0.1)
+    assert s.call(tt.encode_rnum(), tt.parse_rnum) == 50
+    assert s.call(tt.encode_get(b"k49"), tt.parse_get) == b"v49"
+    assert s.call(tt.encode_get(b"x"), tt.parse_get) == b"y"
+    assert s.call(tt.encode_get(b"k0"), tt.parse_get) is None
+    stat = s.call(tt.encode_stat(), tt.parse_stat)
+    assert stat["mhost"] == "127.0.0.1" and stat["mport"] == str(master.port) and int(stat["rts"]) > 0
+    s.call(tt.encode_setmst(b"", 0), tt.parse_ok)  # stop following
+    assert "mhost" not in s.call(tt.encode_stat(), tt.parse_stat)
+    s.close()
+    m.close()
+    assert slave.stop() == 0
+    assert master.stop() == 0
+    assert int((tmp_path / "slave.rts").read_text()) > 0
+
+    fresh = start_server(tmp_path, "+")
+    f = Client(fresh)
+    assert f.call(tt.encode_restore(str(ulog).encode(), 1, 1), tt.parse_ok) is True
+    assert f.call(tt.encode_rnum(), tt.parse_rnum) == 50
+    assert f.call(tt.encode_restore(b"/nonexistent-dir", 1), tt.parse_ok) is False
+    f.close()
+    assert fresh.stop() == 0
+
+
+def test_update_log_rotates_and_streams_across_files(tmp_path):
+    ulog = tmp_path / "rlog"
+    ulog.mkdir()
+    server = start_server(tmp_path, "*", extra=["-ulog", str(ulog), "-sid", "5", "-ulim", "2k"])
+    c = Client(server)
+    for i in range(100):
+        c.call(tt.encode_put(b"key%03d" % i, b"x" * 40), tt.parse_put)
+    assert len(list(ulog.iterdir())) > 2
+    repl = Client(server)
+    repl.sock.sendall(tt.encode_repl(1, 9))
+    assert repl.read(tt.parse_repl_sid) == 5
+    keys = []
+    while len(keys) < 100:
+        item = repl.read(tt.parse_repl_item)
+        if item is not None:
+            keys.append(tt.parse_log_message(item.message)[0].key)
+    assert keys == [b"key%03d" % i for i in range(100)]
+    repl.close()
+    c.close()
+    assert server.stop() == 0

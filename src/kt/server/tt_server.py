@@ -16,12 +16,14 @@ none) ``repl`` answers the server ID and closes, as ttserver does without ``-ulo
 from __future__ import annotations
 
 import os
+import socket
+import struct
 import sys
 import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from kt.errors import EngineError
+from kt.errors import EngineError, ProtocolError
 from kt.protocol import tt_binary as tt
 from kt.server.common import (
     LOG_ALL,
@@ -132,6 +134,10 @@ class TTService:
         self.libver = libver
         self.start_time = time.time()
         self.master: Optional[Dict[str, object]] = None
+        self.ulog: Optional[UpdateLog] = None
+        self.store = db  # writes go through LoggedDB once an update log is attached
+        self.slave: Optional[ReplicationSlave] = None
+        self.stopping = threading.Event()
         self._counter_sets: List[List[int]] = []
         self._counter_guard = threading.Lock()
         self._local = threading.local()
@@ -165,6 +171,19 @@ class TTService:
             tt.CMD_REPL: self._repl,
         }
 
+    def attach_update_log(self, ulog: UpdateLog) -> None:
+        """``-ulog``: log every update like ttserver's ``tculogadb*`` wrappers."""
+        self.ulog = ulog
+        self.store = LoggedDB(self.db, ulog, self.sid)
+
+    def stop(self) -> None:
+        """Wake replication streams and stop the slave (server shutdown)."""
+        self.stopping.set()
+        if self.ulog is not None:
+            self.ulog.wake()
+        if self.slave is not None:
+            self.slave.stop()
+
     # -- counters (per thread, summed by stat, like ttserver's per-worker arrays) ---------
     def counters(self) -> List[int]:
         counts = getattr(self._local, "counts", None)
@@ -197,31 +216,31 @@ class TTService:
         return False
 
     def _put(self, req, counts, conn):
-        return tt.REPLY_OK if self._write("put", self.db.put, req, counts) else tt.REPLY_FAIL
+        return tt.REPLY_OK if self._write("put", self.store.put, req, counts) else tt.REPLY_FAIL
 
     def _putkeep(self, req, counts, conn):
-        return tt.REPLY_OK if self._write("putkeep", self.db.putkeep, req, counts) else tt.REPLY_FAIL
+        return tt.REPLY_OK if self._write("putkeep", self.store.putkeep, req, counts) else tt.REPLY_FAIL
 
     def _putcat(self, req, counts, conn):
-        return tt.REPLY_OK if self._write("putcat", self.db.putcat, req, counts) else tt.REPLY_FAIL
+        return tt.REPLY_OK if self._write("putcat", self.store.putcat, req, counts) else tt.REPLY_FAIL
 
     def _putshl(self, req, counts, conn):
         width = req.width
 
         def shift(key: bytes, value: bytes) -> bool:
-            return self.db.putshl(key, value, width)
+            return self.store.putshl(key, value, width)
 
         return tt.REPLY_OK if self._write("putshl", shift, req, counts) else tt.REPLY_FAIL
 
     def _putnr(self, req, counts, conn):
-        self._write("putnr", self.db.put, req, counts)
+        self._write("putnr", self.store.put, req, counts)  # logged as put, like ttserver
         return None
 
     def _out(self, req, counts, conn):
         counts[SEQ["out"]] += 1
         if self._forbidden["out"]:
             return tt.REPLY_FAIL
-        if self.db.out(req.key):
+        if self.store.out(req.key):
             return tt.REPLY_OK
         counts[SEQ_OUT_MISS] += 1
         return tt.REPLY_FAIL
@@ -265,12 +284,12 @@ class TTService:
 
     def _addint(self, req, counts, conn):
         counts[SEQ["addint"]] += 1
-        total = None if self._forbidden["addint"] else self.db.addint(req.key, req.num)
+        total = None if self._forbidden["addint"] else self.store.addint(req.key, req.num)
         return tt.encode_addint_reply(total)
 
     def _adddouble(self, req, counts, conn):
         counts[SEQ["adddouble"]] += 1
-        total = None if self._forbidden["adddouble"] else self.db.adddouble(req.key, req.num)
+        total = None if self._forbidden["adddouble"] else self.store.adddouble(req.key, req.num)
         return tt.encode_adddouble_reply(total)
 
     def _ext(self, req, counts, conn):
@@ -282,16 +301,16 @@ class TTService:
     # -- database commands -------------------------------------------------------------------
     def _sync(self, req, counts, conn):
         counts[SEQ["sync"]] += 1
-        return tt.encode_status_reply(not self._forbidden["sync"] and self.db.sync())
+        return tt.encode_status_reply(not self._forbidden["sync"] and self.store.sync())
 
     def _optimize(self, req, counts, conn):
         counts[SEQ["optimize"]] += 1
         params = req.params.split(b"\0", 1)[0]
-        return tt.encode_status_reply(not self._forbidden["optimize"] and self.db.optimize(params))
+        return tt.encode_status_reply(not self._forbidden["optimize"] and self.store.optimize(params))
 
     def _vanish(self, req, counts, conn):
         counts[SEQ["vanish"]] += 1
-        return tt.encode_status_reply(not self._forbidden["vanish"] and self.db.vanish())
+        return tt.encode_status_reply(not self._forbidden["vanish"] and self.store.vanish())
 
     def _copy(self, req, counts, conn):
         counts[SEQ["copy"]] += 1
@@ -304,19 +323,34 @@ class TTService:
 
     def _restore(self, req, counts, conn):
         counts[SEQ["restore"]] += 1
-        # Replaying update logs needs the update-log reader, which this server does not have.
-        self.logger.error("do_restore: operation failed (update logs are not supported)")
-        return tt.REPLY_FAIL
+        if self._forbidden["restore"]:
+            return tt.REPLY_FAIL
+        path = req.path.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+        ok = restore_update_logs(self, path, req.ts, bool(req.opts & tt.RESTORE_CONSISTENCY_CHECK))
+        if not ok:
+            self.logger.error("do_restore: operation failed")
+        return tt.encode_status_reply(ok)
 
     def _setmst(self, req, counts, conn):
         counts[SEQ["setmst"]] += 1
         if self._forbidden["setmst"]:
             return tt.REPLY_FAIL
         host = req.host.split(b"\0", 1)[0].decode("utf-8", "replace")
-        self.master = {"host": host, "port": req.port, "ts": req.ts, "opts": req.opts} if host else None
-        if host:
-            self.logger.error("do_setmst: replication is not supported; master recorded only")
+        self.set_master(host, req.port, req.ts, req.opts)
         return tt.REPLY_OK
+
+    def set_master(self, host: str, port: int, ts: int = 0, opts: int = 0,
+                   rts_path: Optional[str] = None) -> None:
+        """Follow a new master (empty host: stop replicating), like ttserver's do_setmst."""
+        if self.slave is not None:
+            self.slave.stop()
+            rts_path = rts_path or self.slave.rts_path
+            self.slave = None
+        self.master = {"host": host, "port": port, "ts": ts, "opts": opts} if host else None
+        if host:
+            self.slave = ReplicationSlave(self, host, port, rts_path or "ttserver.rts",
+                                          check=bool(opts & tt.RESTORE_CONSISTENCY_CHECK), start_ts=ts)
+            self.slave.start()
 
     def _rnum(self, req, counts, conn):
         counts[SEQ["rnum"]] += 1
@@ -330,6 +364,8 @@ class TTService:
         counts[SEQ["misc"]] += 1
         if self._forbidden["misc"]:
             return tt.encode_misc_reply([])
+        if self.ulog is not None and not req.opts & tt.MISC_NO_UPDATE_LOG:
+            return tt.encode_misc_reply(self.store.misc_logged(req.name, req.args))
         return tt.encode_misc_reply(self.db.misc(req.name, req.args))
 
     def _repl(self, req, counts, conn):
@@ -340,9 +376,15 @@ class TTService:
         if req.sid == self.sid:
             self.logger.info("do_repl: rejected circular replication")
             raise _Close()
-        # ttserver sends its ID, then fails to open the (absent) update log and closes.
-        self.logger.error("do_repl: tculrdnew failed (no update log)")
-        raise _Close(tt.encode_repl_sid(self.sid))
+        if self.ulog is None:
+            # ttserver sends its ID, then fails to open the (absent) update log and closes.
+            self.logger.error("do_repl: tculrdnew failed (no update log)")
+            raise _Close(tt.encode_repl_sid(self.sid))
+        if conn is None or not conn.send(tt.encode_repl_sid(self.sid)):
+            raise _Close()
+        self.logger.info(f"replicating to sid={req.sid} after {req.ts - 1}")
+        stream_updates(self, conn, req.ts, req.sid)
+        raise _Close()
 
     # -- stat ------------------------------------------------------------------------------
     def stat_pairs(self, conn: Optional[Connection] = None) -> List[tuple]:
@@ -371,11 +413,13 @@ class TTService:
                 pairs.append(("fatal", message[-1] if message else b"(null)"))
             pairs.append(("bigend", 1 if sys.byteorder == "big" else 0))
             if self.master:
+                rts = self.slave.rts if self.slave is not None else 0
+                delay = now - rts / 1e6
                 pairs += [
                     ("mhost", self.master["host"]),
                     ("mport", self.master["port"]),
-                    ("rts", 0),
-                    ("delay", f"{now:.6f}"),
+                    ("rts", rts),
+                    ("delay", f"{max(delay, 0.0):.6f}"),
                 ]
             pairs.append(("fd", conn.sock.fileno() if conn is not None else -1))
             pairs.append(("loadavg", f"{_loadavg():.6f}"))
@@ -424,6 +468,398 @@ def _memory_and_rusage() -> List[tuple]:
 
 
 # ------------------------------------------------------------------------------ connections
+
+# ------------------------------------------------------------------------------ update log
+
+_ULOG_RECORD = struct.Struct(">BQHHI")  # tculogwrite: C9, ts (µs), sid, mid, message size
+_ULOG_MAGIC = 0xC9
+_ULOG_SUFFIX = ".ulog"
+DEFAULT_ULOG_LIMIT = 1 << 30
+
+
+def parse_size(text: str) -> int:
+    """Tokyo Cabinet's ``tcatoix``: a number with an optional k/m/g/t/p/e suffix (x1024)."""
+    text = text.strip()
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
+    mult = 1
+    if text and text[-1].lower() in units:
+        mult = units[text[-1].lower()]
+        text = text[:-1]
+    try:
+        return int(float(text) * mult)
+    except ValueError:
+        return _atoi(text) * mult
+
+
+class UpdateLog:
+    """ttserver's update log (``tculog.c``): numbered ``NNNNNNNN.ulog`` files of records
+    ``C9 [ts:8][sid:2][mid:2][size:4][message]``; a new file once ``limit`` bytes are reached.
+    Readers (replication streams) wait on ``changed`` for new records."""
+
+    def __init__(self, directory: str, limit: int = DEFAULT_ULOG_LIMIT):
+        if not os.path.isdir(directory):
+            raise EngineError(f"the update log directory {directory} does not exist")
+        self.directory = directory
+        self.limit = max(limit, 1024)
+        self.changed = threading.Condition()
+        self._lock = threading.Lock()
+        numbers = self.file_numbers()
+        self.number = numbers[-1] if numbers else 1
+        self._fd = os.open(self.file_path(self.number), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._size = os.fstat(self._fd).st_size
+        self._last_ts = 0
+
+    def file_numbers(self) -> List[int]:
+        return list_ulog_numbers(self.directory)
+
+    def file_path(self, number: int) -> str:
+        return os.path.join(self.directory, f"{number:08d}{_ULOG_SUFFIX}")
+
+    def write(self, message: bytes, sid: int, mid: int = 0, ts: int = 0) -> int:
+        """Append one update; returns its timestamp (µs, strictly increasing)."""
+        with self._lock:
+            if not ts:
+                ts = max(int(time.time() * 1e6), self._last_ts + 1)
+            self._last_ts = max(self._last_ts, ts)
+            record = _ULOG_RECORD.pack(_ULOG_MAGIC, ts, sid & 0xFFFF, mid & 0xFFFF, len(message)) + message
+            if self._size > 0 and self._size + len(record) > self.limit:
+                os.close(self._fd)
+                self.number += 1
+                self._fd = os.open(self.file_path(self.number), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                self._size = 0
+            os.write(self._fd, record)
+            self._size += len(record)
+        with self.changed:
+            self.changed.notify_all()
+        return ts
+
+    def wake(self) -> None:
+        with self.changed:
+            self.changed.notify_all()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
+
+
+def list_ulog_numbers(directory: str) -> List[int]:
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(int(n[:-len(_ULOG_SUFFIX)]) for n in names
+                  if n.endswith(_ULOG_SUFFIX) and n[:-len(_ULOG_SUFFIX)].isdigit())
+
+
+class UlogReader:
+    """Reads update-log records from timestamp ``ts`` on, following new files and appends."""
+
+    def __init__(self, directory: str, ts: int):
+        self.directory = directory
+        self.ts = ts
+        numbers = list_ulog_numbers(directory)
+        self.number = numbers[0] if numbers else 1
+        self.offset = 0
+        self._buf = b""
+
+    def read(self) -> Optional[tuple]:
+        """The next record ``(ts, sid, mid, message)`` at or after ``ts``, or None for now."""
+        while True:
+            rec = self._next_in_file()
+            if rec is None:
+                later = [n for n in list_ulog_numbers(self.directory) if n > self.number]
+                if not later:
+                    return None
+                self.number, self.offset, self._buf = later[0], 0, b""
+                continue
+            if rec[0] >= self.ts:
+                return rec
+
+    def _next_in_file(self) -> Optional[tuple]:
+        head = _ULOG_RECORD.size
+        if len(self._buf) < head or len(self._buf) < head + _ULOG_RECORD.unpack_from(self._buf)[4]:
+            path = os.path.join(self.directory, f"{self.number:08d}{_ULOG_SUFFIX}")
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(self.offset + len(self._buf))
+                    self._buf += fh.read(1 << 20)
+            except OSError:
+                return None
+        if len(self._buf) < head:
+            return None
+        magic, ts, sid, mid, size = _ULOG_RECORD.unpack_from(self._buf)
+        if magic != _ULOG_MAGIC:
+            raise EngineError(f"corrupt update log record in {self.number:08d}{_ULOG_SUFFIX}")
+        if len(self._buf) < head + size:
+            return None
+        message = self._buf[head:head + size]
+        self._buf = self._buf[head + size:]
+        self.offset += head + size
+        return ts, sid, mid, message
+
+
+class LoggedDB:
+    """The database seen through ttserver's ``tculogadb*`` wrappers: every update is applied
+    and then logged (request bytes + result byte) with the origin server ID ``sid`` and the
+    master ID ``mid``; reads pass straight through."""
+
+    def __init__(self, db: TokyoCabinetDB, ulog: UpdateLog, sid: int):
+        self.db = db
+        self.ulog = ulog
+        self.sid = sid
+
+    def __getattr__(self, name: str):
+        return getattr(self.db, name)
+
+    def _log(self, request: bytes, ok: bool, sid: Optional[int] = None, mid: int = 0) -> None:
+        self.ulog.write(tt.encode_ulog_message(request, ok), self.sid if sid is None else sid, mid)
+
+    def put(self, key: bytes, value: bytes, sid: Optional[int] = None, mid: int = 0) -> bool:
+        ok = self.db.put(key, value)
+        self._log(tt.encode_put(key, value), ok, sid, mid)
+        return ok
+
+    def putkeep(self, key: bytes, value: bytes, sid: Optional[int] = None, mid: int = 0) -> bool:
+        ok = self.db.putkeep(key, value)
+        self._log(tt.encode_putkeep(key, value), ok, sid, mid)
+        return ok
+
+    def putcat(self, key: bytes, value: bytes, sid: Optional[int] = None, mid: int = 0) -> bool:
+        ok = self.db.putcat(key, value)
+        self._log(tt.encode_putcat(key, value), ok, sid, mid)
+        return ok
+
+    def putshl(self, key: bytes, value: bytes, width: int, sid: Optional[int] = None, mid: int = 0) -> bool:
+        ok = self.db.putshl(key, value, width)
+        self._log(tt.encode_putshl(key, value, width), ok, sid, mid)
+        return ok
+
+    def out(self, key: bytes, sid: Optional[int] = None, mid: int = 0) -> bool:
+        ok = self.db.out(key)
+        self._log(tt.encode_out(key), ok, sid, mid)
+        return ok
+
+    def addint(self, key: bytes, num: int, sid: Optional[int] = None, mid: int = 0) -> Optional[int]:
+        total = self.db.addint(key, num)
+        if num != 0:  # tculogadbaddint skips logging a zero increment
+            self._log(tt.encode_addint(key, num), total is not None, sid, mid)
+        return total
+
+    def adddouble(self, key: bytes, num: float, sid: Optional[int] = None, mid: int = 0) -> Optional[float]:
+        total = self.db.adddouble(key, num)
+        if num != 0.0:
+            self._log(tt.encode_adddouble(key, num), total is not None, sid, mid)
+        return total
+
+    def sync(self, sid: Optional[int] = None, mid: int = 0) -> bool:
+        ok = self.db.sync()
+        self._log(tt.encode_sync(), ok, sid, mid)
+        return ok
+
+    def optimize(self, params: bytes = b"", sid: Optional[int] = None, mid: int = 0) -> bool:
+        ok = self.db.optimize(params)
+        self._log(tt.encode_optimize(params), ok, sid, mid)
+        return ok
+
+    def vanish(self, sid: Optional[int] = None, mid: int = 0) -> bool:
+        ok = self.db.vanish()
+        self._log(tt.encode_vanish(), ok, sid, mid)
+        return ok
+
+    def misc_logged(self, name: bytes, args: Sequence[bytes], sid: Optional[int] = None,
+                    mid: int = 0) -> Optional[List[bytes]]:
+        result = self.db.misc(name, args)
+        message = tt.encode_misc_log(name.split(b"\0", 1)[0], list(args), result is not None)
+        self.ulog.write(message, self.sid if sid is None else sid, mid)
+        return result
+
+
+def redo(store, req: tt.Request, sid: int, mid: int) -> bool:
+    """Re-execute a logged update (``tculogadbredo``); True when it succeeded."""
+    cmd = req.command
+    kw = {"sid": sid, "mid": mid} if isinstance(store, LoggedDB) else {}
+    if cmd == tt.CMD_PUT or cmd == tt.CMD_PUTNR:
+        return store.put(req.key, req.value, **kw)
+    if cmd == tt.CMD_PUTKEEP:
+        return store.putkeep(req.key, req.value, **kw)
+    if cmd == tt.CMD_PUTCAT:
+        return store.putcat(req.key, req.value, **kw)
+    if cmd == tt.CMD_PUTSHL:
+        return store.putshl(req.key, req.value, req.width, **kw)
+    if cmd == tt.CMD_OUT:
+        return store.out(req.key, **kw)
+    if cmd == tt.CMD_ADDINT:
+        return store.addint(req.key, req.num, **kw) is not None
+    if cmd == tt.CMD_ADDDOUBLE:
+        return store.adddouble(req.key, req.num, **kw) is not None
+    if cmd == tt.CMD_SYNC:
+        return store.sync(**kw)
+    if cmd == tt.CMD_OPTIMIZE:
+        return store.optimize(req.params, **kw)
+    if cmd == tt.CMD_VANISH:
+        return store.vanish(**kw)
+    if cmd == tt.CMD_MISC:
+        if isinstance(store, LoggedDB):
+            return store.misc_logged(req.name, req.args, **kw) is not None
+        return store.misc(req.name, req.args) is not None
+    return False
+
+
+def restore_update_logs(service: TTService, directory: str, ts: int, check: bool) -> bool:
+    """``restore``: replay the update logs in ``directory`` from timestamp ``ts``
+    (``tculogadbrestore``); with ``check`` a result differing from the logged one fails."""
+    if not os.path.isdir(directory):
+        return False
+    reader = UlogReader(directory, ts)
+    ok = True
+    while True:
+        try:
+            rec = reader.read()
+        except EngineError:
+            return False
+        if rec is None:
+            return ok
+        rts, rsid, _mid, message = rec
+        try:
+            req, logged_ok = tt.parse_log_message(message)
+        except Exception:
+            return False
+        done = redo(service.store, req, rsid, 0)
+        if check and done != logged_ok:
+            ok = False
+
+
+def stream_updates(service: TTService, conn: Connection, ts: int, slave_sid: int) -> None:
+    """The master side of ``repl``: NOP every second, each logged update not originating from
+    (or relayed through) the slave, until the slave leaves or the server stops."""
+    ulog = service.ulog
+    reader = UlogReader(ulog.directory, ts)
+    last_nop = 0.0
+    while not service.stopping.is_set():
+        now = time.time()
+        if now - last_nop >= 1.0:
+            if not conn.send(tt.REPL_NOP):
+                return
+            last_nop = now
+        batch = []
+        size = 0
+        while size < (1 << 20):
+            try:
+                rec = reader.read()
+            except EngineError as exc:
+                service.logger.error(f"do_repl: {exc}")
+                return
+            if rec is None:
+                break
+            rts, rsid, rmid, message = rec
+            if rsid == slave_sid or rmid == slave_sid:
+                continue
+            frame = tt.encode_repl_record(rts, rsid, message)
+            batch.append(frame)
+            size += len(frame)
+        if batch:
+            if not conn.send(b"".join(batch)):
+                return
+            continue
+        with ulog.changed:
+            ulog.changed.wait(0.5)
+
+
+class ReplicationSlave:
+    """``-mhost``/``setmst``: follow a master's update stream (ttserver's ``do_slave``),
+    re-executing each update and remembering the last timestamp in the RTS file."""
+
+    def __init__(self, service: TTService, host: str, port: int, rts_path: str, *,
+                 check: bool = False, start_ts: int = 0):
+        self.service = service
+        self.host = host
+        self.port = port
+        self.rts_path = rts_path
+        self.check = check
+        self.rts = start_ts or self._read_rts()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tt-slave", daemon=True)
+        self._sock: Optional[socket.socket] = None
+
+    def _read_rts(self) -> int:
+        try:
+            with open(self.rts_path) as fh:
+                return max(0, _atoi(fh.read()))
+        except OSError:
+            return 0
+
+    def _write_rts(self) -> None:
+        try:
+            with open(self.rts_path, "w") as fh:
+                fh.write(f"{self.rts}\n")
+        except OSError as exc:
+            self.service.logger.error(f"do_slave: cannot write the RTS file: {exc}")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        logger = self.service.logger
+        while not self._stop.is_set():
+            try:
+                self._follow()
+            except (OSError, ProtocolError, EngineError) as exc:
+                if not self._stop.is_set():
+                    logger.error(f"do_slave: replication from {self.host}:{self.port} failed: {exc}")
+            if self._stop.wait(1.0):
+                break
+
+    def _follow(self) -> None:
+        service = self.service
+        sock = socket.create_connection((self.host, self.port), timeout=10)
+        self._sock = sock
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(tt.encode_repl(self.rts + 1, service.sid))
+            buf = bytearray()
+            master_sid = None
+            while not self._stop.is_set():
+                parsed = tt.parse_repl_sid(buf, 0) if master_sid is None else tt.parse_repl_item(buf, 0)
+                if parsed is None:
+                    chunk = sock.recv(1 << 16)
+                    if not chunk:
+                        return
+                    buf += chunk
+                    continue
+                item, end = parsed
+                del buf[:end]
+                if master_sid is None:
+                    master_sid = item
+                    service.logger.info(f"replicating from sid={master_sid} ({self.host}:{self.port})")
+                    continue
+                if item is None:  # NOP
+                    continue
+                req, logged_ok = tt.parse_log_message(item.message)
+                done = redo(service.store, req, item.sid, master_sid)
+                if self.check and done != logged_ok:
+                    service.logger.error("do_slave: consistency check failed; replication stopped")
+                    self._stop.set()
+                    return
+                self.rts = item.ts
+                if not buf:
+                    self._write_rts()
+        finally:
+            self._sock = None
+            sock.close()
+
 
 _MAX_TEXT_LINE = 1 << 16
 
@@ -544,7 +980,7 @@ class TextFrontEnd:
 
     def __init__(self, service: TTService):
         self.service = service
-        self.db = service.db
+        self.db = service.store
         self.mask = service.mask
 
     def _masked(self, name: str, group: str, extra: str = "") -> bool:
@@ -959,14 +1395,14 @@ OPTION_SPECS: Dict[str, OptionSpec] = {
     "-log": OptionSpec(True),
     "-ld": OptionSpec(False),
     "-le": OptionSpec(False),
-    "-ulog": OptionSpec(True, effective=False),
-    "-ulim": OptionSpec(True, effective=False),
+    "-ulog": OptionSpec(True),
+    "-ulim": OptionSpec(True),
     "-uas": OptionSpec(False, effective=False),
     "-sid": OptionSpec(True),
-    "-mhost": OptionSpec(True, effective=False),
-    "-mport": OptionSpec(True, effective=False),
-    "-rts": OptionSpec(True, effective=False),
-    "-rcc": OptionSpec(False, effective=False),
+    "-mhost": OptionSpec(True),
+    "-mport": OptionSpec(True),
+    "-rts": OptionSpec(True),
+    "-rcc": OptionSpec(False),
     "-skel": OptionSpec(True, effective=False),
     "-mul": OptionSpec(True),
     "-ext": OptionSpec(True),
@@ -1161,19 +1597,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         logger.error(f"cannot open the database: {exc}")
         sys.stderr.write(f"ttserver: {exc}\n")
         return 1
-    ext = None
     version = TT_VERSION
+    service = TTService(db, logger=logger, sid=sid, mask=mask, version=version, thnum=thnum)
+    ulog_dir = options.get("-ulog")
+    if ulog_dir and sid < 1:
+        logger.info("warning: update logging is omitted because the SID is not specified")
+        ulog_dir = None
+    if ulog_dir:
+        try:
+            service.attach_update_log(UpdateLog(str(ulog_dir), parse_size(str(options.get("-ulim", "1g")))))
+        except (EngineError, OSError) as exc:
+            logger.error(f"cannot open the update log: {exc}")
+            sys.stderr.write(f"ttserver: cannot open the update log: {exc}\n")
+            db.close()
+            return 1
     if options.get("-ext"):
         try:
             from kt.server.tt_lua import LuaPool
 
-            ext = LuaPool(str(options["-ext"]), db, size=thnum, sid=sid, version=version)
+            service.ext = LuaPool(str(options["-ext"]), service.store, size=thnum, sid=sid, version=version)
         except (EngineError, OSError) as exc:
             logger.error(f"cannot load the extension: {exc}")
             db.close()
             sys.stderr.write(f"ttserver: {exc}\n")
             return 1
-    service = TTService(db, logger=logger, ext=ext, sid=sid, mask=mask, version=version, thnum=thnum)
+    ext = service.ext
     logger.system(f"service started: {os.getpid()}")
     logger.system(f"database opened: {dbname} (Tokyo Cabinet {library_version()})")
 
@@ -1194,19 +1642,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if port == 0 and log_path:  # the chosen port must reach the caller even with -log
         print(f"listening on {server.address[0]}:{server.address[1]}", flush=True)
 
+    mhost = options.get("-mhost")
+    if mhost and sid < 1:
+        logger.info("warning: replication is omitted because the SID is not specified")
+    elif mhost:
+        rts_path = os.path.abspath(str(options.get("-rts", "ttserver.rts")))
+        opts = tt.RESTORE_CONSISTENCY_CHECK if options.get("-rcc") else 0
+        service.set_master(str(mhost), _int_option(options, "-mport", 1978), 0, opts, rts_path=rts_path)
+
     stop_periodic = threading.Event()
     for name, period in periods:
         if ext is not None and period > 0:
             _start_periodic(ext, name.encode(), period, stop_periodic, logger)
 
+    def stop_all() -> None:
+        stop_periodic.set()
+        service.stop()
+
     def close_all() -> None:
         if ext is not None:
             ext.close()
+        if service.ulog is not None:
+            service.ulog.close()
         if not db.close():
             raise EngineError("closing the database failed")
         logger.system("database closed")
 
-    status = server.run(pid_file=str(pid_file) if pid_file else None, on_stop=stop_periodic.set,
+    status = server.run(pid_file=str(pid_file) if pid_file else None, on_stop=stop_all,
                         on_close=close_all)
     logger.close()
     return status
