@@ -427,3 +427,41 @@ def test_refused_writes_raise_and_keep_the_connection(masked_server):
         assert db.pool.size == 1
     finally:
         db.close()
+
+
+def test_misc_update_log_flag_on_the_wire():
+    """update_log=True must send opts 0 (bit 0 is RDBMONOULOG, "do not log"; protocol.md §H)."""
+    import socket
+
+    from kt.protocol import tt_binary as tt
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen = []
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            buf = b""
+            while len(seen) < 3:
+                buf += conn.recv(65536)
+                parsed = tt.parse_request(buf)
+                while parsed is not None:
+                    request, end = parsed
+                    seen.append(request)
+                    buf = buf[end:]
+                    conn.sendall(tt.encode_misc_reply([]))
+                    parsed = tt.parse_request(buf) if buf else None
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    db = TokyoTyrant(port=listener.getsockname()[1], timeout=10)
+    try:
+        assert db.misc("putlist", ["k", "v"]) == []
+        assert db.misc("putlist", ["k", "v"], update_log=False) == []
+        assert db.search([("addcond", "a", OP_STR_EQ, "b")]) == []
+    finally:
+        db.close()
+        thread.join(10)
+        listener.close()
+    assert [(r.name, r.opts) for r in seen] == [(b"putlist", 0), (b"putlist", 1), (b"search", 1)]
+    assert seen[2].args == [b"addcond\x00a\x000\x00b"]
