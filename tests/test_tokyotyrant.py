@@ -9,6 +9,8 @@ import struct
 import threading
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from kt import KT_JSON, KT_MSGPACK, KT_NONE, KT_PICKLE, TT_TABLE
 from kt.errors import ServerConnectionError, ServerError
@@ -465,3 +467,22 @@ def test_misc_update_log_flag_on_the_wire():
         listener.close()
     assert [(r.name, r.opts) for r in seen] == [(b"putlist", 0), (b"putlist", 1), (b"search", 1)]
     assert seen[2].args == [b"addcond\x00a\x000\x00b"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    records=st.dictionaries(
+        st.binary(max_size=40), st.one_of(st.binary(max_size=300), st.just(b"\x00\t\n\r")), max_size=12
+    )
+)
+def test_any_bytes_round_trip_through_the_server(tt_server_hash, records):
+    db = tt_server_hash.client(serializer=KT_NONE, decode_keys=False)
+    for key, value in records.items():
+        assert db.set(key, value) is True
+        assert db.get(key) == value and db.length(key) == len(value)
+    assert db.get_bulk(list(records)) == records
+    assert db.set_bulk(records) is True and db.get_bulk(list(records)) == records
+    db.setnr_bulk(records)
+    assert db.get_bulk(list(records)) == records
+    assert db.remove_bulk(list(records)) is True
+    assert db.get_bulk(list(records)) == {}
