@@ -117,6 +117,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn("kcdbincrdouble", c_double, vp, c_char_p, sz, c_double, c_double)
     fn("kcdbremove", i32, vp, c_char_p, sz)
     fn("kcdbget", vp, vp, c_char_p, sz, psz)
+    fn("kcdbgetbuf", i32, vp, c_char_p, sz, c_void_p, sz)
     fn("kcdbcheck", i32, vp, c_char_p, sz)
     fn("kcdbseize", vp, vp, c_char_p, sz, psz)
     fn("kcdbclear", i32, vp)
@@ -149,6 +150,21 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn("kccuremsg", c_char_p, vp)
 
 
+def _declare_gil_holding(lib: ctypes.PyDLL) -> None:
+    """Calls that never wait on a lock another thread could hold while it waits for the GIL.
+
+    ``kcfree`` (malloc's own locks are never held across a Python callback) and the per-thread
+    error getters run without releasing the GIL, saving a GIL hand-off per call.  Everything
+    that takes a database lock must release the GIL: a visitor callback holds a record lock
+    while it waits for the GIL.
+    """
+    lib.kcfree.restype = None
+    lib.kcfree.argtypes = [c_void_p]
+
+
+_pylib = None
+
+
 def library() -> ctypes.CDLL:
     """Load ``libkyotocabinet.so.16`` once; a clear EngineError names the package when missing."""
     global _lib
@@ -164,6 +180,9 @@ def library() -> ctypes.CDLL:
                         f"(apt-get install {DEBIAN_PACKAGE})"
                     ) from exc
                 _declare(lib)
+                global _pylib
+                _pylib = ctypes.PyDLL(LIBRARY_NAME)
+                _declare_gil_holding(_pylib)
                 _lib = lib
     return _lib
 
@@ -178,7 +197,7 @@ def _take(lib: ctypes.CDLL, ptr: Optional[int], size: int) -> bytes:
     try:
         return ctypes.string_at(ptr, size)
     finally:
-        lib.kcfree(ptr)
+        _pylib.kcfree(ptr)
 
 
 # --- visitor trampolines ---------------------------------------------------------------------
@@ -186,6 +205,7 @@ def _take(lib: ctypes.CDLL, ptr: Optional[int], size: int) -> bytes:
 # lives in thread-local state (KC calls the visitor synchronously in the calling thread).
 
 _tls = threading.local()
+_GETBUF_SIZE = 16384
 
 
 def _visit(key: bytes, value: Optional[bytes], sp) -> int:
@@ -332,6 +352,15 @@ class KCDB:
         raise err
 
     def get(self, key: bytes) -> Optional[bytes]:
+        # One C call into a per-thread buffer for the common small value; kcdbget for big ones.
+        buf = getattr(_tls, "getbuf", None)
+        if buf is None:
+            buf = _tls.getbuf = ctypes.create_string_buffer(_GETBUF_SIZE)
+        n = self._lib.kcdbgetbuf(self._handle(), key, len(key), buf, _GETBUF_SIZE)
+        if n < 0:
+            return self._miss(NOREC) or None
+        if n <= _GETBUF_SIZE:
+            return buf.raw[:n] if n > 512 else ctypes.string_at(buf, n)
         size = c_size_t()
         ptr = self._lib.kcdbget(self._handle(), key, len(key), ctypes.byref(size))
         if not ptr:
@@ -544,7 +573,7 @@ class KCCursor:
         try:
             return ctypes.string_at(ptr, ksz.value), ctypes.string_at(vptr.value, vsz.value)
         finally:
-            self._lib.kcfree(ptr)
+            _pylib.kcfree(ptr)
 
     def seize(self) -> Optional[tuple[bytes, bytes]]:
         ksz, vsz, vptr = c_size_t(), c_size_t(), c_void_p()
@@ -554,7 +583,7 @@ class KCCursor:
         try:
             return ctypes.string_at(ptr, ksz.value), ctypes.string_at(vptr.value, vsz.value)
         finally:
-            self._lib.kcfree(ptr)
+            _pylib.kcfree(ptr)
 
 
 __all__ = [
