@@ -42,13 +42,20 @@ NOTES = """Reading the table (2-core machine, client and server share the CPUs):
 * Against the bundled (Python) server the server's own time dominates every round trip, so
   ops/s ratios compress towards 1: even the floor is only ~1.1-1.5x ukt on bulk calls. Client CPU
   per op is the client's own cost; that is where the difference between clients shows.
-* get/set: kt adds about 1.5-2.5 µs of Python per call over the floor (codec pack/unpack ~0.5 µs,
-  pool check-out/in ~0.5 µs, method call and key/value handling); the rest of the time is the
-  system calls both pay. Run-to-run noise on this shared machine is larger than that gap.
+* get/set: kt adds about 2-3 µs of client CPU per call over the floor: ~1.1 µs in the client and
+  codec (key encoding, struct pack, value-only reply parse), ~0.8 µs pool check-out/in, the rest
+  in the transport's request/recv path; the system calls are the same for both. Against a
+  ~30-45 µs round trip that is 0.85-1.0x the floor; run-to-run noise on this shared 2-core machine
+  (other processes busy) is of the same size, so single runs swing between those values.
 * get_bulk(1000): encoding 1000 keys costs ~130 µs, parsing the 135 KB reply ~280 µs (one pass,
   struct.unpack_from per record), building the result dict ~100 µs; the reply arrives in two
   recv()s, so the parser runs once on a partial buffer (~half the records built twice).
-* set_bulk(1000): one fused encode pass (~240 µs); the server applies 1000 writes.
+* set_bulk(1000): one fused encode pass (~240 µs: pack + 3 list appends per record, then one
+  join); ukt's Cython encoder costs about the same, so client CPU is on par. The server applying
+  1000 writes dominates the wall time for everyone.
+* Targets "bulk >= 2x ukt" are out of reach against this server: the raw-socket floor itself is
+  only ~1.1-1.9x ukt there. Against a C++ ktserver (`KT_BENCH_REAL=1 KTSERVER=...`) the client
+  CPU column is what decides.
 * exists (HTTP RPC): ~10 µs of Python per call (request build ~2.5 µs, HTTP head parse ~3.5 µs,
   TSV decode ~1 µs, status mapping) on top of the syscalls.
 """

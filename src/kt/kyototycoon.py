@@ -172,7 +172,7 @@ class KyotoTycoon:
             if dbidx:
                 params.append((b"DB", b"%d" % dbidx))
         data = _build_rpc(procedure, params, self._host_header)
-        return _rpc_call(self._pool.request, data, procedure, allow_logical)
+        return _rpc_call(self._request, data, procedure, allow_logical)
 
     # -- binary protocol: single records ------------------------------------------------
 
