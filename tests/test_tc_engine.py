@@ -93,3 +93,14 @@ def test_closed_database_refuses_calls(tmp_path):
     assert db.close() and db.close()
     with pytest.raises(EngineError):
         db.get(b"k")
+
+
+def test_multiple_database_skeleton(tmp_path):
+    path = str(tmp_path / "m.tch")
+    with TokyoCabinetDB(path, multiple=4) as db:  # ttserver -mul 4
+        for i in range(100):
+            assert db.put(b"k%d" % i, b"v")
+        assert db.rnum() == 100 and db.type_name == "skeleton"
+    assert len(list((tmp_path / "m.tch").iterdir())) == 4
+    with TokyoCabinetDB(path, multiple=4) as db:
+        assert db.get(b"k99") == b"v"

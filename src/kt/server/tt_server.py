@@ -9,8 +9,13 @@ thread-per-connection listener of :mod:`kt.server.common`.
 Faithful to ttserver where a client can tell: command counters, ``stat`` fields and order,
 ``-mask``/``-unmask``, the 5-byte ``misc`` failure, ``putnr`` never answering, and closing
 without a reply on an unknown command byte, a negative or oversized size, an over-long
-``ext``/``misc`` name or a negative ``putshl`` width.  Without an update log (this server keeps
-none) ``repl`` answers the server ID and closes, as ttserver does without ``-ulog``.
+``ext``/``misc`` name or a negative ``putshl`` width.  Also here, as in ttserver.c: the
+memcached and HTTP front-ends on the same port, the update log (``-ulog``) with the ``repl``
+stream, the slave side (``-mhost``, ``setmst``) and ``restore``.  Without ``-ulog``, ``repl``
+answers the server ID and closes, as ttserver does.
+
+Sections: service (binary commands) · update log and replication · connections and text
+front-ends · command line.
 """
 
 from __future__ import annotations
