@@ -64,7 +64,7 @@ def standard_headers(
 
 
 class Response:
-    """One parsed HTTP response."""
+    """One parsed HTTP response (``headers``: ``(name, value)`` pairs in wire order)."""
 
     __slots__ = ("version", "status", "reason", "headers", "body", "_index")
 
@@ -73,7 +73,7 @@ class Response:
         version: str,
         status: int,
         reason: str,
-        headers: List[Tuple[str, str]],
+        headers: Sequence[Tuple[str, str]],
         body: bytes,
         index: Optional[Dict[str, str]] = None,
     ):
@@ -111,7 +111,13 @@ class Response:
         return f"<Response {self.status} {self.reason!r} body={len(self.body)} bytes>"
 
 
-def _parse_head(head: bytes) -> Tuple[str, int, str, List[Tuple[str, str]], Dict[str, str]]:
+# A server repeats the same response heads (only Date and Content-Length vary, and rarely):
+# parsing is a pure function of the head bytes, so recent results are reused as they are.
+_HEAD_CACHE: Dict[bytes, tuple] = {}
+_HEAD_CACHE_SIZE = 256
+
+
+def _parse_head(head: bytes) -> Tuple[str, int, str, Tuple[Tuple[str, str], ...], Dict[str, str]]:
     lines = head.decode("latin-1").split("\r\n")
     status_line = lines[0]
     parts = status_line.split(" ", 2)
@@ -131,7 +137,7 @@ def _parse_head(head: bytes) -> Tuple[str, int, str, List[Tuple[str, str]], Dict
         value = value.strip(" \t")
         headers.append((name, value))
         index[name.lower()] = value
-    return version, int(code), reason, headers, index
+    return version, int(code), reason, tuple(headers), index
 
 
 def _parse_chunked(buf: Buffer, off: int) -> Optional[Tuple[bytes, int]]:
@@ -196,7 +202,14 @@ def parse_response(
         return None
     if head_end - pos > MAX_HEAD_SIZE:
         raise ProtocolError("HTTP response head too long")
-    version, status, reason, headers, index = _parse_head(data[pos:head_end])
+    head = data[pos:head_end]
+    parsed = _HEAD_CACHE.get(head)
+    if parsed is None:
+        parsed = _parse_head(head)
+        if len(_HEAD_CACHE) >= _HEAD_CACHE_SIZE:
+            _HEAD_CACHE.clear()
+        _HEAD_CACHE[head] = parsed
+    version, status, reason, headers, index = parsed
     off = head_end + 4
     if head_request or status < 200 or status in (204, 304):
         return Response(version, status, reason, headers, b"", index), off
