@@ -278,7 +278,8 @@ class LuaExtension:
 
         def misc(name: Any, args: Any = None, _opts: Any = None) -> Any:
             items = [] if args is None else [_to_bytes(a) for a in _lua_list(args)]
-            res = db.misc(_to_bytes(name, "name"), items)
+            run = getattr(db, "misc_logged", db.misc)  # logged when the server keeps an update log
+            res = run(_to_bytes(name, "name"), items)
             return None if res is None else table(res)
 
         g[b"_misc"] = misc

@@ -1335,7 +1335,12 @@ class TextFrontEnd:
             if req.body:
                 for name, value in parse_qsl(req.body, keep_blank_values=True):
                     form[name] = value  # tcmapvals: one value per name, first-seen order
-            res = self.db.misc(mname, list(form.values()))
+            mopts = _atoi(headers.get(b"x-tt-mopts", b"0").decode("latin-1"))
+            logged = getattr(self.db, "misc_logged", None)
+            if logged is not None and not mopts & tt.MISC_NO_UPDATE_LOG:
+                res = logged(mname, list(form.values()))
+            else:
+                res = self.db.misc(mname, list(form.values()))
             if res is None:
                 return error
             body = b"&".join(b"res%d=%s" % (i + 1, _url_encode(item)) for i, item in enumerate(res))
