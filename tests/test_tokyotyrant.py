@@ -486,3 +486,18 @@ def test_any_bytes_round_trip_through_the_server(tt_server_hash, records):
     assert db.get_bulk(list(records)) == records
     assert db.remove_bulk(list(records)) is True
     assert db.get_bulk(list(records)) == {}
+
+
+def test_text_and_non_text_keys_and_values_decode_like_single_gets(hdb):
+    hdb.set_bulk({"text": "välue", b"\xff\xfe": "x", "bin": b"\xff\x00"})
+    # KT_BINARY: UTF-8 becomes str, anything else stays bytes - in bulk exactly as one by one.
+    assert hdb.get_bulk(["text", b"\xff\xfe", "bin"]) == {
+        "text": "välue",
+        b"\xff\xfe": "x",
+        "bin": b"\xff\x00",
+    }
+    assert hdb.get("bin") == b"\xff\x00"
+    assert sorted(hdb.keys(), key=repr) == sorted(["text", b"\xff\xfe", "bin"], key=repr)
+    assert sorted(hdb.match_prefix(b"\xff"), key=repr) == [b"\xff\xfe"]
+    assert hdb.get_bulk(["text", "bin"]) == {"text": "välue", "bin": b"\xff\x00"}
+    assert hdb.get_bulk(["text"]) == {"text": "välue"}

@@ -414,7 +414,24 @@ class TokyoTyrant:
         records = self._request(tt.encode_mget(_keys(keys)), tt.parse_mget)
         return self._records_to_dict(records, True)
 
+    def _decode_keys(self, keys: List[bytes]) -> List[Any]:
+        """Wire keys -> Python keys; UTF-8 in one pass, per key only when some are not text."""
+        if self._raw_keys:
+            return keys
+        try:
+            return [k.decode("utf-8") for k in keys]
+        except UnicodeDecodeError:
+            decode_key = self._decode_key
+            return [decode_key(k) for k in keys]
+
     def _records_to_dict(self, records: List[Tuple[bytes, bytes]], raw_values: bool) -> Dict[Any, Any]:
+        if not raw_values and self._serializer is KT_BINARY:
+            try:  # text keys and values: decode without a call per record
+                if self._raw_keys:
+                    return {k: v.decode("utf-8") for k, v in records}
+                return {k.decode("utf-8"): v.decode("utf-8") for k, v in records}
+            except UnicodeDecodeError:
+                pass
         if self._raw_keys:
             if raw_values:
                 return dict(records)
@@ -583,7 +600,7 @@ class TokyoTyrant:
         """Keys starting with ``prefix`` (at most ``max_keys``; None = all)."""
         limit = -1 if max_keys is None else _int(max_keys, "max_keys")
         keys = self._request(tt.encode_fwmkeys(_key(prefix), limit), tt.parse_fwmkeys)
-        return [self._decode_key(k) for k in keys]
+        return self._decode_keys(keys)
 
     def match_regex(self, regex: Union[str, bytes], max_keys: Optional[int] = 1024) -> List[Any]:
         """Keys matching the POSIX extended ``regex`` (at most ``max_keys``; None = all)."""
@@ -593,7 +610,7 @@ class TokyoTyrant:
         result = self._misc(b"regex", args, _NO_LOG)
         if result is None:
             raise ServerError(f"regex {regex!r} was rejected by the server", code=1, procedure="regex")
-        return [self._decode_key(k) for k in result[::2]]
+        return self._decode_keys(result[::2])
 
     def iter_from(self, start_key: Key) -> Dict[Any, Any]:
         """The records from ``start_key`` to the end of the database, in iteration order.
@@ -613,9 +630,7 @@ class TokyoTyrant:
 
     def keys(self) -> List[Any]:
         """Every key, in the database's order."""
-        keys = self._request(tt.encode_fwmkeys(b"", -1), tt.parse_fwmkeys)
-        decode_key = self._decode_key
-        return [decode_key(k) for k in keys]
+        return self._decode_keys(self._request(tt.encode_fwmkeys(b"", -1), tt.parse_fwmkeys))
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())
@@ -703,8 +718,7 @@ class TokyoTyrant:
             )
         result, _hint = tt.split_hint(result)
         if cmd is None:
-            decode_key = self._decode_key
-            return [decode_key(k) for k in result]
+            return self._decode_keys(result)
         if cmd == "count":
             return tt.parse_search_count(result)
         if cmd == "get":
