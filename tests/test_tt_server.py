@@ -586,3 +586,26 @@ def test_update_log_rotates_and_streams_across_files(tmp_path):
     repl.close()
     c.close()
     assert server.stop() == 0
+
+
+def test_text_protocol_garbage_never_hurts_the_server(hash_server):
+    import random
+
+    rng = random.Random(7)
+    pieces = [b"set", b"get", b"GET", b"PUT", b"POST", b"HTTP/1.1", b"/k", b"0", b"-1", b"99999999999",
+              b"noreply", b"Content-Length: -5", b"X-TT-MNAME: put", b"\r\n", b"\n", b" ", b"\x00", b"\xff"]
+    for _ in range(40):
+        count = rng.randint(1, 30)
+        payload = b"".join(rng.choice(pieces) + rng.choice([b" ", b"\r\n", b""]) for _ in range(count))
+        sock = hash_server.connect()
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        read_idle(sock, 2.0)
+        sock.close()
+    sock = hash_server.connect()
+    sock.sendall(b"GET /x HTTP/1.1\r\n" + b"X-Filler: y\r\n" * 90000)  # over 1 MiB of headers
+    assert read_idle(sock, 3.0) == (b"", True)
+    sock.close()
+    client = Client(hash_server)
+    assert client.call(tt.encode_put(b"alive", b"1"), tt.parse_put)
+    client.close()

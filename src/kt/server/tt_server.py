@@ -867,6 +867,7 @@ class ReplicationSlave:
 
 
 _MAX_TEXT_LINE = 1 << 16
+_MAX_HTTP_HEAD = 1 << 20
 
 
 def serve_connection(service: TTService, conn: Connection) -> None:
@@ -1016,6 +1017,11 @@ class TextFrontEnd:
             return TextRequest(tokens, {}, bytes(buf[cur:cur + size]), cur + size + 2)
         if len(tokens) > 2 and tokens[2].startswith(b"HTTP/1.") and cmd in _HTTP_METHODS:
             headers: Dict[bytes, bytes] = {}
+            ends = [i for i in (buf.find(b"\n\r\n", cur - 1), buf.find(b"\n\n", cur - 1)) if i >= 0]
+            if not ends:  # the head is not complete: wait (scan again only once it is)
+                if len(buf) - pos > _MAX_HTTP_HEAD:
+                    raise _Close()  # endless header lines: drop the client instead of buffering
+                return None
             while True:
                 nxt = _line_at(buf, cur)
                 if nxt is None:
