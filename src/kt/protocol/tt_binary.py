@@ -875,10 +875,9 @@ class RequestError(ProtocolError):
 
 
 class Request:
-    """One decoded request; only the fields of its command are set (others are None)."""
+    """One decoded request; only the fields of its command are set (the others read None)."""
 
-    __slots__ = (
-        "command",
+    FIELDS = (
         "key",
         "value",
         "width",
@@ -896,18 +895,23 @@ class Request:
         "host",
         "port",
     )
+    # Unset fields fall back to these class attributes: building a request sets only its own.
+    key = value = width = keys = prefix = max = num = name = None
+    opts = args = params = path = ts = sid = host = port = None
 
     def __init__(
         self, command: int, key: Optional[bytes] = None, value: Optional[bytes] = None, **fields: object
     ) -> None:
         self.command = command
-        self.key = key
-        self.value = value
-        self.width = self.keys = self.prefix = self.max = self.num = self.name = None
-        self.opts = self.args = self.params = self.path = self.ts = self.sid = None
-        self.host = self.port = None
-        for attr, val in fields.items():
-            setattr(self, attr, val)
+        if key is not None:
+            self.key = key
+        if value is not None:
+            self.value = value
+        if fields:
+            unknown = set(fields).difference(self.FIELDS)
+            if unknown:
+                raise TypeError(f"Request has no field(s) {sorted(unknown)}")
+            self.__dict__.update(fields)
 
     @property
     def command_name(self) -> str:
@@ -915,7 +919,7 @@ class Request:
 
     def fields(self) -> dict:
         """The fields that are set, by name (for tests and logging)."""
-        return {attr: getattr(self, attr) for attr in self.__slots__[1:] if getattr(self, attr) is not None}
+        return {attr: getattr(self, attr) for attr in self.FIELDS if getattr(self, attr) is not None}
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Request):
