@@ -13,6 +13,7 @@ from kt.errors import (
     ServerTimeoutError,
     TokyoTyrantError,
 )
+from kt.kyototycoon import Cursor, KyotoTycoon
 from kt.serializers import KT_BINARY, KT_JSON, KT_MSGPACK, KT_NONE, KT_PICKLE, TT_TABLE
 from kt.tokyotyrant import (
     INDEX_NUM,
@@ -51,6 +52,8 @@ from kt.tokyotyrant import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "KyotoTycoon",
+    "Cursor",
     "EmbeddedServer",
     "EmbeddedTokyoTyrantServer",
     "KT_BINARY",
