@@ -389,8 +389,9 @@ class TokyoTyrant:
         return self._request(tt.encode_adddouble(_key(key), n), tt.parse_adddouble)
 
     def get_part(self, key: Key, start: Optional[int] = None, end: Optional[int] = None) -> Any:
-        """``length`` bytes (``end``) of the value from offset ``start``; False when the key is
-        missing or ``start`` is past the value.  Decoded as text with KT_BINARY."""
+        """Part of the value: ``end`` bytes (a length, as in the seed) from offset ``start``
+        (defaults: 0 and the rest).  False when the key is missing or ``start`` is past the
+        end of the value.  KT_BINARY/KT_NONE decode the part; other serializers give bytes."""
         args = [_key(key)]
         if start is not None or end is not None:
             args.append(b"%d" % (0 if start is None else _int(start, "start")))
