@@ -501,3 +501,47 @@ def test_text_and_non_text_keys_and_values_decode_like_single_gets(hdb):
     assert sorted(hdb.match_prefix(b"\xff"), key=repr) == [b"\xff\xfe"]
     assert hdb.get_bulk(["text", "bin"]) == {"text": "välue", "bin": b"\xff\x00"}
     assert hdb.get_bulk(["text"]) == {"text": "välue"}
+
+
+@pytest.mark.parametrize("kind", ["hash", "btree", "table"])
+def test_common_methods_on_every_database_type(request, kind):
+    server = request.getfixturevalue(f"tt_server_{kind}")
+    table = kind == "table"
+    db = fresh(server, serializer=TT_TABLE if table else KT_JSON)
+
+    def value(i):
+        return {"n": str(i), "tag": "even" if i % 2 == 0 else "odd"} if table else {"n": i}
+
+    assert db.set("k01", value(1)) is True and db.get("k01") == value(1)
+    assert db.add("k01", value(2)) is False and db.add("k02", value(2)) is True
+    assert db.set_bulk({f"k{i:02d}": value(i) for i in range(3, 20)}) is True
+    assert db.get_bulk(["k01", "k02", "k19", "zz"]) == {"k01": value(1), "k02": value(2), "k19": value(19)}
+    db.setnr("k20", value(20))
+    db.setnr_bulk({"k21": value(21)})
+    assert db.get("k20") == value(20) and db.get("k21") == value(21)
+    assert db.count() == len(db) == 21
+    assert sorted(db.keys()) == [f"k{i:02d}" for i in range(1, 22)]
+    assert dict(db.items()) == {f"k{i:02d}": value(i) for i in range(1, 22)}
+    assert sorted(db.match_prefix("k1")) == [f"k{i}" for i in range(10, 20)]
+    assert sorted(db.match_regex("^k0[1-3]$")) == ["k01", "k02", "k03"]
+    assert db.exists("k05") and not db.exists("nope")
+    assert db.length("k05") > 0 and db.length("nope") is None
+    assert db.remove("k05") == 1 and db.remove("k05") == 0
+    assert db.remove_bulk(["k06", "k07", "nope"]) is True
+    assert db.get_bulk(["k06", "k07"]) == {}
+    tail = db.iter_from("k18")
+    assert set(tail) >= {"k18"} and all(tail[k] == value(int(k[1:])) for k in tail)
+    if kind == "btree":
+        assert list(tail) == ["k18", "k19", "k20", "k21"]
+    status = db.status()
+    assert status["rnum"] == "18" and int(db.size) > 0
+    assert db.synchronize() is True and db.optimize() is True
+    assert db.misc("getlist", ["k01"], update_log=False)[0] == b"k01"
+    if table:
+        assert db.incr("counter", 5) == 5 and db.incr("counter", -7) == -2
+        assert db.get("counter") == {"_num": "-2"}  # a table keeps the total as decimal text
+        assert db.incr_double("dcounter", 1.25) == 1.25 and db.get("dcounter") == {"_num": "1.25"}
+    else:
+        assert db.incr("counter", 5) == 5 and db.incr("counter", -7) == -2
+        assert db.incr_double("dcounter", 1.25) == 1.25 and db.incr_double("dcounter", -3) == -1.75
+    assert db.clear() is True and db.count() == 0
