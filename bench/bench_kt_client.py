@@ -56,8 +56,9 @@ NOTES = """Reading the table (2-core machine, client and server share the CPUs):
 * Targets "bulk >= 2x ukt" are out of reach against this server: the raw-socket floor itself is
   only ~1.1-1.9x ukt there. Against a C++ ktserver (`KT_BENCH_REAL=1 KTSERVER=...`) the client
   CPU column is what decides.
-* exists (HTTP RPC): ~10 µs of Python per call (request build ~2.5 µs, HTTP head parse ~3.5 µs,
-  TSV decode ~1 µs, status mapping) on top of the syscalls.
+* exists (HTTP RPC): ~7 µs of Python per call in-process (request build ~2 µs, HTTP head
+  parse ~3.5 µs, or a dict lookup when the head repeats, TSV decode ~1 µs, status mapping); on
+  this loaded machine the measured client CPU gap to the floor is larger (~15-20 µs) and varies.
 """
 
 
