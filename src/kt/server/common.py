@@ -36,12 +36,13 @@ API (used by ``kt_server`` and ``tt_server``):
 logger=None)``
     ``handler(conn: Connection)`` runs in the connection's own thread and returns when the
     connection should be closed (the server closes the socket).  ``bind()`` resolves and
-    binds (``port=0`` picks a free port) and logs ``listening on HOST:PORT`` (whatever the log
-    levels); ``address`` is
+    binds (``port=0`` picks a free port); ``address`` is
     the bound ``(host, port)``.  ``run(pid_file=None, on_stop=None, on_close=None) -> int``
     is the blocking main-thread entry point: it installs SIGTERM/SIGINT handlers, writes the
-    PID file, serves until a signal or ``stop()``, then closes the listener, calls
-    ``on_stop()`` (wake blocked requests), half-closes every client so idle readers see EOF,
+    PID file, then serves (logging ``listening on HOST:PORT`` whatever the log levels, after the
+    signal handlers are in place, so a caller may signal as soon as it sees the line) until a
+    signal or ``stop()``, then closes the listener, calls ``on_stop()`` (wake blocked
+    requests), half-closes every client so idle readers see EOF,
     waits for the handlers, and finally calls ``on_close()`` (sync/close the databases).
     Connections over ``max_connections`` are closed at once and logged.
 """
@@ -298,6 +299,7 @@ class ThreadedServer:
         self.logger = logger or Logger(kinds=LOG_SYSTEM | LOG_ERROR)
         self.backlog = backlog
         self.address: Optional[Tuple[str, int]] = None
+        self._family = socket.AF_INET
         self._listener: Optional[socket.socket] = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -306,7 +308,7 @@ class ThreadedServer:
     # -- lifecycle ------------------------------------------------------------------------
 
     def bind(self) -> Tuple[str, int]:
-        """Resolve ``host``, bind and listen; log ``listening on HOST:PORT``."""
+        """Resolve ``host``, bind and listen (``serve_forever`` logs ``listening on HOST:PORT``)."""
         infos = socket.getaddrinfo(self.host or None, self.port, socket.AF_UNSPEC, socket.SOCK_STREAM,
                                    0, socket.AI_PASSIVE)
         family, socktype, proto, _canon, sockaddr = infos[0]
@@ -321,9 +323,7 @@ class ThreadedServer:
         self._listener = sock
         bound = sock.getsockname()
         self.address = (bound[0], bound[1])
-        host = bound[0] if family != socket.AF_INET6 else f"[{bound[0]}]"
-        # forced: with -port 0 this line is how a caller learns the port, even under -le/-lz
-        self.logger.log(LOG_SYSTEM, f"listening on {host}:{bound[1]}", force=True)
+        self._family = family
         return self.address
 
     @property
@@ -346,6 +346,12 @@ class ThreadedServer:
         if self._listener is None:
             self.bind()
         listener = self._listener
+        host, port = self.address
+        if self._family == socket.AF_INET6:
+            host = f"[{host}]"
+        # Logged here, once connections are accepted and (under run()) the signal handlers are
+        # in place; forced: with -port 0 this line is how a caller learns the port.
+        self.logger.log(LOG_SYSTEM, f"listening on {host}:{port}", force=True)
         while not self._stopping.is_set():
             try:
                 sock, addr = listener.accept()
