@@ -609,3 +609,14 @@ def test_text_protocol_garbage_never_hurts_the_server(hash_server):
     client = Client(hash_server)
     assert client.call(tt.encode_put(b"alive", b"1"), tt.parse_put)
     client.close()
+
+
+def test_large_requests_arrive_whole(hash_server):
+    client = Client(hash_server)
+    args = [b"k%d" % i for i in range(100000)]  # one ~1 MB misc of 100k small fields
+    assert client.call(tt.encode_misc(b"putlist", args), tt.parse_misc) == []
+    assert client.call(tt.encode_rnum(), tt.parse_rnum) == 50000
+    big = os.urandom(3 << 20)
+    assert client.call(tt.encode_put(b"big", big), tt.parse_put)
+    assert client.call(tt.encode_get(b"big"), tt.parse_get) == big
+    client.close()
