@@ -180,6 +180,8 @@ def test_hostile_input_never_disturbs_other_clients(server):
             assert _get_many(good, [b"good"]) == {b"good": b"1"}
         status, out = _rpc(good, "echo", {b"still": b"here"})
         assert status == 200 and out == {b"still": b"here"}
+        # no handler is left hanging on a hostile peer: only this connection remains
+        assert wait_until(lambda: _rpc(good, "report", {})[1][b"serv_conn_count"] == b"1", 10)
     assert server.proc.poll() is None
 
 
