@@ -45,6 +45,7 @@ _c_char_p = ctypes.c_char_p
 _c_bool = ctypes.c_bool
 _c_uint64 = ctypes.c_uint64
 _c_int_p = ctypes.POINTER(ctypes.c_int)
+_string_at = ctypes.string_at
 
 # void *(*TCPDPROC)(const void *vbuf, int vsiz, int *sp, void *op)
 _PDPROC = ctypes.CFUNCTYPE(_c_void_p, _c_void_p, _c_int, _c_int_p, _c_void_p)
@@ -248,7 +249,10 @@ class TokyoCabinetDB:
 
     # -- records --------------------------------------------------------------------------
     def put(self, key: bytes, value: bytes) -> bool:
-        return bool(self._put(self.handle, key, len(key), value, len(value)))
+        handle = self._h
+        if handle is None:
+            raise EngineError("the database is closed")
+        return bool(self._put(handle, key, len(key), value, len(value)))
 
     def putkeep(self, key: bytes, value: bytes) -> bool:
         return bool(self._lib.tcadbputkeep(self.handle, key, len(key), value, len(value)))
@@ -270,11 +274,16 @@ class TokyoCabinetDB:
         return bool(self._lib.tcadbout(self.handle, key, len(key)))
 
     def get(self, key: bytes) -> Optional[bytes]:
-        size = ctypes.c_int()
-        ptr = self._get(self.handle, key, len(key), ctypes.byref(size))
+        handle = self._h
+        if handle is None:
+            raise EngineError("the database is closed")
+        size = _c_int()
+        ptr = self._get(handle, key, len(key), size)  # ctypes passes ``size`` by reference
         if not ptr:
             return None
-        return self._take(ptr, size.value)
+        value = _string_at(ptr, size.value)
+        self._tcfree(ptr)
+        return value
 
     def vsiz(self, key: bytes) -> int:
         """Size of the stored value, -1 if missing (table: TC's internal serialization)."""
