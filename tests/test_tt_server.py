@@ -15,7 +15,13 @@ import pytest
 
 from kt.protocol import tt_binary as tt
 from kt.server.engines.tc import TokyoCabinetDB
-from test_tt_server_vectors import closed_within, read_idle, start_server
+from test_tt_server_vectors import closed_within, read_idle, start_server, stop_leftovers
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_servers():
+    yield
+    stop_leftovers()
 
 
 class Client:

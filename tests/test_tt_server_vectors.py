@@ -60,6 +60,26 @@ class RunningServer:
         return self.proc.poll() is None
 
 
+STARTED: List[RunningServer] = []  # every server a test started; see stop_leftovers()
+
+
+def stop_leftovers() -> None:
+    """Terminate servers a failed test left running (called after each test)."""
+    while STARTED:
+        server = STARTED.pop()
+        if server.alive():
+            try:
+                server.stop()
+            except subprocess.TimeoutExpired:
+                pass
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_servers():
+    yield
+    stop_leftovers()
+
+
 def start_server(tmp_path: Path, dbname: str, extra: Optional[List[str]] = None,
                  script: Optional[str] = None, thnum: int = 1) -> RunningServer:
     """Start ``python -m kt.server tt`` with ``-port 0`` and read the chosen port."""
@@ -86,7 +106,9 @@ def start_server(tmp_path: Path, dbname: str, extra: Optional[List[str]] = None,
         out, err = proc.communicate(timeout=5)
         raise RuntimeError(f"bundled ttserver did not start: {line!r} {out!r} {err!r}")
     host, port = line.decode().split()[-1].rsplit(":", 1)
-    return RunningServer(proc, host, int(port), log_path)
+    server = RunningServer(proc, host, int(port), log_path)
+    STARTED.append(server)
+    return server
 
 
 def read_exact(sock: socket.socket, n: int, timeout: float = 10.0) -> bytes:
