@@ -40,6 +40,7 @@ from kt.server.common import (
     OptionSpec,
     ThreadedServer,
     UsageError,
+    daemonize,
     ineffective_options,
     parse_options,
 )
@@ -1543,24 +1544,6 @@ def _absolute_db_name(dbname: str) -> str:
     return os.path.abspath(dbname)
 
 
-def _daemonize() -> None:
-    """``-dmn``: detach like ttserver's ``ttdaemonize`` (double fork, new session, cwd "/",
-    standard streams on /dev/null)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-    if os.fork() > 0:
-        os._exit(0)
-    os.chdir("/")
-    devnull = os.open(os.devnull, os.O_RDWR)
-    for fd in (0, 1, 2):
-        os.dup2(devnull, fd)
-    if devnull > 2:
-        os.close(devnull)
-
-
 def _pid_file_owner(pid_file: str) -> Optional[str]:
     try:
         with open(pid_file) as fh:
@@ -1603,11 +1586,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if daemon:
         # ttserver chdirs to "/" and only warns about relative paths; we make them absolute.
         dbname = _absolute_db_name(dbname)
-        for name in ("-log", "-pid", "-ext"):
+        for name in ("-log", "-pid", "-ext", "-ulog", "-rts"):
             if options.get(name):
                 options[name] = os.path.abspath(str(options[name]))
         log_path = options.get("-log")
-        _daemonize()
+        daemonize()
     logger = Logger(str(log_path) if log_path else None, kinds=kinds, style="tt")
     for name in ineffective_options(options, OPTION_SPECS):
         logger.error(f"warning: option {name} is accepted but has no effect in this server")
