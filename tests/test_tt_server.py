@@ -380,6 +380,21 @@ end
 function whoami(key, value)
   return _version .. "/" .. _thnum
 end
+function thread(key, value)
+  return _thid
+end
+function everywhere(key, value)
+  _eval("marker = '" .. value .. "'")
+  return marker
+end
+function marker_here(key, value)
+  _sleep(0.3)  -- keeps this state busy so concurrent calls use the other states
+  return marker .. _thid
+end
+function logit(key, value)
+  _log("hello from lua " .. value, 2)
+  return "logged"
+end
 """
 
 
@@ -391,6 +406,9 @@ def test_lua_extension_builtins_locking_and_extpc(tmp_path):
     assert c.call(tt.encode_ext(b"listing", b"p"), tt.parse_ext) == b"2:p1,a,p2,b"
     assert c.call(tt.encode_ext(b"stash", b"k", b"v"), tt.parse_ext) == b"v"
     assert c.call(tt.encode_ext(b"whoami"), tt.parse_ext) == b"1.1.41/4"
+    assert c.call(tt.encode_ext(b"thread"), tt.parse_ext) in (b"1", b"2", b"3", b"4")
+    assert c.call(tt.encode_ext(b"everywhere", b"", b"m1"), tt.parse_ext) == b"m1"
+    assert c.call(tt.encode_ext(b"logit", b"", b"x1"), tt.parse_ext) == b"logged"
     assert c.call(tt.encode_ext(b"utils", b"", b"abc"), tt.parse_ext) == (
         b"900150983cd24fb0d6963f7d28e17f72;YWJj;16;3;b,c;h\xc3\xa9")
     errors = []
@@ -414,8 +432,22 @@ def test_lua_extension_builtins_locking_and_extpc(tmp_path):
     time.sleep(0.7)
     ticks = c.call(tt.encode_addint(b"ticks", 0), tt.parse_addint)
     assert ticks >= 2  # -extpc ran periodically
+    answers = []
+
+    def ask() -> None:
+        other = Client(server)
+        answers.append(other.call(tt.encode_ext(b"marker_here"), tt.parse_ext))
+        other.close()
+
+    askers = [threading.Thread(target=ask) for _ in range(4)]  # 4 calls at once: all 4 states
+    for t in askers:
+        t.start()
+    for t in askers:
+        t.join(30)
+    assert sorted(answers) == [b"m11", b"m12", b"m13", b"m14"]  # _eval reached every state
     c.close()
     assert server.stop() == 0
+    assert "hello from lua x1" in Path(server.log_path).read_text()
 
 
 def _talk(server, data: bytes, idle: float = 0.5):

@@ -108,6 +108,16 @@ class SharedState:
         self.user_locks_guard = threading.Lock()
         self.stash: Dict[bytes, bytes] = {}
         self.stash_lock = threading.Lock()
+        self.states: List[LuaExtension] = []  # every state, for _eval
+        self.log: Callable[[int, str], None] = _default_log
+
+
+_LOG_LEVELS = {0: logging.DEBUG, 1: logging.INFO, 2: logging.ERROR, 3: logging.INFO}
+
+
+def _default_log(level: int, message: str) -> None:
+    """ttserver levels (0 debug, 1 info, 2 error, 3 system) onto Python logging."""
+    log.log(_LOG_LEVELS.get(level, logging.INFO), "%s", message)
 
 
 def record_lock_index(key: bytes) -> int:
@@ -140,6 +150,8 @@ class LuaExtension:
         self.path = script_path
         self.db = db
         self.shared = shared or SharedState()
+        self.thid = thid
+        self.shared.states.append(self)
         self._user_locks = self.shared.user_locks
         self._user_locks_guard = self.shared.user_locks_guard
         self._stash = self.shared.stash
@@ -152,11 +164,11 @@ class LuaExtension:
         except Exception as exc:  # lupa.LuaError, LuaSyntaxError
             raise EngineError(f"cannot load the Lua extension {script_path}: {exc}") from exc
         begin = self.lua.globals()[b"_begin"]
-        if begin is not None:
+        if begin is not None and thid == 0:  # scrextnew: only the first state runs _begin
             try:
                 begin()
             except Exception as exc:
-                log.error("Lua _begin failed: %s", exc)
+                self.shared.log(2, f"Lua error: {exc}")
 
     def call(self, name: bytes, key: bytes, value: bytes, opts: int = 0) -> Optional[bytes]:
         """Run ``name(key, value)``; the reply bytes, or ``None`` for a failure reply.
@@ -182,7 +194,7 @@ class LuaExtension:
         try:
             result = func(key, value)
         except Exception as exc:
-            log.error("ext %r failed: %s", name, exc)
+            self.shared.log(2, f"Lua error: {exc}")
             return None
         finally:
             for lock in reversed(held):
@@ -198,11 +210,11 @@ class LuaExtension:
 
     def close(self) -> None:
         end = self.lua.globals()[b"_end"]
-        if end is not None:
+        if end is not None and self.thid == 0:  # scrextdel: only the first state runs _end
             try:
                 end()
             except Exception as exc:
-                log.error("Lua _end failed: %s", exc)
+                self.shared.log(2, f"Lua error: {exc}")
 
     # -- built-ins ------------------------------------------------------------------------
     def _table(self, items: List[Any]) -> Any:
@@ -298,13 +310,19 @@ class LuaExtension:
 
         def log_message(msg: Any, level: Any = 1) -> None:
             text = _to_bytes(msg, "message").decode("utf-8", "replace")
-            lvl = int(level) if isinstance(level, (int, float)) else 1
-            log.log({0: logging.DEBUG, 1: logging.INFO, 2: logging.ERROR}.get(lvl, logging.INFO), "%s", text)
+            self.shared.log(int(level) if isinstance(level, (int, float)) else 1, text)
 
         g[b"_log"] = log_message
 
-        def lua_eval(code: Any) -> Any:
-            return self.lua.execute(_to_bytes(code, "code"))
+        def lua_eval(code: Any) -> bool:
+            """scrext's _eval: run ``code`` in every state of the server (all worker threads)."""
+            source = _to_bytes(code, "code")
+            for state in list(self.shared.states):
+                try:
+                    state.lua.execute(source)
+                except Exception as exc:
+                    self.shared.log(2, f"Lua error: {exc}")
+            return True
 
         g[b"_eval"] = lua_eval
 
@@ -329,6 +347,23 @@ class LuaExtension:
 
         stash = self._stash
         g[b"_stashput"] = lambda k, v: stash.__setitem__(_to_bytes(k), _to_bytes(v)) or True
+
+        def stashputkeep(k: Any, v: Any) -> bool:
+            key = _to_bytes(k)
+            with self.shared.stash_lock:
+                if key in stash:
+                    return False
+                stash[key] = _to_bytes(v)
+                return True
+
+        def stashputcat(k: Any, v: Any) -> bool:
+            key = _to_bytes(k)
+            with self.shared.stash_lock:
+                stash[key] = stash.get(key, b"") + _to_bytes(v)
+            return True
+
+        g[b"_stashputkeep"] = stashputkeep
+        g[b"_stashputcat"] = stashputcat
         g[b"_stashout"] = lambda k: stash.pop(_to_bytes(k), None) is not None
         g[b"_stashget"] = lambda k: stash.get(_to_bytes(k))
         g[b"_stashvanish"] = lambda: stash.clear() or True
@@ -422,7 +457,7 @@ class LuaExtension:
         g[b"_pid"] = os.getpid()
         g[b"_sid"] = sid
         g[b"_thnum"] = thnum
-        g[b"_thid"] = thid
+        g[b"_thid"] = thid + 1  # scrext numbers the states from 1
 
 
 def _hash(name: Any, data: Any) -> Any:
@@ -526,11 +561,13 @@ class LuaPool:
     """``thnum`` Lua states (ttserver: one per worker thread); each ``ext`` borrows one."""
 
     def __init__(self, script_path: str, db: TokyoCabinetDB, *, size: int = 1, sid: int = 0,
-                 version: str = _TT_VERSION) -> None:
+                 version: str = _TT_VERSION, log: Optional[Callable[[int, str], None]] = None) -> None:
         import queue
 
         size = max(1, size)
         self.shared = SharedState()
+        if log is not None:
+            self.shared.log = log
         self.states = [
             LuaExtension(script_path, db, sid=sid, thnum=size, thid=i, version=version, shared=self.shared)
             for i in range(size)

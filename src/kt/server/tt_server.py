@@ -1631,7 +1631,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             from kt.server.tt_lua import LuaPool
 
-            service.ext = LuaPool(str(options["-ext"]), service.store, size=thnum, sid=sid, version=version)
+            levels = {0: logger.debug, 1: logger.info, 2: logger.error, 3: logger.system}
+
+            def lua_log(level: int, message: str) -> None:
+                levels.get(level, logger.info)(message)
+
+            service.ext = LuaPool(str(options["-ext"]), service.store, size=thnum, sid=sid, version=version,
+                                  log=lua_log)
         except (EngineError, OSError) as exc:
             logger.error(f"cannot load the extension: {exc}")
             db.close()
