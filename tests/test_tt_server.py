@@ -380,6 +380,14 @@ end
 function whoami(key, value)
   return _version .. "/" .. _thnum
 end
+function packing(key, value)
+  local p = _pack("NnCw*", 1, 2, 255, 300, 5)
+  _misc("putlist", "pa", "1", {"pb", "2"})
+  local got = _misc("$getlist", {"pa", "pb"})
+  local tail = tostring(_regex("Hello", "*^h")) .. ";" .. _codec("url", "a b") .. ";" .. _hash("crc32", "abc")
+  return _codec("hex", p) .. ";" .. table.concat(_unpack("NnCw*", p), ",") .. ";" .. table.concat(got, ",")
+         .. ";" .. tail
+end
 function thread(key, value)
   return _thid
 end
@@ -407,6 +415,8 @@ def test_lua_extension_builtins_locking_and_extpc(tmp_path):
     assert c.call(tt.encode_ext(b"stash", b"k", b"v"), tt.parse_ext) == b"v"
     assert c.call(tt.encode_ext(b"whoami"), tt.parse_ext) == b"1.1.41/4"
     assert c.call(tt.encode_ext(b"thread"), tt.parse_ext) in (b"1", b"2", b"3", b"4")
+    assert c.call(tt.encode_ext(b"packing"), tt.parse_ext) == (
+        b"000000010002ff822c05;1,2,255,300,5;pa,1,pb,2;true;a%20b;891568578")
     assert c.call(tt.encode_ext(b"everywhere", b"", b"m1"), tt.parse_ext) == b"m1"
     assert c.call(tt.encode_ext(b"logit", b"", b"x1"), tt.parse_ext) == b"logged"
     assert c.call(tt.encode_ext(b"utils", b"", b"abc"), tt.parse_ext) == (

@@ -224,6 +224,8 @@ class LuaExtension:
         """The pure helpers of scrext.c: hashing, codecs, bit ops, set ops, distance, UCS."""
         table = self._table
         g[b"_hash"] = _hash
+        g[b"_pack"] = _pack
+        g[b"_unpack"] = lambda fmt, data=None: table(_unpack(fmt, data))
         g[b"_codec"] = _codec
         g[b"_bit"] = _bit
         g[b"_dist"] = _distance
@@ -288,10 +290,22 @@ class LuaExtension:
         g[b"_rnum"] = lambda: db.rnum()
         g[b"_size"] = lambda: db.size()
 
-        def misc(name: Any, args: Any = None, _opts: Any = None) -> Any:
-            items = [] if args is None else [_to_bytes(a) for a in _lua_list(args)]
-            run = getattr(db, "misc_logged", db.misc)  # logged when the server keeps an update log
-            res = run(_to_bytes(name, "name"), items)
+        def misc(name: Any, *args: Any) -> Any:
+            """scrext _misc(name, ...): string/number arguments and tables of them, flattened;
+            a ``$`` before the name skips the update log."""
+            fname = _to_bytes(name, "name")
+            items: List[bytes] = []
+            for arg in args:
+                if isinstance(arg, (bytes, str, int, float)) and not isinstance(arg, bool):
+                    items.append(_to_bytes(arg))
+                elif arg is not None and not isinstance(arg, bool) and hasattr(arg, "values"):
+                    items.extend(_to_bytes(v) for v in _lua_list(arg)
+                                 if isinstance(v, (bytes, str, int, float)) and not isinstance(v, bool))
+            if fname.startswith(b"$"):
+                res = db.misc(fname[1:], items)
+            else:
+                run = getattr(db, "misc_logged", db.misc)  # logged when the server keeps an update log
+                res = run(fname, items)
             return None if res is None else table(res)
 
         g[b"_misc"] = misc
@@ -397,17 +411,12 @@ class LuaExtension:
         g[b"_strstr"] = strstr
 
         def regex(text: Any, pattern: Any, alt: Any = None) -> Any:
+            from kt.server.engines import tc
+
             s, p = _to_bytes(text), _to_bytes(pattern)
-            flags = 0
-            if p.startswith(b"*"):
-                p, flags = p[1:], re.IGNORECASE
-            try:
-                rx = re.compile(p, flags)
-            except re.error:
-                return False if alt is None else s
             if alt is None:
-                return rx.search(s) is not None
-            return rx.sub(_to_bytes(alt).replace(b"\\", b"\\\\"), s)
+                return tc.regex_match(s, p)
+            return tc.regex_replace(s, p, _to_bytes(alt))
 
         g[b"_regex"] = regex
         g[b"_time"] = lambda: time.time()
@@ -461,55 +470,140 @@ class LuaExtension:
 
 
 def _hash(name: Any, data: Any) -> Any:
-    """``_hash(name, str)``: md5 (hex), md5raw, sha1/sha1raw, crc32 (number)."""
-    import hashlib
-    import zlib
+    """scrext ``_hash(mode, str)``: ``md5`` (hex), ``md5raw``, ``crc32`` (number); else nil."""
+    from kt.server.engines import tc
 
     kind = _to_bytes(name, "name").lower()
     raw = _to_bytes(data, "string")
+    if kind == b"md5":
+        return tc.md5_hex(raw)
+    if kind == b"md5raw":
+        return bytes.fromhex(tc.md5_hex(raw).decode("ascii"))
     if kind == b"crc32":
-        return zlib.crc32(raw) & 0xFFFFFFFF
-    algo = kind[:-3] if kind.endswith(b"raw") else kind
-    if algo not in (b"md5", b"sha1", b"sha256"):
-        return None
-    digest = hashlib.new(algo.decode(), raw)
-    return digest.digest() if kind.endswith(b"raw") else digest.hexdigest().encode()
+        return tc.crc32(raw)
+    return None
 
 
 def _codec(mode: Any, data: Any) -> Any:
-    """``_codec(mode, str)``: url, base (Base64), quote (quoted-printable), hex, deflate, gzip,
-    xml; a leading ``~`` decodes."""
-    import base64
-    import binascii
-    import gzip
-    import html
-    import quopri
-    import zlib
-    from urllib.parse import quote_from_bytes, unquote_to_bytes
+    """scrext ``_codec(mode, str)`` through Tokyo Cabinet's own encoders: url, base, quote, hex,
+    pack, tcbs, deflate, gzip, bzip, xml; a leading ``~`` decodes; nil when it fails."""
+    from kt.server.engines import tc
 
-    name = _to_bytes(mode, "mode").lower()
-    raw = _to_bytes(data, "string")
-    decode = name.startswith(b"~")
-    name = name.lstrip(b"~")
+    return tc.codec(_to_bytes(mode, "mode"), _to_bytes(data, "string"))
+
+
+_PACK_FIXED = {
+    # format char: (struct code, size); native byte order like scrext (x86: little-endian)
+    "c": ("b", 1), "C": ("B", 1), "s": ("h", 2), "S": ("H", 2), "i": ("i", 4), "I": ("I", 4),
+    "l": ("q", 8), "L": ("Q", 8), "f": ("f", 4), "F": ("f", 4), "d": ("d", 8), "D": ("d", 8),
+    "n": (">H", 2), "N": (">I", 4), "M": (">Q", 8),
+}
+
+
+def _format_items(fmt: str):
+    """(char, count) pairs of a pack format; count None = ``*`` (everything left)."""
+    i = 0
+    while i < len(fmt):
+        ch = fmt[i]
+        i += 1
+        if i < len(fmt) and fmt[i] == "*":
+            yield ch, None
+            i += 1
+            continue
+        digits = ""
+        while i < len(fmt) and fmt[i].isdigit():
+            digits += fmt[i]
+            i += 1
+        yield ch, int(digits) if digits else 1
+
+
+def _lua_tonumber(value: Any) -> float:
+    if isinstance(value, bool) or value is None:
+        return 0
+    if isinstance(value, (int, float)):
+        return value
     try:
-        if name == b"url":
-            return unquote_to_bytes(raw) if decode else quote_from_bytes(raw, safe="").encode()
-        if name == b"base":
-            return base64.b64decode(raw) if decode else base64.b64encode(raw)
-        if name == b"quote":
-            return quopri.decodestring(raw) if decode else quopri.encodestring(raw)
-        if name == b"hex":
-            return binascii.unhexlify(raw) if decode else binascii.hexlify(raw)
-        if name == b"deflate":
-            return zlib.decompress(raw) if decode else zlib.compress(raw)
-        if name == b"gzip":
-            return gzip.decompress(raw) if decode else gzip.compress(raw)
-        if name == b"xml":
-            text = raw.decode("utf-8", "surrogateescape")
-            return (html.unescape(text) if decode else html.escape(text)).encode("utf-8", "surrogateescape")
-    except (ValueError, binascii.Error, zlib.error, OSError, EOFError):
-        return None
-    return None
+        text = _to_bytes(value).strip()
+        return int(text, 0) if text.lstrip(b"-+").isdigit() else float(text)
+    except (ValueError, TypeError):
+        return 0
+
+
+def _ber(num: int) -> bytes:
+    out = [num & 0x7F]
+    num >>= 7
+    while num:
+        out.append((num & 0x7F) | 0x80)
+        num >>= 7
+    return bytes(reversed(out))
+
+
+def _pack(fmt: Any, *args: Any) -> bytes:
+    """scrext ``_pack(format, ...)``: numbers into binary (c C s S i I l L f d n N M w)."""
+    import struct
+
+    items: List[Any] = []
+    for arg in args:
+        if isinstance(arg, (bytes, str, int, float)) and not isinstance(arg, bool):
+            items.append(arg)
+        elif arg is not None and not isinstance(arg, bool) and hasattr(arg, "values"):
+            items.extend(_lua_list(arg))
+        else:
+            items.append(0)
+    out = []
+    idx = 0
+    for ch, count in _format_items(_to_bytes(fmt, "format").decode("latin-1")):
+        take = len(items) - idx if count is None else min(count, len(items) - idx)
+        for value in items[idx:idx + take]:
+            num = _lua_tonumber(value)
+            if ch in _PACK_FIXED:
+                code, size = _PACK_FIXED[ch]
+                if code.lstrip(">") in "fd":
+                    out.append(struct.pack("<" + code if not code.startswith(">") else code, float(num)))
+                else:
+                    unsigned = int(num) & ((1 << (8 * size)) - 1)
+                    order = ">" if code.startswith(">") else "<"
+                    out.append(unsigned.to_bytes(size, "big" if order == ">" else "little"))
+            elif ch in "wW":
+                out.append(_ber(int(num) & 0xFFFFFFFFFFFFFFFF))
+        idx += take
+        if idx >= len(items):
+            break
+    return b"".join(out)
+
+
+def _unpack(fmt: Any, data: Any) -> List[Any]:
+    """scrext ``_unpack(format, str)``: the inverse of ``_pack`` -> list of numbers."""
+    import struct
+
+    buf = _to_bytes(data) if data is not None else b""
+    pos = 0
+    out: List[Any] = []
+    for ch, count in _format_items(_to_bytes(fmt, "format").decode("latin-1")):
+        loop = len(buf) - pos if count is None else min(count, len(buf) - pos)
+        for _ in range(loop):
+            if pos >= len(buf):
+                break
+            if ch in _PACK_FIXED:
+                code, size = _PACK_FIXED[ch]
+                if len(buf) - pos < size:
+                    pos = len(buf)
+                    break
+                fmt_code = code if code.startswith(">") else "<" + code
+                out.append(struct.unpack_from(fmt_code, buf, pos)[0])
+                pos += size
+            elif ch in "wW":
+                num = 0
+                while pos < len(buf):
+                    byte = buf[pos]
+                    pos += 1
+                    num = num * 0x80 + (byte & 0x7F)
+                    if byte < 0x80:
+                        break
+                out.append(num)
+        if pos >= len(buf):
+            break
+    return out
 
 
 def _bit(mode: Any, num: Any, aux: Any = 0) -> Any:
@@ -526,7 +620,9 @@ def _bit(mode: Any, num: Any, aux: Any = 0) -> Any:
         b"right": lambda: a >> b,
     }
     op = ops.get(name)
-    return None if op is None else op()
+    if op is None:
+        raise ValueError("_bit: invalid arguments")
+    return op()
 
 
 def _distance(a: Any, b: Any, utf: Any = False) -> int:

@@ -45,6 +45,7 @@ from kt.server.common import (
     parse_options,
 )
 from kt.server.engines.tc import TokyoCabinetDB, library_version
+from kt.server.engines.tc import codec as tc_codec
 
 __all__ = ["main", "TTService", "OPTION_SPECS", "parse_mask", "TT_VERSION", "PROTOCOL_VERSION"]
 
@@ -958,19 +959,16 @@ _MC_STORAGE = {b"set", b"add", b"replace", b"append", b"prepend"}
 _HTTP_METHODS = {b"GET", b"HEAD", b"PUT", b"POST", b"DELETE", b"OPTIONS"}
 _MC_CLIENT_ERROR = b"CLIENT_ERROR error\r\n"
 _MC_FORBIDDEN = b"CLIENT_ERROR forbidden\r\n"
-_URL_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()")
 
 
 def _url_decode(data: bytes) -> bytes:
-    """Tokyo Cabinet's ``tcurldecode``: ``+`` is a space, ``%XX`` a byte."""
-    from urllib.parse import unquote_to_bytes
-
-    return unquote_to_bytes(data.replace(b"+", b" "))
+    """Tokyo Cabinet's ``tcurldecode`` (``+`` is a space, ``%XX`` a byte)."""
+    return tc_codec(b"~url", data) or b""
 
 
 def _url_encode(data: bytes) -> bytes:
-    """Tokyo Cabinet's ``tcurlencode``: unreserved bytes kept, the rest ``%XX`` (upper case)."""
-    return b"".join(bytes((c,)) if c in _URL_SAFE else b"%%%02X" % c for c in data)
+    """Tokyo Cabinet's ``tcurlencode``."""
+    return tc_codec(b"url", data) or b""
 
 
 def _noreply(tokens: List[bytes], *positions: int) -> bool:

@@ -20,7 +20,8 @@ from typing import List, Optional, Sequence
 
 from kt.errors import EngineError
 
-__all__ = ["TokyoCabinetDB", "load_library", "library_version", "DB_TYPE_NAMES", "INT_MIN"]
+__all__ = ["TokyoCabinetDB", "load_library", "library_version", "DB_TYPE_NAMES", "INT_MIN",
+           "codec", "md5_hex", "crc32", "regex_match", "regex_replace"]
 
 LIBRARY_NAME = "libtokyocabinet.so.9"
 DEBIAN_PACKAGE = "libtokyocabinet9"
@@ -93,7 +94,21 @@ def _declare(lib: ctypes.CDLL) -> None:
         "tclistval": (_c_void_p, [_c_void_p, _c_int, _c_int_p]),
         "tclistdel": (None, [_c_void_p]),
         "tcfree": (None, [_c_void_p]),
+        # tcutil.h helpers used by ttserver's Lua built-ins and HTTP front-end
+        "tcmd5hash": (None, [_c_char_p, _c_int, _c_char_p]),
+        "tcgetcrc": (ctypes.c_uint32, [_c_char_p, _c_int]),
+        "tcregexmatch": (_c_bool, [_c_char_p, _c_char_p]),
+        "tcregexreplace": (_c_void_p, [_c_char_p, _c_char_p, _c_char_p]),
+        "tcxmlescape": (_c_void_p, [_c_char_p]),
+        "tcxmlunescape": (_c_void_p, [_c_char_p]),
     }
+    for name in ("tcurlencode", "tcbaseencode", "tcquoteencode", "tchexencode"):  # (ptr, size) -> str
+        sigs[name] = (_c_void_p, [_c_char_p, _c_int])
+    for name in ("tcurldecode", "tcbasedecode", "tcquotedecode", "tchexdecode"):  # (str, *sp) -> buf
+        sigs[name] = (_c_void_p, [_c_char_p, _c_int_p])
+    for name in ("tcpackencode", "tcpackdecode", "tcbsencode", "tcbsdecode", "tcdeflate", "tcinflate",
+                 "tcgzipencode", "tcgzipdecode", "tcbzipencode", "tcbzipdecode"):  # (ptr, size, *sp)
+        sigs[name] = (_c_void_p, [_c_char_p, _c_int, _c_int_p])
     for name, (restype, argtypes) in sigs.items():
         fn = getattr(lib, name)
         fn.restype = restype
@@ -130,6 +145,77 @@ def library_version() -> str:
     """Tokyo Cabinet's own version string (``tcversion``), e.g. ``1.4.48``."""
     lib = load_library()
     return _c_char_p.in_dll(lib, "tcversion").value.decode("ascii", "replace")
+
+
+# ---------------------------------------------------------------------------- tcutil helpers
+
+_CODECS = {
+    # mode: (encoder, kind, decoder, kind); kinds: "str" returns a C string, "sized" fills *sp
+    b"url": ("tcurlencode", "str", "tcurldecode", "cstr_in"),
+    b"base": ("tcbaseencode", "str", "tcbasedecode", "cstr_in"),
+    b"quote": ("tcquoteencode", "str", "tcquotedecode", "cstr_in"),
+    b"hex": ("tchexencode", "str", "tchexdecode", "cstr_in"),
+    b"pack": ("tcpackencode", "sized", "tcpackdecode", "sized"),
+    b"tcbs": ("tcbsencode", "sized", "tcbsdecode", "sized"),
+    b"deflate": ("tcdeflate", "sized", "tcinflate", "sized"),
+    b"gzip": ("tcgzipencode", "sized", "tcgzipdecode", "sized"),
+    b"bzip": ("tcbzipencode", "sized", "tcbzipdecode", "sized"),
+}
+
+
+def _take_c(lib: ctypes.CDLL, ptr: Optional[int], size: Optional[int] = None) -> Optional[bytes]:
+    if not ptr:
+        return None
+    try:
+        return ctypes.string_at(ptr) if size is None else ctypes.string_at(ptr, size)
+    finally:
+        lib.tcfree(ptr)
+
+
+def codec(mode: bytes, data: bytes) -> Optional[bytes]:
+    """Tokyo Cabinet's encoders (``url base quote hex pack tcbs deflate gzip bzip xml``); a
+    leading ``~`` decodes.  ``None`` for an unknown mode or undecodable input (scrext ``_codec``)."""
+    lib = load_library()
+    name = mode.lower()
+    decode = name.startswith(b"~")
+    name = name[1:] if decode else name
+    if name == b"xml":
+        fn = lib.tcxmlunescape if decode else lib.tcxmlescape
+        return _take_c(lib, fn(data))
+    spec = _CODECS.get(name)
+    if spec is None:
+        return None
+    fname, kind = (spec[2], spec[3]) if decode else (spec[0], spec[1])
+    fn = getattr(lib, fname)
+    size = ctypes.c_int()
+    if kind == "str":
+        return _take_c(lib, fn(data, len(data)))
+    if kind == "cstr_in":
+        ptr = fn(data, size)
+    else:
+        ptr = fn(data, len(data), size)
+    return _take_c(lib, ptr, size.value) if ptr else None
+
+
+def md5_hex(data: bytes) -> bytes:
+    lib = load_library()
+    out = ctypes.create_string_buffer(48)
+    lib.tcmd5hash(data, len(data), out)
+    return out.value
+
+
+def crc32(data: bytes) -> int:
+    return int(load_library().tcgetcrc(data, len(data)))
+
+
+def regex_match(text: bytes, regex: bytes) -> bool:
+    """``tcregexmatch``: POSIX extended regex anywhere in ``text``; leading ``*`` = ignore case."""
+    return bool(load_library().tcregexmatch(text, regex))
+
+
+def regex_replace(text: bytes, regex: bytes, alt: bytes) -> bytes:
+    lib = load_library()
+    return _take_c(lib, lib.tcregexreplace(text, regex, alt)) or b""
 
 
 class _ListDatum(ctypes.Structure):
