@@ -388,6 +388,22 @@ function packing(key, value)
   return _codec("hex", p) .. ";" .. table.concat(_unpack("NnCw*", p), ",") .. ";" .. table.concat(got, ",")
          .. ";" .. tail
 end
+function wordcount(key, value)
+  _put("doc1", "a b a")
+  _put("doc2", "b c")
+  local counts = {}
+  local function mapper(k, v, emit)
+    if string.sub(k, 1, 3) ~= "doc" then return true end
+    for word in string.gmatch(v, "%S+") do emit(word, "1") end
+    return true
+  end
+  local function reducer(k, vs)
+    table.insert(counts, k .. "=" .. #vs)
+    return true
+  end
+  _mapreduce(mapper, reducer)
+  return table.concat(counts, ",")
+end
 function thread(key, value)
   return _thid
 end
@@ -415,6 +431,7 @@ def test_lua_extension_builtins_locking_and_extpc(tmp_path):
     assert c.call(tt.encode_ext(b"stash", b"k", b"v"), tt.parse_ext) == b"v"
     assert c.call(tt.encode_ext(b"whoami"), tt.parse_ext) == b"1.1.41/4"
     assert c.call(tt.encode_ext(b"thread"), tt.parse_ext) in (b"1", b"2", b"3", b"4")
+    assert c.call(tt.encode_ext(b"wordcount"), tt.parse_ext) == b"a=2,b=2,c=1"
     assert c.call(tt.encode_ext(b"packing"), tt.parse_ext) == (
         b"000000010002ff822c05;1,2,255,300,5;pa,1,pb,2;true;a%20b;891568578")
     assert c.call(tt.encode_ext(b"everywhere", b"", b"m1"), tt.parse_ext) == b"m1"

@@ -322,6 +322,41 @@ class LuaExtension:
 
         g[b"_foreach"] = foreach
 
+        def mapreduce(mapper: Any, reducer: Any, keys: Any = None) -> bool:
+            """scrext _mapreduce: ``mapper(key, value, emit)`` over every record (or ``keys``),
+            the emitted pairs sorted by key (byte order), then ``reducer(key, values)`` per key;
+            false when a function fails or returns false."""
+            emitted: List[tuple] = []
+
+            def emit(k: Any, v: Any) -> bool:
+                emitted.append((_to_bytes(k, "key"), _to_bytes(v, "value")))
+                return True
+
+            if keys is None:
+                targets = db.fwmkeys(b"", -1)
+            else:
+                targets = [_to_bytes(k) for k in _lua_list(keys)]
+            ok = True
+            for key in targets:
+                value = db.get(key)
+                if value is None:
+                    continue
+                if not mapper(key, value, emit):
+                    ok = False
+            emitted.sort(key=lambda kv: kv[0])
+            i = 0
+            while i < len(emitted):
+                key = emitted[i][0]
+                j = i
+                while j < len(emitted) and emitted[j][0] == key:
+                    j += 1
+                if not reducer(key, table([v for _, v in emitted[i:j]])):
+                    ok = False
+                i = j
+            return ok
+
+        g[b"_mapreduce"] = mapreduce
+
         def log_message(msg: Any, level: Any = 1) -> None:
             text = _to_bytes(msg, "message").decode("utf-8", "replace")
             self.shared.log(int(level) if isinstance(level, (int, float)) else 1, text)
