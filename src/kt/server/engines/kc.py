@@ -279,14 +279,15 @@ class KCDB:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def close(self) -> None:
-        """Close (syncing file databases) and free the handle; idempotent."""
+        """Close (syncing file databases); idempotent.
+
+        The small ``KCDB`` object itself is never freed: a thread that fetched the handle just
+        before the close then gets KC's "not opened" error instead of touching freed memory.
+        """
         handle, self._db = self._db, None
         if handle:
-            ok = self._lib.kcdbclose(handle)
-            err = None if ok else self._error_of(handle)
-            self._lib.kcdbdel(handle)
-            if err:
-                raise err
+            if not self._lib.kcdbclose(handle):
+                raise self._error_of(handle)
 
     @property
     def closed(self) -> bool:
