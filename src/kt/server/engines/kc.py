@@ -268,6 +268,8 @@ class KCDB:
             _init_sentinels()
         self._lib = lib
         self.name = name
+        self._db = None
+        self._life = threading.Lock()  # orders cursor deletion against close
         handle = lib.kcdbnew()
         if not handle:
             raise EngineError("kcdbnew failed (out of memory)")
@@ -284,9 +286,9 @@ class KCDB:
         The small ``KCDB`` object itself is never freed: a thread that fetched the handle just
         before the close then gets KC's "not opened" error instead of touching freed memory.
         """
-        handle, self._db = self._db, None
-        if handle:
-            if not self._lib.kcdbclose(handle):
+        with self._life:
+            handle, self._db = self._db, None
+            if handle and not self._lib.kcdbclose(handle):
                 raise self._error_of(handle)
 
     @property
@@ -493,8 +495,10 @@ class KCCursor:
 
     def close(self) -> None:
         cur, self._cur = self._cur, None
-        if cur and not self.db.closed:
-            self._lib.kccurdel(cur)
+        if cur:
+            with self.db._life:
+                if not self.db.closed:  # after close KC has freed what the cursor points into
+                    self._lib.kccurdel(cur)
 
     def __del__(self):
         try:
