@@ -48,6 +48,34 @@ def start_server(dbname: str, workdir: str) -> Tuple[subprocess.Popen, int]:
     raise RuntimeError(f"server did not start: {proc.communicate()}")
 
 
+_FLOOR_SERVER = r"""
+import socket, sys, threading
+reply = bytes.fromhex(sys.argv[1])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", 0))
+srv.listen(128)
+print(srv.getsockname()[1], flush=True)
+def serve(conn):
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        while conn.recv(65536):
+            conn.sendall(reply)
+    except OSError:
+        pass
+while True:
+    conn, _ = srv.accept()
+    threading.Thread(target=serve, args=(conn,), daemon=True).start()
+"""
+
+
+def start_floor(reply: bytes) -> Tuple[subprocess.Popen, int]:
+    """The floor: a thread-per-connection Python server that answers every read with ``reply``
+    (no parsing, no database) - what any Python server pays for the round trip alone."""
+    proc = subprocess.Popen([sys.executable, "-c", _FLOOR_SERVER, reply.hex()], stdout=subprocess.PIPE)
+    return proc, int(proc.stdout.readline())
+
+
 def call(sock: socket.socket, request: bytes, parser: Callable) -> object:
     sock.sendall(request)
     buf = bytearray()
@@ -177,6 +205,13 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(30)
+        floor_proc, floor_port = start_floor(tt.encode_get_reply(b"x" * 30))
+        try:
+            rows.append(("floor: echo server, no work", [
+                load(floor_port, c, tt.encode_get(b"1234"), tt.parse_get, args.seconds) for c in conns_list]))
+        finally:
+            floor_proc.kill()
+            floor_proc.wait(10)
     header = f"{'operation (table DB, 10k records)':<36}" + "".join(f"{f'{c} conn':>12}" for c in conns_list)
     print(header)
     print("-" * len(header))
