@@ -449,3 +449,16 @@ def test_daemon_mode_wants_absolute_paths(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "kt.server", "kt", "-dmn", "-port", "0", "-log",
                            "rel.log", "*"], cwd=str(tmp_path), timeout=30, capture_output=True)
     assert proc.returncode == 1 and b"only absolute path" in proc.stderr
+
+
+def test_big_chunked_rest_put_in_small_chunks(server):
+    """16 MiB in 4 KiB chunks (4096 chunks): stored whole, answered once."""
+    value = bytes(range(256)) * (16 * 4096)
+    chunks = b"".join(b"1000\r\n" + value[i:i + 4096] + b"\r\n" for i in range(0, len(value), 4096))
+    with server.connect(timeout=60) as sock:
+        sock.sendall(b"PUT /bigkey HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks + b"0\r\n\r\n")
+        reader = ResponseReader(sock, timeout=60)
+        assert reader.http_response().startswith(b"HTTP/1.1 201 Created\r\n")
+        sock.sendall(b"GET /bigkey HTTP/1.1\r\n\r\n")
+        raw = reader.http_response()
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(value)

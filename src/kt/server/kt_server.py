@@ -20,6 +20,7 @@ replies with exactly ktserver's framing and close rules (protocol.md §A.1-A.7, 
 from __future__ import annotations
 
 import os
+import select
 import socket
 import sys
 import threading
@@ -71,6 +72,8 @@ USAGE = """usage: kt-server kt [-host str] [-port num] [-tout num] [-th num] [-l
 
 _ERROR_BYTE = kb.ERROR_REPLY
 _RPC_PREFIX = b"/rpc/"
+_DRAIN_FROM = 1 << 20  # buffered bytes of an incomplete HTTP request before _drain kicks in
+_DRAIN_MAX = 16 << 20
 _REPLICATION_DUMMY_FREQ = 256  # Slave::DUMMYFREQ: a heartbeat after this many skipped records
 
 
@@ -140,6 +143,29 @@ class KTServerHandler:
         finally:
             session.close()
 
+    @staticmethod
+    def _drain(conn: Connection) -> bool:
+        """Read what already waits on the socket before parsing a big request again.
+
+        A large (e.g. chunked) body would otherwise be re-parsed after every 64 KiB segment;
+        parsing only once the socket has nothing more ready keeps the work linear and never
+        waits for bytes that may not come.  False at EOF.
+        """
+        start = len(conn.buf)
+        while len(conn.buf) - start < _DRAIN_MAX:
+            try:
+                ready, _, _ = select.select([conn.sock], [], [], 0)
+            except (OSError, ValueError):
+                return True
+            if not ready:
+                return True
+            try:
+                if not conn.fill():
+                    return False
+            except socket.timeout:
+                return True
+        return True
+
     def _fill_or_eof(self, conn: Connection) -> bool:
         """More bytes arrived (True), or the peer is done / idle too long (False)."""
         try:
@@ -165,6 +191,8 @@ class KTServerHandler:
             if eof:
                 return False
             if not self._fill_or_eof(conn):
+                eof = True
+            elif len(buf) >= _DRAIN_FROM and not self._drain(conn):
                 eof = True
         request, end = parsed
         conn.consume(end)
