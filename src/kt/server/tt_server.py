@@ -146,6 +146,7 @@ class TTService:
         self.slave: Optional[ReplicationSlave] = None
         self.stopping = threading.Event()
         self._counter_sets: List[List[int]] = []
+        self._retired = [0] * SEQ_COUNT
         self._counter_guard = threading.Lock()
         self._local = threading.local()
         self._forbidden = {name: bool(mask & _forbidden_bits(name)) for name in _COUNTED}
@@ -203,7 +204,18 @@ class TTService:
 
     def total(self, seq: int) -> int:
         with self._counter_guard:
-            return sum(counts[seq] for counts in self._counter_sets)
+            return self._retired[seq] + sum(counts[seq] for counts in self._counter_sets)
+
+    def retire_counters(self) -> None:
+        """A connection thread ends: fold its counters into the totals (bounded memory)."""
+        counts = getattr(self._local, "counts", None)
+        if counts is None:
+            return
+        self._local.counts = None
+        with self._counter_guard:
+            for i, value in enumerate(counts):
+                self._retired[i] += value
+            self._counter_sets = [c for c in self._counter_sets if c is not counts]
 
     # -- dispatch ---------------------------------------------------------------------------
     def handle(self, req: tt.Request, conn: Optional[Connection] = None) -> Optional[bytes]:
@@ -889,6 +901,13 @@ def serve_connection(service: TTService, conn: Connection) -> None:
     A request starting with 0xC8 is binary; anything else is a memcached or HTTP text request
     (ttserver's other front-ends), answered by :class:`TextFrontEnd`.
     """
+    try:
+        _serve(service, conn)
+    finally:
+        service.retire_counters()
+
+
+def _serve(service: TTService, conn: Connection) -> None:
     handlers = service._handlers
     counts = service.counters()
     parse = tt.parse_request
