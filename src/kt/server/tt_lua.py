@@ -104,8 +104,9 @@ class SharedState:
 
     def __init__(self) -> None:
         self.record_locks = [threading.Lock() for _ in range(_LOCK_SLOTS)]
-        self.user_locks: Dict[bytes, threading.Lock] = {}
-        self.user_locks_guard = threading.Lock()
+        self.locked_keys: set = set()  # scrext's lock table: keys held by _lock
+        self.locked_changed = threading.Condition()
+        self.terminating = False
         self.stash: Dict[bytes, bytes] = {}
         self.stash_lock = threading.Lock()
         self.states: List[LuaExtension] = []  # every state, for _eval
@@ -152,8 +153,6 @@ class LuaExtension:
         self.shared = shared or SharedState()
         self.thid = thid
         self.shared.states.append(self)
-        self._user_locks = self.shared.user_locks
-        self._user_locks_guard = self.shared.user_locks_guard
         self._stash = self.shared.stash
         self.lua = runtime_cls(encoding=None, unpack_returned_tuples=False, register_eval=False)
         self._install_builtins(sid=sid, thnum=thnum, thid=thid, version=version)
@@ -375,20 +374,26 @@ class LuaExtension:
 
         g[b"_eval"] = lua_eval
 
+        shared = self.shared
+
         def user_lock(key: Any) -> bool:
+            """scrext _lock: wait until no one holds ``key``, then hold it; false at shutdown."""
             k = _to_bytes(key, "key")
-            with self._user_locks_guard:
-                lock = self._user_locks.setdefault(k, threading.Lock())
-            lock.acquire()
+            with shared.locked_changed:
+                while k in shared.locked_keys:
+                    if shared.terminating:
+                        return False
+                    shared.locked_changed.wait(0.1)
+                shared.locked_keys.add(k)
             return True
 
         def user_unlock(key: Any) -> bool:
             k = _to_bytes(key, "key")
-            with self._user_locks_guard:
-                lock = self._user_locks.get(k)
-            if lock is None or not lock.locked():
-                return False
-            lock.release()
+            with shared.locked_changed:
+                if k not in shared.locked_keys:
+                    return False
+                shared.locked_keys.discard(k)
+                shared.locked_changed.notify_all()
             return True
 
         g[b"_lock"] = user_lock
@@ -718,5 +723,8 @@ class LuaPool:
         self.call(name, b"", b"", 0)
 
     def close(self) -> None:
+        with self.shared.locked_changed:
+            self.shared.terminating = True  # scrextkill: _lock waiters give up
+            self.shared.locked_changed.notify_all()
         for state in self.states:
             state.close()
