@@ -481,7 +481,7 @@ def build_response(code: int, body: bytes = b"", headers: Optional[HeaderMap] = 
                 parts.append(_header_line(name, value))
         else:
             items = [(n.encode("latin-1") if isinstance(n, str) else n, v) for n, v in headers.items()]
-            items.sort(key=lambda item: item[0])
+            items.sort(key=lambda item: item[0].lower())  # ktserver keys are lower-case
             for name, value in items:
                 parts.append(_header_line(name, value))
     parts.append(b"\r\n")
