@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
 from kt.server.common import (
     LOG_ERROR,
     LOG_SYSTEM,
+    EventLoopServer,
     Logger,
+    Offload,
     OptionSpec,
     ThreadedServer,
     UsageError,
@@ -88,3 +91,55 @@ def test_connection_bound_and_clean_stop():
     assert closed == ["db", 0]
     data, eof = recv_idle(second, 2.0)
     assert eof  # idle clients were shut down on stop
+
+
+class _LineHandler:
+    """A tiny line protocol for EventLoopServer: "ping" inline, "slow N" offloaded, "quit"."""
+
+    def open(self, conn):
+        conn.session = "open"
+
+    def close(self, conn):
+        conn.session = None
+
+    def step(self, conn, eof):
+        end = conn.buf.find(b"\n")
+        if end < 0:
+            return (b"partial\n", False) if eof else None
+        line = bytes(conn.buf[:end])
+        conn.consume(end + 1)
+        if line.startswith(b"slow "):
+            delay = float(line[5:])
+            return Offload(lambda: (time.sleep(delay) or b"slow done\n", True))
+        if line == b"quit":
+            return b"bye\n", False
+        return line + b"\n", True
+
+
+def test_event_loop_server_orders_replies_and_offloads_blocking_work():
+    server = EventLoopServer(_LineHandler(), port=0, timeout=1.0, logger=Logger(kinds=0), workers=2)
+    host, port = server.bind()
+    thread = threading.Thread(target=server.run)
+    thread.start()
+    try:
+        slow = socket.create_connection((host, port), timeout=5)
+        fast = socket.create_connection((host, port), timeout=5)
+        slow.sendall(b"slow 0.8\nafter\n")  # pipelined: "after" must wait for the slow reply
+        time.sleep(0.1)
+        started = time.monotonic()
+        fast.sendall(b"ping\n")
+        assert fast.recv(100) == b"ping\n"
+        assert time.monotonic() - started < 0.5  # not stalled by the offloaded request
+        reader = b""
+        while reader.count(b"\n") < 2:
+            reader += slow.recv(100)
+        assert reader == b"slow done\nafter\n"
+        fast.sendall(b"quit\n")
+        assert fast.recv(100) == b"bye\n" and fast.recv(100) == b""
+        idle = socket.create_connection((host, port), timeout=5)
+        idle.sendall(b"half a line")
+        data, eof = recv_idle(idle, 3.0)  # idle timeout: answered as at EOF, then closed
+        assert data == b"partial\n" and eof
+    finally:
+        server.stop()
+        thread.join(15)

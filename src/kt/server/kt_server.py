@@ -20,7 +20,6 @@ replies with exactly ktserver's framing and close rules (protocol.md §A.1-A.7, 
 from __future__ import annotations
 
 import os
-import select
 import socket
 import sys
 import threading
@@ -33,9 +32,11 @@ from kt.protocol import kt_rpc
 from kt.server.common import (
     LOG_INFO,
     Connection,
+    EventLoopServer,
+    HandOver,
     Logger,
+    Offload,
     OptionSpec,
-    ThreadedServer,
     UsageError,
     daemonize,
     ineffective_options,
@@ -72,8 +73,12 @@ USAGE = """usage: kt-server kt [-host str] [-port num] [-tout num] [-th num] [-l
 
 _ERROR_BYTE = kb.ERROR_REPLY
 _RPC_PREFIX = b"/rpc/"
-_DRAIN_FROM = 1 << 20  # buffered bytes of an incomplete HTTP request before _drain kicks in
-_DRAIN_MAX = 16 << 20
+_INLINE_RECORDS = 64  # binary bulk requests with more records run in a worker thread
+# RPC procedures that can take long (or block): run in a worker thread, not in the event loop
+_SLOW_PROCEDURES = frozenset((
+    "synchronize", "vacuum", "clear", "play_script", "match_prefix", "match_regex", "match_similar",
+    "set_bulk", "remove_bulk", "get_bulk", "ulog_list", "ulog_remove", "tune_replication",
+))
 _REPLICATION_DUMMY_FREQ = 256  # Slave::DUMMYFREQ: a heartbeat after this many skipped records
 
 
@@ -90,7 +95,7 @@ def _has_db(service, db_expr: Optional[bytes]) -> bool:
 
 
 class KTServerHandler:
-    """Serves one connection at a time per thread; shared by all connection threads."""
+    """ktserver's request handling for :class:`EventLoopServer`: ``open``/``step``/``close``."""
 
     def __init__(self, service, *, server_name: bytes, logger: Logger):
         self.service = service
@@ -124,102 +129,65 @@ class KTServerHandler:
         self._idle_thread = threading.Thread(target=loop, name="idle", daemon=True)
         self._idle_thread.start()
 
-    # ---------------------------------------------------------------- connection loop
+    # ---------------------------------------------------------------- connection steps
 
-    def __call__(self, conn: Connection) -> None:
-        session = self.service.session()
-        try:
-            buf = conn.buf
-            while True:
-                if not buf and not conn.fill():
-                    return
-                first = buf[0]
-                if first == 0 or first >= 0x80:
-                    keep = self._binary(conn, session)
-                else:
-                    keep = self._http(conn, session)
-                if not keep:
-                    return
-        finally:
+    def open(self, conn: Connection) -> None:
+        conn.session = self.service.session()
+
+    def close(self, conn: Connection) -> None:
+        session, conn.session = conn.session, None
+        if session is not None:
             session.close()
 
-    @staticmethod
-    def _drain(conn: Connection) -> bool:
-        """Read what already waits on the socket before parsing a big request again.
+    def step(self, conn: Connection, eof: bool):
+        """Handle the request at the start of ``conn.buf`` (see ``EventLoopServer``).
 
-        A large (e.g. chunked) body would otherwise be re-parsed after every 64 KiB segment;
-        parsing only once the socket has nothing more ready keeps the work linear and never
-        waits for bytes that may not come.  False at EOF.
+        Returns None (need more bytes), ``(reply, keep)``, ``Offload`` (may block: run in a
+        worker) or ``HandOver`` (the replication stream).
         """
-        start = len(conn.buf)
-        while len(conn.buf) - start < _DRAIN_MAX:
-            try:
-                ready, _, _ = select.select([conn.sock], [], [], 0)
-            except (OSError, ValueError):
-                return True
-            if not ready:
-                return True
-            try:
-                if not conn.fill():
-                    return False
-            except socket.timeout:
-                return True
-        return True
-
-    def _fill_or_eof(self, conn: Connection) -> bool:
-        """More bytes arrived (True), or the peer is done / idle too long (False)."""
-        try:
-            return conn.fill()
-        except socket.timeout:
-            return False
+        first = conn.buf[0]
+        if first == 0 or first >= 0x80:
+            return self._binary(conn, eof)
+        return self._http(conn, eof)
 
     # ---------------------------------------------------------------- HTTP
 
-    def _http(self, conn: Connection, session) -> bool:
-        buf = conn.buf
-        eof = False
-        while True:
-            try:
-                parsed = hs.parse_request(buf, 0, eof)
-            except hs.DropConnection:
-                return False
-            except hs.HTTPErrorReply as exc:
-                conn.send(exc.reply)
-                return False
-            if parsed is not None:
-                break
-            if eof:
-                return False
-            if not self._fill_or_eof(conn):
-                eof = True
-            elif len(buf) >= _DRAIN_FROM and not self._drain(conn):
-                eof = True
+    def _http(self, conn: Connection, eof: bool):
+        try:
+            parsed = hs.parse_request(conn.buf, 0, eof)
+        except hs.DropConnection:
+            return b"", False
+        except hs.HTTPErrorReply as exc:
+            return exc.reply, False
+        if parsed is None:
+            return None
         request, end = parsed
         conn.consume(end)
+        session = conn.session
+        if request.path.startswith(_RPC_PREFIX):
+            procedure = kt_rpc.parse_procedure(request.path)
+            params = kt_rpc.parse_rpc_params(request.query, request.body, _content_type(request.headers))
+            if procedure in _SLOW_PROCEDURES or b"WAIT" in params:
+                return Offload(lambda: self._rpc_reply(conn, request, procedure, params, session))
+            return self._rpc_reply(conn, request, procedure, params, session)
+        return self._reply(conn, request, self._rest, request)
+
+    def _rpc_reply(self, conn: Connection, request: hs.HTTPRequest, procedure: str, params, session):
+        return self._reply(conn, request, self._rpc, procedure, params, session)
+
+    def _reply(self, conn: Connection, request: hs.HTTPRequest, produce, *args):
         try:
-            code, headers, body = self._dispatch_http(request, session)
+            code, headers, body = produce(*args)
         except Exception as exc:  # a bug below must answer like ktserver's "logic error"
             self.logger.error(f"request failed: {request!r}: {type(exc).__name__}: {exc}")
-            conn.send(hs.build_error(500, "logic error"))
-            return False
+            return hs.build_error(500, "logic error"), False
         keep = request.keep_alive
         if self.logger.kinds & LOG_INFO:  # ktserver's per-request line
             self.logger.info(f"({conn.peer}): {request.method.decode('latin-1')} "
                              f"{request.target.decode('latin-1')} HTTP/1.{request.version}: {code}")
-        reply = hs.build_response(code, body, headers, keep_alive=keep, head=request.kind == hs.M_HEAD)
-        if not conn.send(reply):
-            return False
-        return keep
+        return hs.build_response(code, body, headers, keep_alive=keep, head=request.kind == hs.M_HEAD), keep
 
-    def _dispatch_http(self, request: hs.HTTPRequest, session):
-        path = request.path
-        if path.startswith(_RPC_PREFIX):
-            return self._rpc(request, session)
-        return self._rest(request)
-
-    def _rpc(self, request: hs.HTTPRequest, session):
-        procedure = kt_rpc.parse_procedure(request.path)
-        params = kt_rpc.parse_rpc_params(request.query, request.body, _content_type(request.headers))
+    def _rpc(self, procedure: str, params, session):
         code, output = self.service.rpc(procedure, params, session)
         body, ctype = kt_rpc.encode_rpc_output(output)
         return code, {"content-type": ctype}, body
@@ -256,44 +224,51 @@ class KTServerHandler:
 
     # ---------------------------------------------------------------- binary
 
-    def _binary(self, conn: Connection, session) -> bool:
+    def _binary(self, conn: Connection, eof: bool):
         buf = conn.buf
-        eof = False
-        state = None
-        parsed = kb.parse_request(buf, 0, False)
-        while parsed is None:
+        if not eof:
             # a large request arrives in many segments: walk only the new record headers
             # (scan_request) and parse once it is complete, instead of re-parsing each time
-            if not self._fill_or_eof(conn):
-                eof = True
-            else:
-                decidable, state = kb.scan_request(buf, 0, state)
-                if not decidable:
-                    continue
-            parsed = kb.parse_request(buf, 0, eof)
+            decidable, conn.state = kb.scan_request(buf, 0, conn.state)
+            if not decidable:
+                return None
+        conn.state = None
+        parsed = kb.parse_request(buf, 0, eof)
+        if parsed is None:
+            return None
         request, end = parsed
         magic = request.magic
         if not request.known:
-            return False
+            return b"", False
         failure = request.failure
         if failure is None:
             conn.consume(end)
         if magic == kb.MAGIC_GET_BULK:
-            return self._bin_get_bulk(conn, request, failure, end)
+            return self._maybe_offload(request, lambda: self._bin_get_bulk(request, failure, end))
         if magic == kb.MAGIC_SET_BULK or magic == kb.MAGIC_REMOVE_BULK:
-            return self._bin_update(conn, request, failure, end)
+            return self._maybe_offload(request, lambda: self._bin_update(request, failure, end))
         if magic == kb.MAGIC_PLAY_SCRIPT:
-            return self._bin_play_script(conn, request, failure)
-        return self._bin_replication(conn, request, failure)
+            if failure is not None:
+                return b"", False  # ktserver sends nothing for a broken play_script request
+            return Offload(lambda: self._bin_play_script(request))
+        if failure is not None:
+            return b"", False
+        return HandOver(lambda c: self._bin_replication(c, request))
+
+    @staticmethod
+    def _maybe_offload(request, run):
+        if len(request.records) > _INLINE_RECORDS:
+            return Offload(run)
+        return run()
 
     @staticmethod
     def _header_complete(end: int, failure: Optional[str]) -> bool:
         """ktserver closes silently when even the fixed header (flags + rnum) is short."""
         return failure is None or end >= 9 or failure == kb.OVERSIZED
 
-    def _bin_update(self, conn: Connection, request, failure: Optional[str], end: int) -> bool:
+    def _bin_update(self, request, failure: Optional[str], end: int):
         if failure is not None and not self._header_complete(end, failure):
-            return False
+            return b"", False
         service = self.service
         try:
             if request.magic == kb.MAGIC_SET_BULK:
@@ -307,57 +282,50 @@ class KTServerHandler:
             self.logger.error(f"binary {kb.MAGIC_NAMES[request.magic]} failed: {exc}")
             ok = False
         if request.no_reply:
-            return ok
+            return b"", ok
         if not ok:
-            conn.send(_ERROR_BYTE)
-            return False
-        return conn.send(reply)
+            return _ERROR_BYTE, False
+        return reply, True
 
-    def _bin_get_bulk(self, conn: Connection, request, failure: Optional[str], end: int) -> bool:
+    def _bin_get_bulk(self, request, failure: Optional[str], end: int):
         if failure is not None:
-            if self._header_complete(end, failure):
-                conn.send(_ERROR_BYTE)
-            return False
+            return (_ERROR_BYTE if self._header_complete(end, failure) else b""), False
         try:
             hits = self.service.bin_get_bulk(request.records)
         except Exception as exc:
             self.logger.error(f"binary get_bulk failed: {exc}")
-            conn.send(_ERROR_BYTE)
-            return False
-        return conn.send(kb.encode_get_bulk_reply(hits))
+            return _ERROR_BYTE, False
+        return kb.encode_get_bulk_reply(hits), True
 
-    def _bin_play_script(self, conn: Connection, request, failure: Optional[str]) -> bool:
-        if failure is not None:
-            return False  # ktserver sends nothing for a broken play_script request
+    def _bin_play_script(self, request):
         try:
             result = self.service.bin_play_script(request.name, request.records)
         except Exception as exc:
             self.logger.error(f"binary play_script failed: {exc}")
             result = None
         if request.no_reply:
-            return True
+            return b"", True
         if result is None:
-            return conn.send(_ERROR_BYTE)
-        return conn.send(kb.encode_play_script_reply(result))
+            return _ERROR_BYTE, True
+        return kb.encode_play_script_reply(result), True
 
-    def _bin_replication(self, conn: Connection, request, failure: Optional[str]) -> bool:
-        if failure is not None:
-            return False
+    def _bin_replication(self, conn: Connection, request) -> None:
+        """Runs in its own thread with a blocking socket (``HandOver``)."""
         white = bool(request.flags & kb.FLAG_NO_REPLY)  # WHITESID
         reader = self.service.ulog_reader(request.ts, request.sid, white)
         if reader is None:
             self.logger.info("no update log allows no replication")
             conn.send(_ERROR_BYTE)
-            return False
+            return
         try:
-            return self._stream_replication(conn, reader, request.sid)
+            self._stream_replication(conn, reader, request.sid)
         finally:
             reader.close()
 
-    def _stream_replication(self, conn: Connection, reader, sid: int) -> bool:
+    def _stream_replication(self, conn: Connection, reader, sid: int) -> None:
         """ktserver's ``do_bin_replication`` loop: records, heartbeats, NOP + ack when caught up."""
         if not conn.send(kb.REPLICATION_ACK):
-            return False
+            return
         self.logger.system(f"a slave was connected: sid={sid}")
         last_ts = 0
         misses = 0
@@ -369,12 +337,12 @@ class KTServerHandler:
                     if message is not None:
                         misses = 0
                         if not conn.send(kb.encode_replication_record(ts, message)):
-                            return False
+                            return
                     else:
                         misses += 1
                         if misses >= _REPLICATION_DUMMY_FREQ:
                             if not conn.send(kb.encode_replication_record(ts, b"")):
-                                return False
+                                return
                             misses = 0
                     last_ts = max(last_ts, ts)
                     continue
@@ -383,17 +351,19 @@ class KTServerHandler:
                     cc -= 1000000000
                 cc = max(cc, last_ts)
                 if not conn.send(kb.encode_replication_nop(cc)):
-                    return False
-                if not conn.buf and not self._fill_or_eof(conn):
-                    return False
+                    return
+                try:
+                    if not conn.buf and not conn.fill():
+                        return
+                except socket.timeout:
+                    return
                 answer = conn.buf[0]
                 conn.consume(1)
                 if answer != kb.MAGIC_REPLICATION:
-                    return False
+                    return
                 time.sleep(0.1)
         finally:
             self.logger.system(f"a slave was disconnected: sid={sid}")
-        return False
 
 
 # -------------------------------------------------------------------- command line
@@ -498,7 +468,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as exc:
         logger.error(f"opening a database failed: {exc}")
         return 1
-    server = ThreadedServer(lambda conn: None, host=host, port=port, timeout=tout, logger=logger)
+    threads = max(1, min(64, _atoix(str(options.get("-th", "16")))))
+    server = EventLoopServer(None, host=host, port=port, timeout=tout, logger=logger, workers=threads)
     try:
         bound_host, bound_port = server.bind()
     except OSError as exc:
