@@ -173,34 +173,35 @@ def parser_choice(rounds: int = 20000) -> None:
 
 
 def profile(seconds: float) -> None:
-    """cProfile of the real connection handler, in-process over a socketpair."""
+    """cProfile of the server's event loop thread, in-process, one client connection."""
     import cProfile
     import pstats
 
-    from kt.server.common import Connection, Logger
+    from kt.server.common import EventLoopServer, Logger
     from kt.server.kt_server import KTServerHandler
     from kt.server.kt_service import KTService
 
     service = KTService(["*"])
-    session = service.session()
-    for i in range(RECORDS):
-        service.bin_set_bulk([(0, b"key%05d" % i, b"value-%05d" % i, NO_XT)])
-    session.close()
-    handler = KTServerHandler(service, server_name=b"localhost:1978", logger=Logger(kinds=0))
+    service.bin_set_bulk([(0, b"key%05d" % i, b"value-%05d" % i, NO_XT) for i in range(RECORDS)])
+    logger = Logger(kinds=0)
+    handler = KTServerHandler(service, server_name=b"localhost:1978", logger=logger)
+    server = EventLoopServer(handler, port=0, logger=logger)
+    host, port = server.bind()
+    prof = cProfile.Profile()
+
+    def serve() -> None:
+        prof.enable()
+        try:
+            server.serve_forever()
+        finally:
+            prof.disable()
+
+    thread = threading.Thread(target=serve)
+    thread.start()
     for name, request, parser in workloads():
-        client, server_end = socket.socketpair()
-        conn = Connection(server_end, "bench")
-        prof = cProfile.Profile()
-
-        def serve(conn=conn, prof=prof):
-            prof.enable()
-            try:
-                handler(conn)
-            finally:
-                prof.disable()
-
-        thread = threading.Thread(target=serve)
-        thread.start()
+        prof.clear()
+        client = socket.create_connection((host, port))
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         done = 0
         buf = bytearray()
         start = time.perf_counter()
@@ -215,9 +216,12 @@ def profile(seconds: float) -> None:
             done += 1
         elapsed = time.perf_counter() - start
         client.close()
-        thread.join(5)
-        print(f"\n--- profile: {name}: {done / elapsed:,.0f} requests/s over a socketpair (under cProfile)")
+        print(f"\n--- profile: {name}: {done / elapsed:,.0f} requests/s, in-process (under cProfile)")
         pstats.Stats(prof).sort_stats("tottime").print_stats(8)
+    server.stop()
+    thread.join(10)
+    server.close()
+    server.shutdown_clients()
     service.close()
 
 
