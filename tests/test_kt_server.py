@@ -462,3 +462,24 @@ def test_big_chunked_rest_put_in_small_chunks(server):
         sock.sendall(b"GET /bigkey HTTP/1.1\r\n\r\n")
         raw = reader.http_response()
     assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and raw.endswith(value)
+
+
+def test_pipelined_mixed_requests_are_answered_in_order(server):
+    """Binary and HTTP requests pipelined in one write come back complete and in order."""
+    get = kb.encode_get_bulk([(0, b"pipe")])
+    http_void = b"GET /rpc/void HTTP/1.1\r\n\r\n"
+    with server.connect() as sock:
+        assert _set_one(sock, b"pipe", b"line") == 1
+        sock.sendall((get + http_void) * 50 + kb.encode_set_bulk([(0, b"p2", b"x" * 70000, NO_XT)] * 100)
+                     + get)
+        one_get = kb.encode_get_bulk_reply([(0, b"pipe", b"line", (1 << 40) - 1)])
+        reader = ResponseReader(sock, timeout=20)
+        for _ in range(50):
+            while len(reader.buf) < len(one_get):
+                assert reader._more()
+            assert bytes(reader.buf[:len(one_get)]) == one_get
+            del reader.buf[:len(one_get)]
+            assert reader.http_response().startswith(b"HTTP/1.1 200 OK\r\n")
+        while len(reader.buf) < 5 + len(one_get):
+            assert reader._more()
+        assert bytes(reader.buf) == kb.encode_set_bulk_reply(100) + one_get

@@ -688,37 +688,54 @@ class EventLoopServer(ThreadedServer):
         self._process(conn)
 
     def _process(self, conn: Connection) -> None:
-        """Handle every complete request in ``conn.buf`` (in order) until one must wait."""
-        while not conn.closed and not conn.busy and not conn.out and not conn.closing:
-            if not conn.buf:
-                if conn.eof:
-                    self._close(conn)
-                return
-            try:
-                result = self.handler.step(conn, conn.eof)
-            except Exception as exc:  # a handler bug must not kill the loop
-                self.logger.error(f"unexpected error on {conn.peer}: {type(exc).__name__}: {exc}")
+        """Handle every complete request in ``conn.buf`` (in order) until one must wait.
+
+        Replies of pipelined requests are sent together in one ``send``.
+        """
+        pending: List[bytes] = []
+        try:
+            while not conn.closed and not conn.busy and not conn.out and not conn.closing:
+                if not conn.buf:
+                    if conn.eof:
+                        conn.closing = True
+                    return
+                try:
+                    result = self.handler.step(conn, conn.eof)
+                except Exception as exc:  # a handler bug must not kill the loop
+                    self.logger.error(f"unexpected error on {conn.peer}: {type(exc).__name__}: {exc}")
+                    conn.closing = True
+                    return
+                if result is None:
+                    if conn.eof:
+                        conn.closing = True
+                    return
+                if isinstance(result, Offload):
+                    self._emit(conn, pending)
+                    if conn.closed:
+                        return
+                    conn.busy = True
+                    self._set_interest(conn, 0)
+                    self._pool.submit(self._run_offload, conn, result)
+                    return
+                if isinstance(result, HandOver):
+                    self._emit(conn, pending)
+                    if not conn.closed:
+                        self._hand_over(conn, result)
+                    return
+                reply, keep = result
+                if reply:
+                    pending.append(reply)
+                if not keep:
+                    conn.closing = True
+        finally:
+            self._emit(conn, pending)
+            if conn.closing and not conn.out and not conn.busy and not conn.closed:
                 self._close(conn)
-                return
-            if result is None:
-                if conn.eof:
-                    self._close(conn)
-                return
-            if isinstance(result, Offload):
-                conn.busy = True
-                self._set_interest(conn, 0)
-                self._pool.submit(self._run_offload, conn, result)
-                return
-            if isinstance(result, HandOver):
-                self._hand_over(conn, result)
-                return
-            reply, keep = result
-            if reply:
-                self._write(conn, reply)
-            if not keep:
-                conn.closing = True
-        if conn.closing and not conn.out and not conn.closed:
-            self._close(conn)
+
+    def _emit(self, conn: Connection, pending: List[bytes]) -> None:
+        if pending and not conn.closed:
+            self._write(conn, pending[0] if len(pending) == 1 else b"".join(pending))
+        pending.clear()
 
     def _run_offload(self, conn: Connection, job: Offload) -> None:
         try:
