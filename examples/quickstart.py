@@ -19,10 +19,14 @@ from kt import (
 from kt.tokyotyrant import INDEX_NUM, OP_NUM_GE, ORDER_NUM_DESC
 
 
+def _flavour(server) -> str:
+    return "kt's bundled server" if server.bundled else "the real server"
+
+
 def kyoto_tycoon_demo() -> None:
     # The real ktserver is used when it is on PATH; otherwise kt's bundled server.
     with EmbeddedServer(database="%") as server:
-        print(f"Kyoto Tycoon server on {server.host}:{server.port} ({server.kind})")
+        print(f"Kyoto Tycoon server on {server.host}:{server.port} ({_flavour(server)})")
         db = KyotoTycoon(server.host, server.port, serializer=KT_JSON)
         db.set("user:1", {"name": "Ada", "langs": ["en", "fr"]})
         db.set_bulk({"user:2": {"name": "Grace"}, "user:3": {"name": "Linus"}})
@@ -37,7 +41,7 @@ def kyoto_tycoon_demo() -> None:
 
 def tokyo_tyrant_demo(tmpdir: str) -> None:
     with EmbeddedTokyoTyrantServer(database=f"{tmpdir}/people.tct") as server:
-        print(f"Tokyo Tyrant server on {server.host}:{server.port} ({server.kind})")
+        print(f"Tokyo Tyrant server on {server.host}:{server.port} ({_flavour(server)})")
         db = TokyoTyrant(server.host, server.port, serializer=TT_TABLE)
         db.set_index("age", INDEX_NUM)
         db.set_bulk(
