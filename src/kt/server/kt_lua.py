@@ -21,28 +21,15 @@ import threading
 import time
 from typing import Any, Dict, Optional, Tuple
 
-from kt.errors import EngineError
 from kt.server.engines.kc import KCError
+from kt.server.lua_runtime import load_lua_runtime
 from kt.server.timeddb import DROP, INT64MAX, INT64MIN, KEEP, XTMAX, atoi, atoix
 
 RVSUCCESS, RVENOIMPL, RVEINVALID, RVELOGIC, RVETIMEOUT, RVEINTERNAL = 0, 1, 2, 3, 4, 5
 
 
 def _runtime_class():
-    try:
-        from lupa import lua51  # type: ignore[attr-defined]
-
-        return lua51.LuaRuntime
-    except ImportError:
-        pass
-    try:
-        import lupa
-
-        return lupa.LuaRuntime
-    except ImportError as exc:
-        raise EngineError(
-            "-scr needs the Python package 'lupa' (pip install 'kt-tycoon[server]')"
-        ) from exc
+    return load_lua_runtime("-scr")
 
 
 _PRELUDE = r"""

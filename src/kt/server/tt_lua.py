@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 from kt.errors import EngineError
 from kt.server.engines.tc import TokyoCabinetDB
+from kt.server.lua_runtime import load_lua_runtime as _load_lua_runtime
 
 __all__ = ["LuaExtension", "LuaPool", "SharedState", "load_lua_runtime", "lua_available"]
 
@@ -40,20 +41,7 @@ def lua_available() -> bool:
 
 def load_lua_runtime() -> Callable[..., Any]:
     """The ``LuaRuntime`` class, Lua 5.1 first (what ttserver 1.1.41 embeds)."""
-    try:
-        from lupa import lua51  # type: ignore[attr-defined]
-
-        return lua51.LuaRuntime
-    except ImportError:
-        pass
-    try:
-        import lupa
-
-        return lupa.LuaRuntime
-    except ImportError as exc:
-        raise EngineError(
-            "-ext needs the Python package 'lupa' (pip install 'kt-tycoon[server]')"
-        ) from exc
+    return _load_lua_runtime("-ext")
 
 
 def _lua_number_text(num: float) -> bytes:
