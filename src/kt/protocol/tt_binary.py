@@ -935,6 +935,26 @@ def _size_error(command: int, what: str, size: int) -> RequestError:
     return RequestError("bad_size", f"{COMMAND_NAMES[command]}: {what} size {size} out of range")
 
 
+def _read_sized_items(
+    buf: Buffer, pos: int, end: int, count: int, cmd: int, what: str
+) -> Optional[Tuple[List[bytes], int]]:
+    """``count`` items framed ``[size:4][bytes]`` (mget keys, misc arguments), or None if short."""
+    items = []
+    append = items.append
+    for _ in range(count):
+        if end < pos + 4:
+            return None
+        size = _unpack_i32(buf, pos)[0]
+        if size < 0 or size > MAX_ARG_SIZE:
+            raise _size_error(cmd, what, size)
+        start = pos + 4
+        pos = start + size
+        if pos > end:
+            return None
+        append(bytes(buf[start:pos]))
+    return items, pos
+
+
 def _check_sizes(command: int, *sizes: int) -> None:
     for size in sizes:
         if size < 0 or size > MAX_ARG_SIZE:
@@ -994,19 +1014,10 @@ def _req_mget(buf: Buffer, pos: int, end: int, cmd: int) -> Parsed:
     if count < 0 or count > MAX_ARG_NUM:
         raise RequestError("too_many_args", f"mget: key count {count} out of range")
     pos += 6
-    keys = []
-    append = keys.append
-    for _ in range(count):
-        if end < pos + 4:
-            return None
-        size = _unpack_i32(buf, pos)[0]
-        if size < 0 or size > MAX_ARG_SIZE:
-            raise _size_error(cmd, "key", size)
-        start = pos + 4
-        pos = start + size
-        if pos > end:
-            return None
-        append(bytes(buf[start:pos]))
+    parsed = _read_sized_items(buf, pos, end, count, cmd, "key")
+    if parsed is None:
+        return None
+    keys, pos = parsed
     return Request(cmd, keys=keys), pos
 
 
@@ -1122,19 +1133,10 @@ def _req_misc(buf: Buffer, pos: int, end: int, cmd: int) -> Parsed:
     if pos > end:
         return None
     name = bytes(buf[nstart:pos])
-    args = []
-    append = args.append
-    for _ in range(count):
-        if end < pos + 4:
-            return None
-        size = _unpack_i32(buf, pos)[0]
-        if size < 0 or size > MAX_ARG_SIZE:
-            raise _size_error(cmd, "misc argument", size)
-        start = pos + 4
-        pos = start + size
-        if pos > end:
-            return None
-        append(bytes(buf[start:pos]))
+    parsed = _read_sized_items(buf, pos, end, count, cmd, "misc argument")
+    if parsed is None:
+        return None
+    args, pos = parsed
     return Request(cmd, name=name, opts=opts, args=args), pos
 
 
