@@ -623,3 +623,22 @@ def test_hostile_numbers_are_bounded(svc):
     assert _wait_for(lambda: svc.rpc("void", {b"SIGNAL": b"big"}, sess)[1][b"SIGNALED"] == b"1")
     t.join(5)
     assert results == [(200, {})]
+
+
+def test_lua_levdist_counts_bytes_or_characters(tmp_path):
+    pytest.importorskip("lupa")
+    script = tmp_path / "lev.lua"
+    script.write_text(
+        "kt = __kyototycoon__\n"
+        "function lev(i, o)\n"
+        "  o.bytes = kt.levdist(i.a, i.b)\n"
+        "  o.chars = kt.levdist(i.a, i.b, true)\n"
+        "  return kt.RVSUCCESS\n"
+        "end\n"
+    )
+    svc = KTService(["*"], script_path=str(script))
+    try:
+        params = {b"name": b"lev", b"_a": "日本".encode(), b"_b": "日x".encode()}
+        assert svc.rpc("play_script", params, svc.session()) == (200, {b"_bytes": b"3", b"_chars": b"1"})
+    finally:
+        svc.close()

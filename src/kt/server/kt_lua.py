@@ -23,7 +23,7 @@ from typing import Any, Dict, Optional, Tuple
 
 from kt.server.engines.kc import KCError
 from kt.server.lua_runtime import load_lua_runtime
-from kt.server.timeddb import DROP, INT64MAX, INT64MIN, KEEP, XTMAX, atoi, atoix
+from kt.server.timeddb import DROP, INT64MAX, INT64MIN, KEEP, XTMAX, atoi, atoix, levenshtein
 
 RVSUCCESS, RVENOIMPL, RVEINVALID, RVELOGIC, RVETIMEOUT, RVEINTERNAL = 0, 1, 2, 3, 4, 5
 
@@ -224,17 +224,8 @@ __kyototycoon__ = kt
 
 def _levdist(a: bytes, b: bytes, utf: bool) -> int:
     if utf:
-        sa: Any = a.decode("utf-8", "replace")
-        sb: Any = b.decode("utf-8", "replace")
-    else:
-        sa, sb = a, b
-    prev = list(range(len(sb) + 1))
-    for i, ca in enumerate(sa, 1):
-        cur = [i]
-        for j, cb in enumerate(sb, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
+        return levenshtein(a.decode("utf-8", "replace"), b.decode("utf-8", "replace"))
+    return levenshtein(a, b)
 
 
 def _to_bytes(v: Any) -> Optional[bytes]:

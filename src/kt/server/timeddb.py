@@ -737,7 +737,7 @@ class TimedDB:
                     break
                 k = key.decode("utf-8", "replace") if utf else key
                 if abs(len(o) - len(k)) <= range:
-                    dist = _levenshtein(o, k)
+                    dist = levenshtein(o, k)
                     if dist <= range:
                         found.append((dist, key, order))
                 order += 1
@@ -750,7 +750,8 @@ class TimedDB:
         return TimedCursor(self)
 
 
-def _levenshtein(a, b) -> int:
+def levenshtein(a, b) -> int:
+    """Edit distance between two sequences (bytes, or str for UTF-8 mode)."""
     if len(a) < len(b):
         a, b = b, a
     prev = list(range(len(b) + 1))
