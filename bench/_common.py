@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import selectors
 import socket
 import statistics
 import sys
@@ -165,6 +166,42 @@ class RawSocket:
         """A callable sending a no-reply request (e.g. TT putnr)."""
         sendall = self.sock.sendall
         return lambda: sendall(data)
+
+
+def load_rate(port: int, conns: int, request: bytes, parser: Callable, seconds: float) -> float:
+    """Requests/s with ``conns`` connections, one request in flight on each."""
+    sel = selectors.DefaultSelector()
+    socks: List[socket.socket] = []
+    for _ in range(conns):
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setblocking(False)
+        socks.append(sock)
+        sel.register(sock, selectors.EVENT_READ, bytearray())
+    for sock in socks:
+        sock.send(request)
+    done = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while time.perf_counter() < deadline:
+        for key, _ in sel.select(0.5):
+            sock, buf = key.fileobj, key.data
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("server closed a benchmark connection")
+            buf += chunk
+            while True:
+                parsed = parser(buf, 0)
+                if parsed is None:
+                    break
+                del buf[: parsed[1]]
+                done += 1
+                sock.send(request)
+    elapsed = time.perf_counter() - start
+    for sock in socks:
+        sel.unregister(sock)
+        sock.close()
+    return done / elapsed
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import selectors
 import socket
 import subprocess
 import sys
@@ -30,6 +29,7 @@ _SRC = os.path.join(os.path.dirname(_HERE), "src")
 if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
 
+from _common import load_rate  # noqa: E402
 from kt.protocol import http_server as hs  # noqa: E402
 from kt.protocol import kt_binary as kb  # noqa: E402
 from kt.protocol import kt_rpc  # noqa: E402
@@ -93,42 +93,6 @@ def prepare(port: int) -> None:
         while kb.parse_set_bulk_reply(buf) is None:
             buf += sock.recv(100)
     sock.close()
-
-
-def load(port: int, conns: int, request: bytes, parser: Callable, seconds: float) -> float:
-    """Requests/s with ``conns`` connections, one request in flight on each."""
-    sel = selectors.DefaultSelector()
-    socks = []
-    for _ in range(conns):
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setblocking(False)
-        socks.append(sock)
-        sel.register(sock, selectors.EVENT_READ, bytearray())
-    for sock in socks:
-        sock.send(request)
-    done = 0
-    start = time.perf_counter()
-    deadline = start + seconds
-    while time.perf_counter() < deadline:
-        for key, _ in sel.select(0.5):
-            sock, buf = key.fileobj, key.data
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise RuntimeError("server closed a benchmark connection")
-            buf += chunk
-            while True:
-                parsed = parser(buf, 0)
-                if parsed is None:
-                    break
-                del buf[: parsed[1]]
-                done += 1
-                sock.send(request)
-    elapsed = time.perf_counter() - start
-    for sock in socks:
-        sel.unregister(sock)
-        sock.close()
-    return done / elapsed
 
 
 def parser_choice(rounds: int = 20000) -> None:
@@ -243,7 +207,7 @@ def main() -> int:
             prepare(port)
             rows = []
             for name, request, parser in workloads():
-                rates = [max(load(port, c, request, parser, args.seconds) for _ in range(args.rounds))
+                rates = [max(load_rate(port, c, request, parser, args.seconds) for _ in range(args.rounds))
                          for c in conns_list]
                 rows.append((name, rates))
         finally:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import select
-import selectors
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import tempfile
 import time
 from typing import Callable, List, Tuple
 
+from _common import load_rate
 from kt.protocol import tt_binary as tt
 
 RECORDS = 10000
@@ -84,45 +84,6 @@ def call(sock: socket.socket, request: bytes, parser: Callable) -> object:
         if parsed is not None:
             return parsed[0]
         buf += sock.recv(65536)
-
-
-def load(port: int, conns: int, request: bytes, parser: Callable, seconds: float) -> float:
-    """Requests/s with ``conns`` connections, one request in flight on each."""
-    sel = selectors.DefaultSelector()
-    socks: List[socket.socket] = []
-    for _ in range(conns):
-        sock = socket.create_connection(("127.0.0.1", port))
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setblocking(False)
-        socks.append(sock)
-        sel.register(sock, selectors.EVENT_READ, bytearray())
-    done = 0
-    for sock in socks:
-        sock.send(request)
-    deadline = time.perf_counter() + seconds
-    start = time.perf_counter()
-    while True:
-        now = time.perf_counter()
-        if now >= deadline:
-            break
-        for key, _ in sel.select(0.5):
-            sock, buf = key.fileobj, key.data
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise RuntimeError("server closed a benchmark connection")
-            buf += chunk
-            while True:
-                parsed = parser(buf, 0)
-                if parsed is None:
-                    break
-                del buf[: parsed[1]]
-                done += 1
-                sock.send(request)
-    elapsed = time.perf_counter() - start
-    for sock in socks:
-        sel.unregister(sock)
-        sock.close()
-    return done / elapsed
 
 
 def prepare(port: int) -> None:
@@ -201,14 +162,15 @@ def main() -> int:
             prepare(port)
             rows = []
             for name, request, parser in workloads():
-                rows.append((name, [load(port, c, request, parser, args.seconds) for c in conns_list]))
+                rows.append((name, [load_rate(port, c, request, parser, args.seconds) for c in conns_list]))
         finally:
             proc.terminate()
             proc.wait(30)
         floor_proc, floor_port = start_floor(tt.encode_get_reply(b"x" * 30))
         try:
+            floor_get = tt.encode_get(b"1234")
             rows.append(("floor: echo server, no work", [
-                load(floor_port, c, tt.encode_get(b"1234"), tt.parse_get, args.seconds) for c in conns_list]))
+                load_rate(floor_port, c, floor_get, tt.parse_get, args.seconds) for c in conns_list]))
         finally:
             floor_proc.kill()
             floor_proc.wait(10)
