@@ -22,7 +22,7 @@ import time
 from typing import Any, Dict, Optional, Tuple
 
 from kt.server.engines.kc import KCError
-from kt.server.lua_runtime import load_lua_runtime
+from kt.server.lua_runtime import load_lua_runtime, new_lua_state
 from kt.server.timeddb import DROP, INT64MAX, INT64MIN, KEEP, XTMAX, atoi, atoix, levenshtein
 
 RVSUCCESS, RVENOIMPL, RVEINVALID, RVELOGIC, RVETIMEOUT, RVEINTERNAL = 0, 1, 2, 3, 4, 5
@@ -99,7 +99,7 @@ function DB:get(k) return unpack2(native.get(self.idx, k)) end
 function DB:check(k)
   local r = native.get(self.idx, k)
   if r == nil then return -1 end
-  return #r[1], r[2]
+  return #r[1]
 end
 function DB:seize(k) return unpack2(native.seize(self.idx, k)) end
 function DB:set_bulk(recs, xt, atomic) return native.set_bulk(self.idx, recs, xt) end
@@ -158,7 +158,8 @@ local function wrapvisit(visit)
     if v == nil then r, x = empty(k) else r, x = full(k, v, xt) end
     if r == kt.Visitor.REMOVE then return "r" end
     if type(r) ~= "string" and type(r) ~= "number" then return "n" end
-    if type(x) ~= "number" then x = nil end
+    -- lua_isnumber/lua_tonumber: numbers and numeric strings (Lua's own conversion rules)
+    if type(x) == "string" then x = tonumber(x) elseif type(x) ~= "number" then x = nil end
     return "s", tostring(r), x
   end
 end
@@ -314,13 +315,26 @@ def _lua_tointeger(v: Any) -> int:
     return 0
 
 
+def c_int64(v: Any) -> int:
+    """A Lua number as C's ``(int64_t)`` conversion of a double gives it on x86-64 (truncation;
+    NaN and out-of-range values become INT64MIN, the "integer indefinite" value)."""
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v if INT64MIN <= v <= INT64MAX else INT64MIN
+    if isinstance(v, float):
+        if math.isnan(v) or not -9.223372036854775808e18 <= v < 9.223372036854775808e18:
+            return INT64MIN
+        return int(v)
+    return 0
+
+
 def _xt(v: Any) -> int:
     if v is None:
         return INT64MAX
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return atoi(_to_bytes(v) or b"")
+    if isinstance(v, (int, float)):
+        return c_int64(v)
+    return atoi(_to_bytes(v) or b"")
 
 
 class _State:
@@ -329,7 +343,7 @@ class _State:
     def __init__(self, processor: ScriptProcessor, thid: int):
         self.processor = processor
         service = processor.service
-        self.lua = processor.runtime_class(encoding=None, unpack_returned_tuples=False)
+        self.lua = new_lua_state(processor.runtime_class)
         lua = self.lua
         self.cursors: Dict[int, Any] = {}
         self._next_cursor = 1
@@ -349,7 +363,7 @@ class _State:
 
         def visitor_of(fn):
             def visit(key, value, xt):
-                res = fn(key, value, None if value is None else xt)
+                res = fn(key, value, None if value is None else min(xt, XTMAX))
                 if not isinstance(res, tuple):
                     res = (res,)
                 if res[0] == b"n":
@@ -485,11 +499,11 @@ class _State:
             rec = dbs()[idx].get(bstr(k))
             if rec is None:
                 return miss()
-            return tbl(rec[0], rec[1] if rec[1] < XTMAX else None)
+            return tbl(rec[0], min(rec[1], XTMAX))
 
         def seize(idx, k):
             rec = dbs()[idx].seize(bstr(k))
-            return miss() if rec is None else tbl(rec[0], rec[1])
+            return miss() if rec is None else tbl(rec[0], min(rec[1], XTMAX))
 
         def set_bulk(idx, recs, xt):
             items = {bstr(k): bstr(v) for k, v in recs.items()}
@@ -544,12 +558,12 @@ class _State:
         def cur_get(h, step):
             c = self.cursors.get(h)
             rec = c.get(bool(step)) if c is not None else None
-            return None if rec is None else tbl(rec[0], rec[1], rec[2] if rec[2] < XTMAX else None)
+            return None if rec is None else tbl(rec[0], rec[1], min(rec[2], XTMAX))
 
         def cur_seize(h):
             c = self.cursors.get(h)
             rec = c.seize() if c is not None else None
-            return None if rec is None else tbl(rec[0], rec[1], rec[2] if rec[2] < XTMAX else None)
+            return None if rec is None else tbl(rec[0], rec[1], min(rec[2], XTMAX))
 
         def cur_set_value(h, v, xt, step):
             c = self.cursors.get(h)
@@ -594,7 +608,19 @@ class _State:
         native[b"thid"] = thid
         native[b"dbnum"] = len(service.dbs)
         lua.execute(_PRELUDE.encode(), native)
-        lua.execute(processor.source)
+        self.loaded = processor.source is not None and self._load(processor.source)
+
+    def _load(self, source: bytes) -> bool:
+        """Run the script's main chunk (``ScriptProcessor::load``): a failure is logged and what
+        the chunk defined before failing stays usable, as in ktserver."""
+        try:
+            self.lua.execute(source)
+        except Exception as exc:  # lupa.LuaError / LuaSyntaxError
+            logger = self.processor.service.logger
+            if logger is not None:
+                logger.error(f"[SCRIPT]: (init): {exc}")
+            return False
+        return True
 
     def call(self, name: bytes, inmap: Dict[bytes, bytes]) -> Tuple[int, Dict[bytes, bytes]]:
         lua = self.lua
@@ -637,12 +663,18 @@ class ScriptProcessor:
         self.path = path
         self.service = service
         self.logger = logger
-        with open(path, "rb") as f:
-            self.source = f.read()
+        self.source: Optional[bytes] = None
+        try:
+            with open(path, "rb") as f:
+                self.source = f.read()
+        except OSError:
+            pass
         self._local = threading.local()
         self._lock = threading.Lock()
         self._thids = 0
-        _State(self, 0)  # fail at start-up, not at the first call, when the script is broken
+        # ktserver loads the script at start-up and keeps serving when it cannot.
+        if not self._state().loaded and service.logger is not None:
+            service.logger.error(f"could not load a script file: {path}")
 
     def _state(self) -> _State:
         state = getattr(self._local, "state", None)

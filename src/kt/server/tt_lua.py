@@ -22,6 +22,7 @@ from typing import Any, Callable, Dict, List, Optional
 from kt.errors import EngineError
 from kt.server.engines.tc import TokyoCabinetDB
 from kt.server.lua_runtime import load_lua_runtime as _load_lua_runtime
+from kt.server.lua_runtime import new_lua_state
 
 __all__ = ["LuaExtension", "LuaPool", "SharedState", "load_lua_runtime", "lua_available"]
 
@@ -142,14 +143,16 @@ class LuaExtension:
         self.thid = thid
         self.shared.states.append(self)
         self._stash = self.shared.stash
-        self.lua = runtime_cls(encoding=None, unpack_returned_tuples=False, register_eval=False)
+        self.lua = new_lua_state(runtime_cls)
         self._install_builtins(sid=sid, thnum=thnum, thid=thid, version=version)
         with open(script_path, "rb") as fh:
             code = fh.read()
         try:
             self.lua.execute(code)
         except Exception as exc:  # lupa.LuaError, LuaSyntaxError
-            raise EngineError(f"cannot load the Lua extension {script_path}: {exc}") from exc
+            # scrextnew reports the error and keeps the state: what the chunk defined before
+            # the failing line stays callable, and the server keeps serving.
+            self.shared.log(2, f"Lua error: {exc}")
         begin = self.lua.globals()[b"_begin"]
         if begin is not None and thid == 0:  # scrextnew: only the first state runs _begin
             try:
