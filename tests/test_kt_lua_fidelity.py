@@ -53,6 +53,14 @@ function visitxt(inmap, outmap)
   return kt.RVSUCCESS
 end
 
+-- db:increment with its arguments passed as strings (lua_tonumber: non-numbers are 0)
+function incr(inmap, outmap)
+  if inmap.reset then db:remove(inmap.key) end
+  local r = db:increment(inmap.key, inmap.num, inmap.orig)
+  outmap.num = tostring(r)
+  return kt.RVSUCCESS
+end
+
 -- what a script can see of the host
 function globals(inmap, outmap)
   outmap.python = type(rawget(_G, "python"))
@@ -128,3 +136,23 @@ def test_a_script_failing_while_loading_does_not_stop_the_server(flavour, tmp_pa
         assert wire.rpc("play_script", name="after") == (501, {b"ERROR": b"no such scripting procedure"})
         assert wire.rpc("set", key="k", value="v") == (200, {})
         wire.close()
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        # (num, orig) -> tostring of the result; each list starts from a missing key
+        [("1", "try", "1"), ("1", "try", "2")],  # "try" is 0 in Lua: +-math.huge are the modes
+        [("2", "-inf", "nil"), ("2", "inf", "2"), ("3", "inf", "3"), ("4", "", "7")],
+        [("9223372036854775807", "", "nil")],  # 2^63 as a double: INT64MIN, the failure value
+        [("-9223372036854775808", "", "nil")],
+        [("1", "-9223372036854775808", "nil"), ("1", "1e400", "1")],
+        [("0x10", "  5  ", "21"), ("1.9", "x", "22")],
+    ],
+)
+def test_lua_increment_argument_conversion(wire, steps):
+    for i, (num, orig, expected) in enumerate(steps):
+        params = {"_key": "lincr", "_num": num, "_orig": orig}
+        if i == 0:
+            params["_reset"] = "1"
+        assert wire.rpc("play_script", name="incr", **params) == (200, {b"_num": expected.encode()})

@@ -91,8 +91,15 @@ function DB:set(k, v, xt) return native.write(self.idx, "set", k, v, xt) end
 function DB:add(k, v, xt) return native.write(self.idx, "add", k, v, xt) end
 function DB:replace(k, v, xt) return native.write(self.idx, "replace", k, v, xt) end
 function DB:append(k, v, xt) return native.write(self.idx, "append", k, v, xt) end
-function DB:increment(k, n, orig, xt) return native.increment(self.idx, k, n, orig, xt) end
-function DB:increment_double(k, n, orig, xt) return native.increment_double(self.idx, k, n, orig, xt) end
+-- myscript.cc reads num/orig with lua_tonumber: strings like "try" are 0, +-math.huge the modes
+local function num0(v) return tonumber(v) or 0 end
+local function optxt(xt) if xt == nil then return nil end return tonumber(xt) or 0 end
+function DB:increment(k, n, orig, xt)
+  return native.increment(self.idx, k, num0(n), num0(orig), optxt(xt))
+end
+function DB:increment_double(k, n, orig, xt)
+  return native.increment_double(self.idx, k, num0(n), num0(orig), optxt(xt))
+end
 function DB:cas(k, ov, nv, xt) return native.cas(self.idx, k, ov, nv, xt) end
 function DB:remove(k) return native.remove_rec(self.idx, k) end
 function DB:get(k) return unpack2(native.get(self.idx, k)) end
@@ -460,24 +467,15 @@ class _State:
                 return fail(e)
 
         def increment(idx, k, n, orig, xt):
-            special = {None: 0, b"try": INT64MIN, b"set": INT64MAX}
-            o = special[orig] if orig in special else int(orig)
+            o = (INT64MAX if orig > 0 else INT64MIN) if math.isinf(orig) else c_int64(orig)
             try:
-                return dbs()[idx].increment(bstr(k), int(n or 0), o, _xt(xt))
+                return dbs()[idx].increment(bstr(k), c_int64(n), o, _xt(xt))
             except KCError as e:
                 return fail(e) or None
 
         def increment_double(idx, k, n, orig, xt):
-            if orig is None:
-                o = 0.0
-            elif orig == b"try":
-                o = -math.inf
-            elif orig == b"set":
-                o = math.inf
-            else:
-                o = float(orig)
             try:
-                return dbs()[idx].increment_double(bstr(k), float(n or 0), o, _xt(xt))
+                return dbs()[idx].increment_double(bstr(k), float(n), float(orig), _xt(xt))
             except KCError as e:
                 return fail(e) or None
 

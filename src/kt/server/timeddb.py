@@ -452,19 +452,23 @@ class TimedDB:
         self.accept(key, lambda k, v, x: ((v or b"") + value, xt))
 
     def increment(self, key: bytes, num: int, orig: int = 0, xt: int = INT64MAX) -> int:
-        """Add to an 8-byte big-endian integer; orig INT64MIN = must exist, INT64MAX = set."""
+        """Add to an 8-byte big-endian integer; orig INT64MIN = must exist, INT64MAX = set.
+
+        As in Kyoto Cabinet, INT64MIN is the failure value: a sum that wraps to it (INT64MAX + 1,
+        or adding INT64MIN to 0) is stored, yet reported as a logical inconsistency.
+        """
         box = [num]
 
         def visit(k, v, x):
             if v is None:
                 if orig == INT64MIN:
-                    box[0] = None
+                    box[0] = INT64MIN
                     return KEEP
                 if orig != INT64MAX:
                     box[0] = _wrap64(box[0] + orig)
                 return (_INT64.pack(box[0]), xt)
             if len(v) != 8:
-                box[0] = None
+                box[0] = INT64MIN
                 return KEEP
             if orig == INT64MAX:
                 onum = 0
@@ -477,7 +481,7 @@ class TimedDB:
             return (_INT64.pack(box[0]), xt)
 
         self.accept(key, visit, num != 0 or orig != INT64MIN)
-        if box[0] is None:
+        if box[0] == INT64MIN:
             raise _err(LOGIC, "logical inconsistency")
         return box[0]
 
