@@ -62,6 +62,10 @@ class KTWire:
 
     def rpc(self, procedure: str, **params) -> Tuple[int, Dict[bytes, bytes]]:
         pairs = [(k.encode(), v if isinstance(v, bytes) else str(v).encode()) for k, v in params.items()]
+        return self.rpc_pairs(procedure, pairs)
+
+    def rpc_pairs(self, procedure: str, pairs) -> Tuple[int, Dict[bytes, bytes]]:
+        """``rpc`` with the input as a list of byte pairs (keys that are not identifiers)."""
         body = kt_rpc.encode_tsv(pairs, "B")
         status, headers, data = self.request(
             "POST", f"/rpc/{procedure}", body, {"Content-Type": "text/tab-separated-values; colenc=B"}

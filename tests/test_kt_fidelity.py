@@ -17,7 +17,7 @@ INT64MIN = -(1 << 63)
 
 @pytest.fixture(scope="module", params=FLAVOURS)
 def kt(request):
-    yield from served(start_kt(request.param))
+    yield from served(start_kt(request.param, databases=("*", "%")))
 
 
 @pytest.fixture
@@ -72,3 +72,64 @@ def test_increment_of_a_value_that_is_not_eight_bytes(wire):
     assert wire.rpc("increment", key="i8", num=1) == LOGIC
     assert wire.rpc("increment", key="i8", num=1, orig="set") == LOGIC
     assert wire.rpc("get", key="i8") == (200, {b"value": b"abc"})
+
+
+MATCH_KEYS = [b"a", b"b", b"\xc3\xa9", b"\xff\xfe", b"z\x00q", b"", b"ab\xe0\x80", b"\x80a"]
+
+
+@pytest.fixture
+def match_db(wire):
+    """Database 1 (a B+ tree: cursor order is byte order) holding only MATCH_KEYS."""
+    assert wire.rpc("clear", DB=1) == (200, {})
+    records = {"_" + k.decode("latin-1"): b"v" for k in MATCH_KEYS}
+    pairs = {k.encode("latin-1"): v for k, v in records.items()}
+    status, _ = wire.rpc_pairs("set_bulk", [(b"DB", b"1"), *pairs.items()])
+    assert status == 200
+    return wire
+
+
+def _ranked(*keys: bytes):
+    out = {b"_" + k: str(i).encode() for i, k in enumerate(keys)}
+    out[b"num"] = str(len(keys)).encode()
+    return (200, out)
+
+
+@pytest.mark.parametrize(
+    "regex, expected",
+    [
+        # libc regcomp/regexec in the C locale over keys read as C strings (whole keys returned)
+        (b"[", (450, {b"ERROR": b"DB: 8: logical inconsistency: compilation failed"})),
+        (b"a|(", (450, {b"ERROR": b"DB: 8: logical inconsistency: compilation failed"})),
+        (b".", _ranked(b"a", b"ab\xe0\x80", b"b", b"z\x00q", b"\x80a", b"\xc3\xa9", b"\xff\xfe")),
+        (b"z\x00", _ranked(b"z\x00q")),  # the pattern ends at its NUL too
+        (b"q", _ranked()),  # "z\0q" is "z" to regexec
+        (b"^$", _ranked(b"")),
+        (b"", _ranked(*sorted(MATCH_KEYS))),
+        (b"\\d", _ranked()),  # no Perl classes in POSIX: \d is "d"
+        (b"[[:alpha:]]b", _ranked(b"ab\xe0\x80")),
+        (b"^[^a-z]", _ranked(b"\x80a", b"\xc3\xa9", b"\xff\xfe")),  # ranks in byte order
+    ],
+)
+def test_match_regex_is_posix_ere_on_c_strings(match_db, regex, expected):
+    assert match_db.rpc("match_regex", DB=1, regex=regex) == expected
+
+
+@pytest.mark.parametrize(
+    "params, expected",
+    [
+        # bytes: memdist over the whole key and origin; ties ordered by key bytes
+        ({"origin": b"a", "max": b"-1"}, _ranked(b"a", b"", b"b", b"\x80a")),
+        ({"origin": b"z\x00"}, _ranked(b"z\x00q")),
+        # utf: Kyoto Cabinet's own UTF-8 reading: 0xFE/0xFF dropped, "\x80a" one overlong
+        # (dropped) pair, "ab\xe0\x80" a cut sequence (skipped), NUL a character, and the
+        # origin a C string
+        ({"origin": b"a", "utf": b""},
+         _ranked(b"a", b"", b"ab\xe0\x80", b"b", b"\x80a", b"\xc3\xa9", b"\xff\xfe")),
+        ({"origin": b"\xff\xfe", "range": b"2", "utf": b""},
+         _ranked(b"", b"\x80a", b"\xff\xfe", b"a", b"b", b"\xc3\xa9", b"ab\xe0\x80")),
+        ({"origin": b"z\x00xyz", "utf": b"", "range": b"0"}, _ranked()),
+        ({"origin": b"a", "utf": b"", "max": b"2"}, _ranked(b"a", b"")),
+    ],
+)
+def test_match_similar_bytes_and_utf(match_db, params, expected):
+    assert match_db.rpc("match_similar", DB=1, **params) == expected

@@ -61,6 +61,32 @@ function incr(inmap, outmap)
   return kt.RVSUCCESS
 end
 
+-- kt.regex (POSIX ERE through kc::Regex) and kt.levdist
+function rx(inmap, outmap)
+  if inmap.alt then
+    outmap.r = kt.regex(inmap.s, inmap.p, inmap.alt)
+  else
+    outmap.r = tostring(kt.regex(inmap.s, inmap.p))
+  end
+  return kt.RVSUCCESS
+end
+function lev(inmap, outmap)
+  outmap.d = kt.levdist(inmap.a, inmap.b, inmap.utf ~= nil)
+  return kt.RVSUCCESS
+end
+function dbrx(inmap, outmap)
+  db:set("rx\0tail", "v")
+  db:set("rx.\255", "v")
+  local keys = db:match_regex(inmap.p)
+  if keys == nil then
+    outmap.r = "nil"
+  else
+    table.sort(keys)
+    outmap.r = table.concat(keys, "|")
+  end
+  return kt.RVSUCCESS
+end
+
 -- what a script can see of the host
 function globals(inmap, outmap)
   outmap.python = type(rawget(_G, "python"))
@@ -156,3 +182,51 @@ def test_lua_increment_argument_conversion(wire, steps):
         if i == 0:
             params["_reset"] = "1"
         assert wire.rpc("play_script", name="incr", **params) == (200, {b"_num": expected.encode()})
+
+
+@pytest.mark.parametrize(
+    "s, p, alt, expected",
+    [
+        ("abc", "b", None, "true"),
+        ("abc", "[", None, "false"),  # does not compile: no match
+        ("abd", "\\d", None, "true"),  # POSIX has no \d: it is "d"
+        ("a+b", "a+b", None, "false"),
+        ("\xff", ".", None, "true"),  # the C locale: any byte
+        ("hello world", "o", "0", "hell0 w0rld"),
+        ("hello world", "(l+)", "[$1]", "he[ll]o wor[l]d"),
+        ("hello", "l", "<$&$x>", "he<lx><lx>o"),  # $& the match, $x a plain x
+        ("hello", "[", "x", "hello"),  # does not compile: unchanged
+        ("hello", "", "x", "hello"),  # an empty pattern replaces nothing
+        ("aaa", "a*", "-", "-"),
+        ("abab", "^ab", "X", "Xab"),
+    ],
+)
+def test_lua_regex_is_posix_ere(wire, s, p, alt, expected):
+    params = {"_s": s.encode("latin-1"), "_p": p}
+    if alt is not None:
+        params["_alt"] = alt
+    assert wire.rpc("play_script", name="rx", **params) == (200, {b"_r": expected.encode("latin-1")})
+
+
+@pytest.mark.parametrize(
+    "a, b, utf, expected",
+    [
+        (b"kitten", b"sitting", False, b"3"),
+        (b"\xc3\xa9", b"e", False, b"2"),
+        (b"\xc3\xa9", b"e", True, b"1"),
+        (b"\xff\xfe", b"", True, b"0"),  # Kyoto Cabinet drops 0xFE/0xFF
+        (b"a\x00b", b"ab", True, b"1"),  # NUL is a character
+    ],
+)
+def test_lua_levdist(wire, a, b, utf, expected):
+    params = {"_a": a, "_b": b}
+    if utf:
+        params["_utf"] = b""
+    assert wire.rpc("play_script", name="lev", **params) == (200, {b"_d": expected})
+
+
+def test_lua_db_match_regex(wire):
+    # keys are C strings to regexec, returned whole; an invalid pattern gives nil
+    assert wire.rpc("play_script", name="dbrx", _p="^rx") == (200, {b"_r": b"rx\x00tail|rx.\xff"})
+    assert wire.rpc("play_script", name="dbrx", _p="tail") == (200, {b"_r": b""})
+    assert wire.rpc("play_script", name="dbrx", _p="[") == (200, {b"_r": b"nil"})

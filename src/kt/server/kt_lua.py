@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import ctypes
 import math
-import re
 import threading
 import time
 from typing import Any, Dict, Optional, Tuple
 
 from kt.server.engines.kc import KCError
 from kt.server.lua_runtime import load_lua_runtime, new_lua_state
-from kt.server.timeddb import DROP, INT64MAX, INT64MIN, KEEP, XTMAX, atoi, atoix, levenshtein
+from kt.server.posix_regex import regex_match, regex_replace
+from kt.server.timeddb import DROP, INT64MAX, INT64MIN, KEEP, XTMAX, atoi, atoix, levenshtein, utf_to_ucs
 
 RVSUCCESS, RVENOIMPL, RVEINVALID, RVELOGIC, RVETIMEOUT, RVEINTERNAL = 0, 1, 2, 3, 4, 5
 
@@ -232,7 +232,7 @@ __kyototycoon__ = kt
 
 def _levdist(a: bytes, b: bytes, utf: bool) -> int:
     if utf:
-        return levenshtein(a.decode("utf-8", "replace"), b.decode("utf-8", "replace"))
+        return levenshtein(utf_to_ucs(a), utf_to_ucs(b))
     return levenshtein(a, b)
 
 
@@ -420,14 +420,9 @@ class _State:
                 return fail(e)
 
         def regex(text, pattern, alt):
-            try:
-                rx = re.compile(bstr(pattern))
-            except re.error:
-                return None if alt is not None else False
             if alt is None:
-                return rx.search(bstr(text)) is not None
-            replacement = bstr(alt)
-            return rx.sub(lambda m: replacement, bstr(text))
+                return regex_match(bstr(text), bstr(pattern))
+            return regex_replace(bstr(text), bstr(pattern), bstr(alt))
 
         def mapdump(t):
             out = bytearray()

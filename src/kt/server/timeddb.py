@@ -24,6 +24,7 @@ from typing import Callable, Optional, Union
 
 from kt.server.engines import kc
 from kt.server.engines.kc import DUPREC, LOGIC, NOREC, KCError
+from kt.server.posix_regex import PosixRegex
 
 XTWIDTH = 5
 XTMAX = (1 << 40) - 1
@@ -719,8 +720,28 @@ class TimedDB:
         return out
 
     def match_regex(self, regex: bytes, max: int = -1) -> list[bytes]:
-        """POSIX ERE search over keys (KC's own implementation, keys as C strings)."""
-        return self.db.match_regex(regex, max)
+        """Keys in which the POSIX ERE occurs (``PolyDB::match_regex``): libc's regex in the C
+        locale, pattern and keys read as C strings, the whole keys returned."""
+        try:
+            rx = PosixRegex(regex, match_only=True)
+        except ValueError:
+            raise _err(LOGIC, "compilation failed") from None
+        if max < 0:
+            max = INT64MAX
+        out: list[bytes] = []
+        cur = self.db.cursor()
+        try:
+            if not cur.jump():
+                return out
+            while len(out) < max:
+                key = cur.get_key(True)
+                if key is None:
+                    break
+                if rx.search(key):
+                    out.append(key)
+        finally:
+            cur.close()
+        return out
 
     def match_similar(self, origin: bytes, range: int = 1, utf: bool = False, max: int = -1) -> list[bytes]:
         """Keys within Levenshtein distance ``range``, nearest first (``PolyDB::match_similar``)."""
@@ -728,7 +749,7 @@ class TimedDB:
             max = INT64MAX
         if max == 0:
             return []
-        o = origin.decode("utf-8", "replace") if utf else origin
+        o = utf_to_ucs(origin.split(b"\0", 1)[0]) if utf else origin  # a C string there
         found = []
         cur = self.db.cursor()
         try:
@@ -739,7 +760,7 @@ class TimedDB:
                 key = cur.get_key(True)
                 if key is None:
                     break
-                k = key.decode("utf-8", "replace") if utf else key
+                k = utf_to_ucs(key) if utf else key
                 if abs(len(o) - len(k)) <= range:
                     dist = levenshtein(o, k)
                     if dist <= range:
@@ -752,6 +773,38 @@ class TimedDB:
 
     def cursor(self) -> TimedCursor:
         return TimedCursor(self)
+
+
+def utf_to_ucs(data: bytes) -> list[int]:
+    """``kc::strutftoucs(buf, size, ...)``: UTF-8 to code points the way Kyoto Cabinet reads it.
+
+    A lead byte below 0xE0 (continuation bytes too) starts a 2-byte sequence, 0xE0.. 3,
+    0xF0.. 4, 0xF8.. 5, 0xFC.. 6; a sequence cut by a NUL (or the end) is skipped byte by byte,
+    an overlong one is dropped whole, and 0xFE/0xFF are dropped.
+    """
+    buf = data + b"\0"  # KC's buffers are NUL-terminated; the decoder peeks at it
+    end = len(data)
+    out: list[int] = []
+    i = 0
+    while i < end:
+        c = buf[i]
+        if c < 0x80:
+            out.append(c)
+        elif c < 0xFE:
+            n, mask, least = (
+                (1, 0x1F, 0x80) if c < 0xE0 else (2, 0x0F, 0x800) if c < 0xF0
+                else (3, 0x07, 0x10000) if c < 0xF8 else (4, 0x03, 0x200000) if c < 0xFC
+                else (5, 0x01, 0x4000000)
+            )
+            if all(buf[i + j] for j in range(1, n + 1)):
+                cp = c & mask
+                for j in range(1, n + 1):
+                    cp = (cp << 6) | (buf[i + j] & 0x3F)
+                if cp >= least:
+                    out.append(cp)
+                i += n
+        i += 1
+    return out
 
 
 def levenshtein(a, b) -> int:
