@@ -133,3 +133,20 @@ def test_match_regex_is_posix_ere_on_c_strings(match_db, regex, expected):
 )
 def test_match_similar_bytes_and_utf(match_db, params, expected):
     assert match_db.rpc("match_similar", DB=1, **params) == expected
+
+
+@pytest.mark.parametrize(
+    "xt, date",
+    [
+        (-1099511627774, b"Mon, 20 Feb 36812 00:36:14 GMT"),  # what ktserver answers
+        (-253402300800, b"Sat, 01 Jan 10000 00:00:00 GMT"),
+        (-4107542400, b"Mon, 01 Mar 2100 00:00:00 GMT"),  # 2100 is not a leap year
+    ],
+)
+def test_rest_get_formats_expiry_dates_of_any_year(wire, xt, date):
+    assert wire.rpc("append", key="far", value="v", xt=xt) == (200, {})
+    for method in ("GET", "HEAD"):
+        status, headers, body = wire.request(method, "/far")
+        expected_body = b"v" if method == "GET" else b""
+        assert (status, headers.get("X-Kt-Xt"), body) == (200, date.decode(), expected_body)
+    assert wire.rpc("remove", key="far") == (200, {})

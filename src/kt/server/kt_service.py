@@ -135,9 +135,32 @@ def _timegm(year: int, mon: int, day: int, hour: int, minute: int, sec: int) -> 
     return base + (day - 1) * 86400 + hour * 3600 + minute * 60 + sec
 
 
+_WEEKDAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _civil_from_days(days: int) -> Tuple[int, int, int]:
+    """(year, month, day) of a day count since 1970-01-01, proleptic Gregorian, any year."""
+    days += 719468
+    era = days // 146097
+    doe = days - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    day = doy - (153 * mp + 2) // 5 + 1
+    month = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (month <= 2), month, day
+
+
 def datestr_http(t: int) -> str:
-    """RFC 1123 date in GMT (``kt::datestrhttp(t, 0)``)."""
-    return email.utils.formatdate(t, usegmt=True)
+    """RFC 1123 date in GMT (``kt::datestrhttp(t, 0)``), for every year an xt can reach: KT
+    expiry times run to 2^40 - 1 s, the year 36812, beyond what ``datetime`` formats."""
+    days, rem = divmod(t, 86400)
+    year, month, day = _civil_from_days(days)
+    y, m = (year - 1, month + 12) if month < 3 else (year, month)
+    weekday = (day + (8 + 13 * m) // 5 + y + y // 4 - y // 100 + y // 400) % 7  # kt::dayofweek
+    clock = f"{rem // 3600:02d}:{rem // 60 % 60:02d}:{rem % 60:02d}"
+    return f"{_WEEKDAYS[weekday]}, {day:02d} {_MONTHS[month - 1]} {year:04d} {clock} GMT"
 
 
 class _Conditions:
