@@ -139,13 +139,13 @@ def test_sixteen_concurrent_clients_lose_nothing(tmp_path):
 
 HOSTILE = [
     b"\xc8\xff",                                          # unknown command byte
-    b"\xc8\x10" + struct.pack(">ii", -1, 1) + b"kv",      # negative key size
+    b"\xc8\x10" + struct.pack(">ii", -1, 1),              # negative key size
     b"\xc8\x30" + struct.pack(">i", (1 << 28) + 1),       # oversized key
-    b"\xc8\x13" + struct.pack(">iii", 1, 1, -5) + b"kv",  # putshl negative width
+    b"\xc8\x13" + struct.pack(">iii", 1, 1, -5),          # putshl negative width
     b"\xc8\x90" + struct.pack(">iii", 1024, 0, 0),        # misc name too long
     b"\xc8\x68" + struct.pack(">iiii", 2000, 0, 0, 0),    # ext name too long
     b"\xc8\x31" + struct.pack(">i", -3),                  # mget negative count
-    b"\xc8\x90" + struct.pack(">iii", 3, 0, (1 << 20) + 1) + b"get",  # too many misc args
+    b"\xc8\x90" + struct.pack(">iii", 3, 0, (1 << 20) + 1),  # too many misc args
 ]
 
 

@@ -867,10 +867,17 @@ class RequestError(ProtocolError):
     ``unknown_command``, ``bad_size`` (negative or > MAX_ARG_SIZE), ``too_many_args``
     (> MAX_ARG_NUM or negative), ``bad_name`` (ext/misc name size >= 1024 or negative),
     ``bad_width`` (putshl width < 0), ``bad_repl`` (repl timestamp or sid < 1).
+
+    For a known command, ``command`` is its byte (ttserver has counted it) and ``consumed`` the
+    buffer offset up to which ttserver had read when it gave up: its fixed header.  ttserver
+    goes on parsing whatever is already buffered after that point as the next request, and
+    closes the connection only when nothing is.
     """
 
     def __init__(self, kind: str, message: str):
         self.kind = kind
+        self.command: Optional[int] = None
+        self.consumed: Optional[int] = None
         super().__init__(message)
 
 
@@ -938,7 +945,11 @@ def _size_error(command: int, what: str, size: int) -> RequestError:
 def _read_sized_items(
     buf: Buffer, pos: int, end: int, count: int, cmd: int, what: str
 ) -> Optional[Tuple[List[bytes], int]]:
-    """``count`` items framed ``[size:4][bytes]`` (mget keys, misc arguments), or None if short."""
+    """``count`` items framed ``[size:4][bytes]`` (mget keys, misc arguments), or None if short.
+
+    A negative or oversized item size ends the list there, after its size field, as in
+    ttserver's do_mget/do_misc (which then answer with the items read so far).
+    """
     items = []
     append = items.append
     for _ in range(count):
@@ -946,7 +957,7 @@ def _read_sized_items(
             return None
         size = _unpack_i32(buf, pos)[0]
         if size < 0 or size > MAX_ARG_SIZE:
-            raise _size_error(cmd, what, size)
+            return items, pos + 4
         start = pos + 4
         pos = start + size
         if pos > end:
@@ -1149,6 +1160,13 @@ def _req_repl(buf: Buffer, pos: int, end: int, cmd: int) -> Parsed:
     return Request(cmd, ts=ts, sid=sid), pos + 14
 
 
+# magic, command and the fixed fields ttserver reads before it validates them
+_HEADER_SIZES = {
+    _req_kv: 10, _req_k: 6, _req_bare: 2, _req_putshl: 14, _req_mget: 6, _req_fwmkeys: 10,
+    _req_addint: 10, _req_adddouble: 22, _req_ext: 18, _req_optimize: 6, _req_copy: 6,
+    _req_restore: 18, _req_setmst: 22, _req_misc: 14, _req_repl: 14,
+}
+
 _REQUEST_PARSERS = {
     CMD_PUT: _req_kv,
     CMD_PUTKEEP: _req_kv,
@@ -1195,8 +1213,15 @@ def parse_request(buf: Buffer, pos: int = 0) -> Parsed:
     cmd = buf[pos + 1]
     parser = _REQUEST_PARSERS.get(cmd)
     if parser is None:
-        raise RequestError("unknown_command", f"unknown command byte {cmd:#04x}")
-    return parser(buf, pos, end, cmd)
+        exc = RequestError("unknown_command", f"unknown command byte {cmd:#04x}")
+        exc.consumed = pos + 2
+        raise exc
+    try:
+        return parser(buf, pos, end, cmd)
+    except RequestError as exc:
+        exc.command = cmd
+        exc.consumed = pos + _HEADER_SIZES[parser]
+        raise
 
 
 # --------------------------------------------------------------------------------------------

@@ -895,6 +895,18 @@ def _readable(sock: socket.socket) -> bool:
         return False
 
 
+def _after_bad_request(exc: tt.RequestError, counts: List[int], end: int) -> Optional[int]:
+    """ttserver's answer to invalid header fields: the command is counted, nothing is replied,
+    and what is already buffered after the header is parsed as the next request (its task
+    loop goes on while ``sock->ep > sock->rp``); with nothing buffered the connection ends.
+    The offset to go on from, or None to close."""
+    if exc.command is not None:
+        counts[SEQ[tt.COMMAND_NAMES[exc.command]]] += 1
+    if exc.consumed is None or exc.consumed >= end:
+        return None
+    return exc.consumed
+
+
 def serve_connection(service: TTService, conn: Connection) -> None:
     """Read requests off one client until it leaves or sends what ttserver closes on.
 
@@ -930,11 +942,19 @@ def _serve(service: TTService, conn: Connection) -> None:
                     reply, keep, pos = text.handle(treq, counts, conn)
                     if reply:
                         out.append(reply)
-                    if not keep:
+                    if not keep and pos >= end:  # ttserver ends a session only when idle
                         close = True
                         break
                     continue
-                parsed = parse(buf, pos)
+                try:
+                    parsed = parse(buf, pos)
+                except tt.RequestError as exc:
+                    resume = _after_bad_request(exc, counts, end)
+                    if resume is None:
+                        raise
+                    logger.info(f"{conn.peer}: {exc}")
+                    pos = resume
+                    continue
                 if parsed is None:
                     break
                 req, pos = parsed
