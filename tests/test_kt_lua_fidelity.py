@@ -87,6 +87,13 @@ function dbrx(inmap, outmap)
   return kt.RVSUCCESS
 end
 
+-- a Lua chunk sent by the test (loadstring is plain Lua 5.1): one expression per "_code"
+function run(inmap, outmap)
+  local f = assert(loadstring("return " .. inmap.code))
+  outmap.r = f()
+  return kt.RVSUCCESS
+end
+
 -- what a script can see of the host
 function globals(inmap, outmap)
   outmap.python = type(rawget(_G, "python"))
@@ -230,3 +237,53 @@ def test_lua_db_match_regex(wire):
     assert wire.rpc("play_script", name="dbrx", _p="^rx") == (200, {b"_r": b"rx\x00tail|rx.\xff"})
     assert wire.rpc("play_script", name="dbrx", _p="tail") == (200, {b"_r": b""})
     assert wire.rpc("play_script", name="dbrx", _p="[") == (200, {b"_r": b"nil"})
+
+
+@pytest.mark.parametrize(
+    "code, expected",
+    [
+        # kt.codec: Kyoto Cabinet's codecs, zlib at level 6 / memLevel 9
+        ('kt.codec("hex", "\\001\\171\\255")', b"01abff"),  # Lua escapes are decimal
+        ('kt.codec("~hex", " 01 7 9ad")', b"\x01\x07\x9a\x0d"),  # a lone digit is a byte
+        ('kt.codec("url", "a b/~\\195\\169")', b"a%20b%2f~%c3%a9"),
+        ('kt.codec("~url", "a%20b%2F")', b"a b/"),
+        ('kt.codec("base", "ab")', b"YWI="),
+        ('kt.codec("~base", "YWI=")', b"ab"),
+        ('kt.codec("quote", "a=b\\001")', b"a=3Db=01"),
+        ('kt.codec("hex", kt.codec("zlib", "hello hello"))', b"cb48cdc9c957c8009100"),
+        ('kt.codec("hex", kt.codec("deflate", "hello hello"))', b"789ccb48cdc9c957c800910019910449"),
+        ('kt.codec("hex", kt.codec("gzip", "hello hello"))',
+         b"1f8b0800000000000003cb48cdc9c957c800910040a62d010b000000"),
+        ('kt.codec("~deflate", kt.codec("deflate", "round trip"))', b"round trip"),
+        ('tostring(kt.codec("~gzip", "not gzip"))', b"nil"),
+        ('tostring(kt.codec("rot13", "x"))', b"nil"),
+        # kt.bit on uint32; an unknown mode answers the number
+        ('kt.bit("and", 12, 10)', b"8"),
+        ('kt.bit("OR", 12, 3)', b"15"),
+        ('kt.bit("xor", 12, 10)', b"6"),
+        ('kt.bit("not", 0)', b"4294967295"),
+        ('kt.bit("left", 1, 31)', b"2147483648"),
+        ('kt.bit("right", 256, 4)', b"16"),
+        ('kt.bit("sideways", 5, 1)', b"5"),
+        # kt.pack / kt.unpack
+        ('kt.codec("hex", kt.pack("NnC", 1, 2, 3))', b"00000001000203"),
+        ('kt.codec("hex", kt.pack("N*", {1, 2}))', b"0000000100000002"),
+        ('table.concat(kt.unpack("N*", "\\0\\0\\0\\1\\0\\0\\0\\2"), ",")', b"1,2"),
+        ('kt.codec("hex", kt.pack("w", 300))', b"822c"),
+        # mapdump/arraydump keep strings and numbers only (numbers as %lld / %.6f)
+        ('kt.codec("hex", kt.mapdump({a = true}))', b""),
+        ('kt.codec("hex", kt.arraydump({1.5, "x", true}))', b"08312e35303030303001" + b"78"),
+        ('kt.mapload(kt.mapdump({k = 7})).k', b"7"),
+        ('tostring(#kt.arrayload(kt.arraydump({"a", "", "b"})))', b"3"),
+        # hashes keep 48 bits
+        ('kt.hash_murmur("hello")', b"254910939360214"),
+        ('kt.hash_fnv("hello")', b"117791150636571"),
+        # how numbers leave a procedure (myscript.cc's StringBuilder)
+        ("1/0", b"-9223372036854775808"),
+        ("0.5", b"0.500000"),
+        ("2^53", b"9007199254740992"),
+        ("true", b"true"),
+    ],
+)
+def test_lua_module_functions(wire, code, expected):
+    assert wire.rpc("play_script", name="run", _code=code) == (200, {b"_r": expected})

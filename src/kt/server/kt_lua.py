@@ -18,8 +18,11 @@ import ctypes
 import math
 import threading
 import time
+import zlib
 from typing import Any, Dict, Optional, Tuple
 
+from kt.protocol import kt_rpc
+from kt.server import tt_lua
 from kt.server.engines.kc import KCError
 from kt.server.lua_runtime import load_lua_runtime, new_lua_state
 from kt.server.posix_regex import regex_match, regex_replace
@@ -183,6 +186,12 @@ function Cursor:accept(visit, writable, step)
   return native.cur_accept(self.h, wrapvisit(visit), writable ~= false, step and true or false)
 end
 kt.regex = function(s, pattern, alt) return native.regex(s, pattern, alt) end
+kt.codec = function(mode, s) return native.codec(tostring(mode), s) end
+kt.bit = function(mode, num, aux)
+  return native.bit(tostring(mode), tonumber(num) or 0, tonumber(aux) or 0)
+end
+kt.pack = function(fmt, ...) return native.pack(fmt, ...) end
+kt.unpack = function(fmt, s) return native.unpack(fmt, s) end
 kt.hash_murmur = function(s) return native.hash(s, "murmur") end
 kt.hash_fnv = function(s) return native.hash(s, "fnv") end
 kt.mapdump = function(t) return native.mapdump(t) end
@@ -247,10 +256,99 @@ def _to_bytes(v: Any) -> Optional[bytes]:
     if isinstance(v, int):
         return b"%d" % v
     if isinstance(v, float):
-        if not math.isinf(v) and not math.isnan(v) and v == int(v):
-            return b"%d" % int(v)
+        if math.isnan(v):
+            return b"-nan" if math.copysign(1.0, v) < 0 else b"nan"
+        if math.isinf(v) or v == int(v):
+            return b"%d" % c_int64(v)
         return b"%f" % v
     return None
+
+
+def _dump_item(v: Any) -> Optional[bytes]:
+    """A mapdump/arraydump element: strings, and numbers as ``%lld``/``%.6f``; else skipped."""
+    if isinstance(v, bool) or not isinstance(v, (bytes, str, int, float)):
+        return None
+    return _to_bytes(v)
+
+
+def _readvarnum(data: bytes, off: int) -> Tuple[int, int]:
+    """``kc::readvarnum``: ``(number, bytes read)``, ``(0, 0)`` when the number is cut off."""
+    n = 0
+    i = off
+    while i < len(data):
+        c = data[i]
+        i += 1
+        n = (n << 7) + (c & 0x7F)
+        if c < 0x80:
+            return n, i - off
+    return 0, 0
+
+
+def kt_codec(mode: bytes, data: bytes) -> Optional[bytes]:
+    """``kt.codec``: Kyoto Cabinet's url/base/quote/hex codecs and zlib (raw, deflate, gzip)."""
+    decode = mode[:1] == b"~"
+    name = (mode[1:] if decode else mode).lower()
+    wbits = {b"zlib": -15, b"deflate": 15, b"gzip": 31}.get(name)
+    if wbits is not None:
+        if not decode:
+            packer = zlib.compressobj(6, zlib.DEFLATED, wbits, 9)
+            return packer.compress(data) + packer.flush()
+        unpacker = zlib.decompressobj(wbits)
+        try:
+            out = unpacker.decompress(data)
+        except zlib.error:
+            return None
+        return out if unpacker.eof else None
+    if decode:
+        table = {b"url": kt_rpc.url_decode, b"base": kt_rpc.base_decode, b"quote": kt_rpc.quote_decode,
+                 b"hex": _hex_decode}
+    else:
+        table = {b"url": kt_rpc.url_encode, b"base": kt_rpc.base_encode, b"quote": kt_rpc.quote_encode,
+                 b"hex": lambda d: d.hex().encode()}
+    fn = table.get(name)
+    return None if fn is None else fn(data)
+
+
+def _hex_decode(data: bytes) -> bytes:
+    """``kc::hexdecode`` on a C string: blanks skipped, a bad digit counts as 0."""
+    text = data.split(b"\0", 1)[0]
+    out = bytearray()
+    i = 0
+
+    def digit(c: int) -> int:
+        if 0x30 <= c <= 0x39:
+            return c - 0x30
+        if 0x61 <= c <= 0x66:
+            return c - 0x61 + 10
+        if 0x41 <= c <= 0x46:
+            return c - 0x41 + 10
+        return -1
+
+    while True:
+        while i < len(text) and 0 < text[i] <= 0x20:
+            i += 1
+        if i >= len(text):
+            break
+        d = digit(text[i])
+        num = max(d, 0)
+        i += 1
+        if i >= len(text):
+            out.append(num)
+            break
+        d = digit(text[i])
+        i += 1
+        if d >= 0:
+            num = num * 16 + d
+        out.append(num & 0xFF)
+    return bytes(out)
+
+
+def kt_bit(mode: bytes, num: Any, aux: Any) -> int:
+    """``kt.bit`` on uint32 (C conversions of the Lua numbers); an unknown mode keeps ``num``."""
+    a, b = c_int64(num) & 0xFFFFFFFF, c_int64(aux) & 0xFFFFFFFF
+    ops = {b"and": a & b, b"or": a | b, b"xor": a ^ b, b"not": ~a & 0xFFFFFFFF,
+           b"left": (a << (b & 31)) & 0xFFFFFFFF, b"right": a >> (b & 31)}
+    return ops.get(mode.lower(), a)
 
 
 def _varnum(n: int) -> bytes:
@@ -262,42 +360,6 @@ def _varnum(n: int) -> bytes:
     return bytes(reversed(out))
 
 
-def _read_varnum(data: bytes, off: int) -> Tuple[int, int]:
-    n = 0
-    while off < len(data):
-        c = data[off]
-        off += 1
-        n = (n << 7) | (c & 0x7F)
-        if c < 0x80:
-            return n, off
-    raise ValueError("truncated number")
-
-
-def _unvarnum_pairs(data: bytes):
-    off = 0
-    try:
-        while off < len(data):
-            ksiz, off = _read_varnum(data, off)
-            vsiz, off = _read_varnum(data, off)
-            yield data[off:off + ksiz], data[off + ksiz:off + ksiz + vsiz]
-            off += ksiz + vsiz
-    except ValueError:
-        return
-
-
-def _unvarnum_items(data: bytes):
-    out = []
-    off = 0
-    try:
-        while off < len(data):
-            size, off = _read_varnum(data, off)
-            out.append(data[off:off + size])
-            off += size
-    except ValueError:
-        pass
-    return out
-
-
 def _hash(data: Any, kind: bytes) -> int:
     from kt.server.engines.kc import library
 
@@ -306,7 +368,7 @@ def _hash(data: Any, kind: bytes) -> int:
     fn = lib.kchashmurmur if kind == b"murmur" else lib.kchashfnv
     fn.restype = ctypes.c_uint64
     fn.argtypes = [ctypes.c_char_p, ctypes.c_size_t]
-    return fn(raw, len(raw)) & ((1 << 53) - 1)
+    return fn(raw, len(raw)) & ((1 << 48) - 1)  # myscript.cc keeps 48 bits
 
 
 def _lua_tointeger(v: Any) -> int:
@@ -427,25 +489,50 @@ class _State:
         def mapdump(t):
             out = bytearray()
             for k, v in t.items():
-                kb, vb = bstr(k), bstr(v)
-                out += _varnum(len(kb)) + _varnum(len(vb)) + kb + vb
+                kb, vb = _dump_item(k), _dump_item(v)
+                if kb is not None and vb is not None:
+                    out += _varnum(len(kb)) + _varnum(len(vb)) + kb + vb
             return bytes(out)
 
         def mapload(data):
             t = lua.table()
-            for k, v in _unvarnum_pairs(bstr(data)):
-                t[k] = v
+            data = bstr(data)
+            off, size = 0, len(data)
+            while size > 1:
+                ksiz, step = _readvarnum(data, off)
+                off, size = off + step, size - step
+                if size < 1:
+                    break
+                vsiz, step = _readvarnum(data, off)
+                off, size = off + step, size - step
+                if ksiz + vsiz > size:
+                    break
+                t[data[off:off + ksiz]] = data[off + ksiz:off + ksiz + vsiz]
+                off, size = off + ksiz + vsiz, size - ksiz - vsiz
             return t
 
         def arraydump(t):
             out = bytearray()
-            for v in t.values():
-                vb = bstr(v)
-                out += _varnum(len(vb)) + vb
+            for i in range(1, len(t) + 1):
+                vb = _dump_item(t[i])
+                if vb is not None:
+                    out += _varnum(len(vb)) + vb
             return bytes(out)
 
         def arrayload(data):
-            return tbl(*_unvarnum_items(bstr(data)))
+            data = bstr(data)
+            items = []
+            off, size = 0, len(data)
+            while size > 0:
+                vsiz, step = _readvarnum(data, off)
+                if step == 0:  # a cut-off size: ktserver would loop forever here
+                    break
+                off, size = off + step, size - step
+                if vsiz > size:
+                    break
+                items.append(data[off:off + vsiz])
+                off, size = off + vsiz, size - vsiz
+            return tbl(*items)
 
         def tbl(*items):
             return lua.table(*items)
@@ -595,6 +682,10 @@ class _State:
             ("accept", accept), ("accept_bulk", accept_bulk), ("iterate", iterate),
             ("cur_accept", cur_accept), ("regex", regex), ("hash", _hash),
             ("mapdump", mapdump), ("mapload", mapload), ("arraydump", arraydump), ("arrayload", arrayload),
+            ("codec", lambda mode, data: kt_codec(bstr(mode), bstr(data))),
+            ("bit", lambda mode, num, aux: kt_bit(bstr(mode), num, aux)),
+            ("pack", lambda fmt, *args: tt_lua._pack(fmt, *args)),
+            ("unpack", lambda fmt, data: tbl(*tt_lua._unpack(fmt, data))),
         ]:
             native[name.encode()] = fn
         native[b"version"] = b"0.9.56b"
