@@ -1,0 +1,467 @@
+"""Differential testing of the bundled servers against the real ones (issue 10 point 11).
+
+A *sequence* is a seeded random list of raw requests.  Each is replayed, from a cleared
+database and on fresh connections, against a real server and a bundled one; the replies are
+compared byte for byte once volatile fields are blanked (HTTP ``Date``/``Server``, TT ``stat``
+times and build identity).  A failing sequence is shrunk to a short reproducer by dropping
+steps while the difference persists.
+
+Reply framing is done here, per protocol, so that a server that closes the connection or
+sends something unexpected is recorded (``<closed>``, ``<timeout>``) rather than hanging.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import socket
+import struct
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from kt.protocol import kt_binary as kb
+from kt.protocol import kt_rpc
+from kt.protocol import tt_binary as tt
+
+CLOSED = b"<closed>"
+TIMEOUT = b"<timeout>"
+
+# -- shared edge values ------------------------------------------------------------------------
+
+KEYS = [b"a", b"b", b"", b"\x00", b"a\x00b", b"\xff\xfe", b"\xc3\xa9", b"k1", b"k10", b"ab"]
+VALUES = [b"", b"v", b"\x00", b"\xff\xfe\x00", b"x" * 300, b"12345678", b"\t\n\r", b"\xc3\xa9t\xc3\xa9"]
+NUMS = [b"0", b"1", b"-1", b"7", b"9223372036854775807", b"-9223372036854775808", b"1e3", b"abc", b"",
+        b"18446744073709551616", b"0x10", b" 5"]
+FLOATS = [b"0", b"1.5", b"-2.25", b"1e300", b"-1e300", b"nan", b"inf", b"-inf", b"abc", b"0.000001"]
+# only expiry times that do not depend on the current second (absolute, or beyond XTMAX)
+XTS = [None, None, None, b"-1", b"-4102444800", b"1099511627775", b"-1099511627774", b"-4102444801x"]
+
+
+class Wire:
+    """One TCP connection with a receive buffer; replies are framed by a callback."""
+
+    def __init__(self, host: str, port: int, timeout: float = 5.0):
+        self.addr = (host, port)
+        self.timeout = timeout
+        self.sock: Optional[socket.socket] = None
+        self.buf = bytearray()
+
+    def _connect(self) -> socket.socket:
+        if self.sock is None:
+            self.sock = socket.create_connection(self.addr, timeout=self.timeout)
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.buf = bytearray()
+        return self.sock
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def exchange(self, request: bytes, frame: Callable[[bytes], Optional[int]],
+                 no_reply_wait: float = 0.0) -> bytes:
+        """Send ``request`` and read one framed reply (``frame`` -> its length or None)."""
+        sock = self._connect()
+        try:
+            sock.sendall(request)
+        except OSError:
+            self.close()
+            return CLOSED
+        if no_reply_wait:
+            sock.settimeout(no_reply_wait)
+        while True:
+            end = frame(bytes(self.buf)) if self.buf else None
+            if end is not None:
+                reply = bytes(self.buf[:end])
+                del self.buf[:end]
+                sock.settimeout(self.timeout)
+                return reply
+            try:
+                chunk = sock.recv(65536)
+            except socket.timeout:
+                sock.settimeout(self.timeout)
+                if no_reply_wait and not self.buf:
+                    return b""
+                self.close()
+                return TIMEOUT
+            except OSError:
+                chunk = b""
+            if not chunk:
+                reply = bytes(self.buf) + CLOSED
+                self.close()
+                return reply
+            self.buf += chunk
+
+
+# -- Kyoto Tycoon --------------------------------------------------------------------------
+
+_RPC = {
+    # procedure: list of (parameter, choices) -- None in choices means "leave it out"
+    "void": [], "echo": [("_a", VALUES), ("_b", NUMS)],
+    "set": [("key", KEYS), ("value", VALUES), ("xt", XTS)],
+    "add": [("key", KEYS), ("value", VALUES), ("xt", XTS)],
+    "replace": [("key", KEYS), ("value", VALUES), ("xt", XTS)],
+    "append": [("key", KEYS), ("value", VALUES), ("xt", XTS)],
+    "increment": [("key", KEYS), ("num", NUMS), ("orig", [None, b"try", b"set", b"num", b"-5", b"100"]),
+                  ("xt", XTS)],
+    "increment_double": [("key", KEYS), ("num", FLOATS), ("orig", [None, b"try", b"set", b"1.5"]),
+                         ("xt", XTS)],
+    "cas": [("key", KEYS), ("oval", [None] + VALUES), ("nval", [None] + VALUES), ("xt", XTS)],
+    "remove": [("key", KEYS)], "get": [("key", KEYS)], "check": [("key", KEYS)],
+    "seize": [("key", KEYS)],
+    "set_bulk": [("_k1", VALUES), ("_a", VALUES), ("_\x00", VALUES), ("xt", XTS), ("atomic", [None, b""])],
+    "remove_bulk": [("_a", [b""]), ("_k1", [None, b""]), ("_\xff\xfe", [None, b""]), ("atomic", [None, b""])],
+    "get_bulk": [("_a", [b""]), ("_k1", [None, b""]), ("_", [None, b""]), ("atomic", [None, b""])],
+    "match_prefix": [("prefix", [b"", b"a", b"k", b"\x00", b"\xff"]),
+                     ("max", [None, b"-1", b"0", b"1", b"2"])],
+    "match_regex": [("regex", [b"", b".", b"^a", b"[", b"a|", b"k1$", b"z\x00", b"\\d", b"(a",
+                               b"[[:alpha:]]"]),
+                    ("max", [None, b"-1", b"1"])],
+    "match_similar": [("origin", [b"a", b"", b"\xff\xfe", b"k", b"z\x00", b"\xc3\xa9"]),
+                      ("range", [None, b"0", b"1", b"2", b"-3"]), ("utf", [None, b""]),
+                      ("max", [None, b"-1", b"0", b"2"])],
+    "cur_jump": [("CUR", [b"1", b"2"]), ("key", [None] + KEYS)],
+    "cur_jump_back": [("CUR", [b"1", b"2"]), ("key", [None] + KEYS)],
+    "cur_step": [("CUR", [b"1", b"2"])], "cur_step_back": [("CUR", [b"1", b"2"])],
+    "cur_set_value": [("CUR", [b"1"]), ("value", VALUES), ("step", [None, b""]), ("xt", XTS)],
+    "cur_remove": [("CUR", [b"1", b"2"])], "cur_get_key": [("CUR", [b"1", b"2"]), ("step", [None, b""])],
+    "cur_get_value": [("CUR", [b"1"]), ("step", [None, b""])],
+    "cur_get": [("CUR", [b"1", b"2"]), ("step", [None, b""])], "cur_seize": [("CUR", [b"1"])],
+    "cur_delete": [("CUR", [b"1", b"2"])],
+    "play_script": [("name", [b"echo", b"get", b"incr", b"visit", b"nosuch", b"bad_name"]),
+                    ("_key", KEYS), ("_value", VALUES), ("_num", NUMS)],
+    "count": [], "vacuum": [("step", [None, b"0", b"2"])],
+}
+_DB_CHOICES = [None, None, None, b"0", b"1", b"%", b"nosuch"]
+
+KT_SCRIPT = r"""
+kt = __kyototycoon__
+db = kt.db
+function echo(inmap, outmap)
+  for k, v in pairs(inmap) do outmap[k] = v end
+  return kt.RVSUCCESS
+end
+function get(inmap, outmap)
+  local v, xt = db:get(inmap.key or "")
+  if v then outmap.value = v; outmap.xt = xt end
+  return kt.RVSUCCESS
+end
+function incr(inmap, outmap)
+  outmap.num = tostring(db:increment(inmap.key or "", inmap.num))
+  return kt.RVSUCCESS
+end
+function visit(inmap, outmap)
+  local ok = db:accept(inmap.key or "", function(k, v, xt)
+    if v then return v .. (inmap.value or ""), inmap.num end
+    return kt.Visitor.NOP
+  end)
+  outmap.ok = tostring(ok)
+  return kt.RVSUCCESS
+end
+"""
+
+
+def kt_step(rng: random.Random) -> bytes:
+    """One random KT request: RPC (POST or GET), REST or binary."""
+    roll = rng.random()
+    if roll < 0.12:
+        return _kt_rest(rng)
+    if roll < 0.22:
+        return _kt_binary(rng)
+    proc = rng.choice(sorted(_RPC))
+    pairs: List[Tuple[bytes, bytes]] = []
+    for name, choices in _RPC[proc]:
+        value = rng.choice(choices)
+        if value is not None:
+            pairs.append((name.encode("latin-1"), value))
+    db = rng.choice(_DB_CHOICES)
+    if db is not None:
+        pairs.append((b"DB", db))
+    if rng.random() < 0.25:
+        query = kt_rpc.encode_www_form(pairs)
+        return b"GET /rpc/%s?%s HTTP/1.1\r\nHost: x\r\n\r\n" % (proc.encode(), query)
+    colenc = rng.choice(["B", "U", "Q", None]) if all(b"\t" not in k + v and b"\n" not in k + v
+                                                     for k, v in pairs) else rng.choice(["B", "U", "Q"])
+    body = kt_rpc.encode_tsv(pairs, colenc)
+    ctype = "text/tab-separated-values" + (f"; colenc={colenc}" if colenc else "")
+    return (b"POST /rpc/%s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n"
+            % (proc.encode(), ctype.encode(), len(body))) + body
+
+
+def _kt_rest(rng: random.Random) -> bytes:
+    key = kt_rpc.url_encode(rng.choice(KEYS))
+    method = rng.choice([b"GET", b"HEAD", b"PUT", b"DELETE"])
+    db = rng.choice([b"", b"/0", b"/1", b"/%25"])
+    path = db + b"/" + key
+    if method == b"PUT":
+        value = rng.choice(VALUES)
+        xt = rng.choice([None, b"-4102444800", b"-1"])
+        extra = b"" if xt is None else b"X-Kt-Xt: " + xt + b"\r\n"
+        mode = rng.choice([None, b"set", b"add", b"replace"])
+        extra += b"" if mode is None else b"X-Kt-Mode: " + mode + b"\r\n"
+        head = b"PUT %s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n" % (path, extra, len(value))
+        return head + value
+    return b"%s %s HTTP/1.1\r\nHost: x\r\n\r\n" % (method, path)
+
+
+def _kt_binary(rng: random.Random) -> bytes:
+    kind = rng.choice(["set", "get", "remove", "script"])
+    keys = rng.sample(KEYS, rng.randint(0, 3))
+    dbidx = rng.choice([0, 0, 1, 5])
+    if kind == "set":
+        xt = rng.choice([(1 << 40) - 1, 1 << 62, -4102444800])  # relative xt would depend on the second
+        return kb.encode_set_bulk([(dbidx, k, rng.choice(VALUES), xt) for k in keys])
+    if kind == "get":
+        return kb.encode_get_bulk([(dbidx, k) for k in keys])
+    if kind == "remove":
+        return kb.encode_remove_bulk([(dbidx, k) for k in keys])
+    name = rng.choice([b"echo", b"get", b"nosuch"])
+    return kb.encode_play_script(name, [(k, rng.choice(VALUES)) for k in keys])
+
+
+_HTTP_END = re.compile(rb"\r\n\r\n")
+_CONTENT_LENGTH = re.compile(rb"\r\ncontent-length: *(\d+)", re.I)
+
+
+def kt_frame(request: bytes) -> Callable[[bytes], Optional[int]]:
+    """The framing of the reply to ``request``."""
+    parsers = {kb.MAGIC_SET_BULK: kb.parse_set_bulk_reply, kb.MAGIC_REMOVE_BULK: kb.parse_remove_bulk_reply,
+               kb.MAGIC_GET_BULK: kb.parse_get_bulk_reply, kb.MAGIC_PLAY_SCRIPT: kb.parse_play_script_reply}
+    if request and request[0] in parsers:
+        parser = parsers[request[0]]
+
+        def frame_binary(buf: bytes) -> Optional[int]:
+            if buf[:1] == kb.ERROR_REPLY:
+                return 1
+            try:
+                parsed = parser(buf)
+            except Exception:
+                return len(buf)
+            return None if parsed is None else parsed[1]
+
+        return frame_binary
+    head_only = request.startswith(b"HEAD ")
+
+    def frame_http(buf: bytes) -> Optional[int]:
+        m = _HTTP_END.search(buf)
+        if m is None:
+            return None
+        length = _CONTENT_LENGTH.search(buf[:m.end()])
+        end = m.end() + (0 if head_only or length is None else int(length.group(1)))
+        return end if len(buf) >= end else None
+
+    return frame_http
+
+
+_VOLATILE_HTTP = re.compile(rb"\r\n(Date|Server): [^\r]*", re.I)
+
+
+_LOCATION = re.compile(rb"\r\nLocation: http://[^/\r]*/", re.I)
+
+
+def kt_normalize(reply: bytes) -> bytes:
+    reply = _LOCATION.sub(rb"\r\nLocation: http://-/", reply)  # the server's own port
+    return _VOLATILE_HTTP.sub(rb"\r\n\1: -", reply)
+
+
+def kt_reset(wire: Wire) -> None:
+    for db in (b"0", b"1"):
+        body = kt_rpc.encode_tsv([(b"DB", db)], None)
+        wire.exchange(b"POST /rpc/clear HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body,
+                      kt_frame(b"POST"))
+
+
+# -- Tokyo Tyrant --------------------------------------------------------------------------
+
+def _i32(n: int) -> bytes:
+    return struct.pack(">i", n)
+
+
+_MISC = [b"put", b"putkeep", b"putcat", b"putdup", b"out", b"get", b"putlist", b"outlist", b"getlist",
+         b"getpart", b"iterinit", b"iternext", b"sync", b"optimize", b"vanish", b"error", b"regex", b"range",
+         b"nosuch", b""]
+
+
+def tt_step(rng: random.Random) -> bytes:
+    """One random TT binary request (sizes occasionally hostile)."""
+    k, v = rng.choice(KEYS), rng.choice(VALUES)
+    kind = rng.choice(["put", "putkeep", "putcat", "putshl", "putnr", "out", "get", "mget", "vsiz",
+                       "iterinit", "iternext", "fwmkeys", "addint", "adddouble", "vanish", "rnum", "misc",
+                       "misc", "stat", "hostile"])
+    if kind == "put":
+        return tt.encode_put(k, v)
+    if kind == "putkeep":
+        return tt.encode_putkeep(k, v)
+    if kind == "putcat":
+        return tt.encode_putcat(k, v)
+    if kind == "putshl":
+        return b"\xc8\x13" + _i32(len(k)) + _i32(len(v)) + _i32(rng.choice([0, 1, 3, 1000])) + k + v
+    if kind == "putnr":
+        return tt.encode_putnr(k, v)
+    if kind == "out":
+        return tt.encode_out(k)
+    if kind == "get":
+        return tt.encode_get(k)
+    if kind == "mget":
+        return tt.encode_mget(rng.sample(KEYS, rng.randint(0, 4)))
+    if kind == "vsiz":
+        return tt.encode_vsiz(k)
+    if kind == "iterinit":
+        return tt.encode_iterinit()
+    if kind == "iternext":
+        return tt.encode_iternext()
+    if kind == "fwmkeys":
+        return tt.encode_fwmkeys(rng.choice([b"", b"a", b"k", b"\x00"]), rng.choice([-1, 0, 1, 5]))
+    if kind == "addint":
+        return b"\xc8\x60" + _i32(len(k)) + _i32(rng.choice([0, 1, -1, 2**31 - 1, -2**31, 7])) + k
+    if kind == "adddouble":
+        return b"\xc8\x61" + _i32(len(k)) + struct.pack(">qq", rng.choice([0, 1, -1, 2**62]),
+                                                        rng.choice([0, 5 * 10**11, -1])) + k
+    if kind == "vanish":
+        return tt.encode_vanish()
+    if kind == "rnum":
+        return tt.encode_rnum()
+    if kind == "stat":
+        return tt.encode_stat()
+    if kind == "misc":
+        name = rng.choice(_MISC)
+        args = [rng.choice(KEYS + VALUES + [b"1", b"-1", b"0", b"a.*"]) for _ in range(rng.randint(0, 4))]
+        return tt.encode_misc(name, args, rng.choice([0, 0, 1]))
+    # hostile headers: negative sizes / widths, item sizes; ttserver counts and goes on
+    return rng.choice([
+        b"\xc8\x10" + _i32(-1) + _i32(1),
+        b"\xc8\x13" + _i32(1) + _i32(1) + _i32(-1) + b"kv\r\n",
+        b"\xc8\x31" + _i32(2) + _i32(1) + b"a" + _i32(-1),
+        b"\xc8\x90" + _i32(3) + _i32(0) + _i32(2) + b"get" + _i32(1) + b"a" + _i32(-5),
+        b"\xc8\x30" + _i32(-7),
+    ])
+
+
+def tt_frame(request: bytes) -> Callable[[bytes], Optional[int]]:
+    cmd = request[1] if len(request) > 1 else 0
+    one = {tt.CMD_PUT, tt.CMD_PUTKEEP, tt.CMD_PUTCAT, tt.CMD_PUTSHL, tt.CMD_OUT, tt.CMD_ITERINIT,
+           tt.CMD_VANISH, tt.CMD_SYNC, tt.CMD_OPTIMIZE, tt.CMD_COPY, tt.CMD_RESTORE, tt.CMD_SETMST}
+
+    def need(buf: bytes, n: int) -> Optional[int]:
+        return n if len(buf) >= n else None
+
+    def frame(buf: bytes) -> Optional[int]:
+        code = buf[0]
+        if cmd in one:
+            return 1
+        if cmd in (tt.CMD_GET, tt.CMD_ITERNEXT, tt.CMD_EXT):
+            if code != 0:
+                return 1
+            if len(buf) < 5:
+                return None
+            return need(buf, 5 + struct.unpack_from(">I", buf, 1)[0])
+        if cmd == tt.CMD_VSIZ or cmd == tt.CMD_ADDINT:
+            return 1 if code != 0 else need(buf, 5)
+        if cmd == tt.CMD_ADDDOUBLE:
+            return 1 if code != 0 else need(buf, 17)
+        if cmd in (tt.CMD_RNUM, tt.CMD_SIZE):
+            return 1 if code != 0 else need(buf, 9)
+        if cmd == tt.CMD_STAT:
+            if code != 0:
+                return 1
+            if len(buf) < 5:
+                return None
+            return need(buf, 5 + struct.unpack_from(">I", buf, 1)[0])
+        if cmd in (tt.CMD_MGET, tt.CMD_FWMKEYS, tt.CMD_MISC):
+            if code != 0 and cmd != tt.CMD_MISC:
+                return 1
+            if len(buf) < 5:
+                return None
+            count = struct.unpack_from(">I", buf, 1)[0]
+            pos = 5
+            per = 2 if cmd == tt.CMD_MGET else 1
+            for _ in range(count):
+                if len(buf) < pos + 4 * per:
+                    return None
+                sizes = struct.unpack_from(">" + "I" * per, buf, pos)
+                pos += 4 * per + sum(sizes)
+            return need(buf, pos)
+        return len(buf)
+
+    return frame
+
+
+_VOLATILE_STAT = {b"time", b"pid", b"ru_user", b"ru_sys", b"ru_real", b"loadavg", b"memsize", b"memrss",
+                  b"version", b"libver", b"os", b"fd", b"bigend", b"sid", b"size", b"cnt_stat"}
+
+
+def tt_normalize(request: bytes, reply: bytes) -> bytes:
+    if request[1:2] != bytes([tt.CMD_STAT]) or not reply.startswith(b"\x00") or len(reply) < 5:
+        return reply
+    lines = []
+    for line in reply[5:].split(b"\n"):
+        name = line.split(b"\t", 1)[0]
+        lines.append(name + b"\t-" if name in _VOLATILE_STAT else line)
+    return b"\x00" + b"\n".join(lines)
+
+
+def tt_reset(wire: Wire) -> None:
+    wire.exchange(tt.encode_vanish(), tt_frame(tt.encode_vanish()))
+
+
+# -- running and shrinking -----------------------------------------------------------------
+
+class Protocol:
+    def __init__(self, step, frame, normalize, reset):
+        self.step, self.frame, self.normalize, self.reset = step, frame, normalize, reset
+
+
+KT = Protocol(kt_step, kt_frame, lambda req, rep: kt_normalize(rep), kt_reset)
+TT = Protocol(tt_step, tt_frame, tt_normalize, tt_reset)
+
+
+def sequence(proto: Protocol, seed: int, length: int = 14) -> List[bytes]:
+    rng = random.Random(seed)
+    return [proto.step(rng) for _ in range(rng.randint(1, length))]
+
+
+def replay(proto: Protocol, addr: Tuple[str, int], steps: Sequence[bytes]) -> List[bytes]:
+    wire = Wire(*addr)
+    try:
+        proto.reset(wire)
+        out = []
+        for request in steps:
+            no_reply = 0.05 if request[:2] == bytes([tt.MAGIC, tt.CMD_PUTNR]) else 0.0
+            reply = wire.exchange(request, proto.frame(request), no_reply_wait=no_reply)
+            out.append(proto.normalize(request, reply))
+        return out
+    finally:
+        wire.close()
+
+
+def first_difference(proto: Protocol, real: Tuple[str, int], bundled: Tuple[str, int],
+                     steps: Sequence[bytes]) -> Optional[int]:
+    a, b = replay(proto, real, steps), replay(proto, bundled, steps)
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None
+
+
+def shrink(proto: Protocol, real, bundled, steps: List[bytes]) -> List[bytes]:
+    """Drop steps (from the end first) while the replay still differs."""
+    i = first_difference(proto, real, bundled, steps)
+    if i is None:
+        return steps
+    steps = steps[: i + 1]
+    changed = True
+    while changed and len(steps) > 1:
+        changed = False
+        for j in range(len(steps) - 2, -1, -1):
+            trial = steps[:j] + steps[j + 1:]
+            if first_difference(proto, real, bundled, trial) is not None:
+                steps = trial
+                changed = True
+    return steps
+
+
+def describe(proto: Protocol, real, bundled, steps: List[bytes]) -> str:
+    a, b = replay(proto, real, steps), replay(proto, bundled, steps)
+    lines = []
+    for request, x, y in zip(steps, a, b):
+        lines.append(f"request {request!r}\n  real    {x!r}\n  bundled {y!r}")
+    return "\n".join(lines)
