@@ -292,7 +292,8 @@ def kt_codec(mode: bytes, data: bytes) -> Optional[bytes]:
     if wbits is not None:
         if not decode:
             packer = zlib.compressobj(6, zlib.DEFLATED, wbits, 9)
-            return packer.compress(data) + packer.flush()
+            out = packer.compress(data) + packer.flush()
+            return out + b"\0" if wbits < 0 else out  # kc::ZLIB::compress counts RAW's terminator
         unpacker = zlib.decompressobj(wbits)
         try:
             out = unpacker.decompress(data)
