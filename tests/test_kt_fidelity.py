@@ -150,3 +150,11 @@ def test_rest_get_formats_expiry_dates_of_any_year(wire, xt, date):
         expected_body = b"v" if method == "GET" else b""
         assert (status, headers.get("X-Kt-Xt"), body) == (200, date.decode(), expected_body)
     assert wire.rpc("remove", key="far") == (200, {})
+
+
+def test_increment_double_output_is_cut_at_128_bytes(wire):
+    # kc::vstrprintf formats %f into 128 bytes and marks a cut with '*' (ktserver's answer)
+    status, out = wire.rpc("increment_double", key="huge", num="1e300", orig="set")
+    assert status == 200
+    assert out == {b"num": b"1000000000000000052504760255204420248704468581108159154915854115511802457988908195786371"
+                           b"375080447864043704443832883878176942523*"}

@@ -70,12 +70,16 @@ def atof(text: bytes) -> float:
 
 
 def _fmt_double(x: float) -> bytes:
-    """C ``%f``."""
+    """``%f`` through ``kc::vstrprintf``: a 128-byte buffer, longer output cut to 127 bytes
+    and ``*`` (an output of exactly 128 bytes keeps snprintf's terminating NUL instead)."""
     if math.isnan(x):
         return b"-nan" if math.copysign(1, x) < 0 else b"nan"
     if math.isinf(x):
         return b"inf" if x > 0 else b"-inf"
-    return b"%f" % x
+    text = b"%f" % x
+    if len(text) >= 128:
+        return text[:127] + (b"*" if len(text) > 128 else b"\0")
+    return text
 
 
 def strmktime(text: bytes) -> int:
