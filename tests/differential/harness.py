@@ -266,8 +266,8 @@ def kt_normalize(reply: bytes) -> bytes:
 def kt_reset(wire: Wire) -> None:
     for db in (b"0", b"1"):
         body = kt_rpc.encode_tsv([(b"DB", db)], None)
-        wire.exchange(b"POST /rpc/clear HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body,
-                      kt_frame(b"POST"))
+        head = b"POST /rpc/clear HTTP/1.1\r\nHost: x\r\nContent-Type: text/tab-separated-values\r\n"
+        wire.exchange(head + b"Content-Length: %d\r\n\r\n" % len(body) + body, kt_frame(b"POST"))
 
 
 # -- Tokyo Tyrant --------------------------------------------------------------------------
