@@ -158,3 +158,11 @@ def test_increment_double_output_is_cut_at_128_bytes(wire):
     assert status == 200
     assert out == {b"num": b"1000000000000000052504760255204420248704468581108159154915854115511802457988908195786371"
                            b"375080447864043704443832883878176942523*"}
+
+
+def test_increment_double_stores_c_conversions_of_huge_numbers(wire):
+    # (int64_t)1e300 is INT64MIN on x86-64: ktserver stores 0x80 00.. (found by the differential run)
+    wire.rpc("remove", key="hugeint")
+    status, _ = wire.rpc("increment_double", key="hugeint", num="1e300", orig="1.5")
+    assert status == 200
+    assert wire.rpc("get", key="hugeint") == (200, {b"value": b"\x80" + b"\x00" * 15})

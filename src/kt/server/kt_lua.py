@@ -26,7 +26,18 @@ from kt.server import tt_lua
 from kt.server.engines.kc import KCError
 from kt.server.lua_runtime import load_lua_runtime, new_lua_state
 from kt.server.posix_regex import regex_match, regex_replace
-from kt.server.timeddb import DROP, INT64MAX, INT64MIN, KEEP, XTMAX, atoi, atoix, levenshtein, utf_to_ucs
+from kt.server.timeddb import (
+    DROP,
+    INT64MAX,
+    INT64MIN,
+    KEEP,
+    XTMAX,
+    atoi,
+    atoix,
+    c_int64,
+    levenshtein,
+    utf_to_ucs,
+)
 
 RVSUCCESS, RVENOIMPL, RVEINVALID, RVELOGIC, RVETIMEOUT, RVEINTERNAL = 0, 1, 2, 3, 4, 5
 
@@ -382,20 +393,6 @@ def _lua_tointeger(v: Any) -> int:
             return int(float(v))
         except ValueError:
             return 0
-    return 0
-
-
-def c_int64(v: Any) -> int:
-    """A Lua number as C's ``(int64_t)`` conversion of a double gives it on x86-64 (truncation;
-    NaN and out-of-range values become INT64MIN, the "integer indefinite" value)."""
-    if isinstance(v, bool):
-        return int(v)
-    if isinstance(v, int):
-        return v if INT64MIN <= v <= INT64MAX else INT64MIN
-    if isinstance(v, float):
-        if math.isnan(v) or not -9.223372036854775808e18 <= v < 9.223372036854775808e18:
-            return INT64MIN
-        return int(v)
     return 0
 
 

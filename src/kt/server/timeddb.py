@@ -502,9 +502,9 @@ class TimedDB:
                     linteg, lfract = (INT64MAX if n > 0 else INT64MIN), 0
                 else:
                     dfract, dinteg = math.modf(n)
-                    linteg, lfract = int(dinteg), int(dfract * DECUNIT)
+                    linteg, lfract = c_int64(dinteg), c_int64(dfract * DECUNIT)
                 box[0] = n
-                return (_FRACT.pack(_clamp64(linteg), _clamp64(lfract)), xt)
+                return (_FRACT.pack(linteg, lfract), xt)
             if len(v) != 16:
                 box[0] = math.nan
                 return KEEP
@@ -529,14 +529,14 @@ class TimedDB:
             elif math.isinf(dinteg):
                 linteg, lfract = (INT64MAX if dinteg > 0 else INT64MIN), 0
                 box[0] = dinteg
-            else:
-                linteg += int(dinteg)
-                lfract += int(dfract * DECUNIT)
+            else:  # C: out-of-range casts give INT64MIN, sums wrap
+                linteg = _wrap64(linteg + c_int64(dinteg))
+                lfract = _wrap64(lfract + c_int64(dfract * DECUNIT))
                 if lfract >= DECUNIT:
-                    linteg += 1
+                    linteg = _wrap64(linteg + 1)
                     lfract -= DECUNIT
                 box[0] = linteg + lfract / DECUNIT
-            return (_FRACT.pack(_clamp64(linteg), _clamp64(lfract)), xt)
+            return (_FRACT.pack(linteg, lfract), xt)
 
         self.accept(key, visit)
         if math.isnan(box[0]):
@@ -824,8 +824,18 @@ def _wrap64(n: int) -> int:
     return (n + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
-def _clamp64(n: int) -> int:
-    return max(INT64MIN, min(INT64MAX, n))
+def c_int64(v) -> int:
+    """C's ``(int64_t)`` conversion of a number on x86-64: truncation toward zero; NaN and
+    out-of-range values give INT64MIN (the "integer indefinite" value)."""
+    if isinstance(v, bool):
+        return int(v)
+    if isinstance(v, int):
+        return v if INT64MIN <= v <= INT64MAX else INT64MIN
+    if isinstance(v, float):
+        if math.isnan(v) or not -9.223372036854775808e18 <= v < 9.223372036854775808e18:
+            return INT64MIN
+        return int(v)
+    return 0
 
 
 class TimedCursor:
