@@ -12,10 +12,12 @@ import re
 import sys
 import tempfile
 
-sys.path[:0] = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
+
+from harness import KT, KT_SCRIPT, TT, describe, first_difference, sequence, shrink  # noqa: E402
 
 from fidelity import start_kt, start_tt  # noqa: E402
-from harness import KT, KT_SCRIPT, TT, describe, first_difference, sequence, shrink  # noqa: E402
 
 
 def _kind(request: bytes) -> bytes:
@@ -53,7 +55,8 @@ def main() -> int:
                 continue
             seen.add(kind)
             small = shrink(proto, a, b, steps)
-            print(f"== seed {seed}: {kind!r} ({len(small)} steps)\n{describe(proto, a, b, small)}\n", flush=True)
+            report = describe(proto, a, b, small)
+            print(f"== seed {seed}: {kind!r} ({len(small)} steps)\n{report}\n", flush=True)
     finally:
         real.stop()
         bundled.stop()
