@@ -281,8 +281,44 @@ _MISC = [b"put", b"putkeep", b"putcat", b"putdup", b"out", b"get", b"putlist", b
          b"nosuch", b""]
 
 
+_MC_KEYS = [b"a", b"b", b"k1", b"n"]
+
+
+def _tt_text(rng: random.Random) -> bytes:
+    """A memcached or HTTP request (ttserver's other front-ends on the same port)."""
+    k = rng.choice(_MC_KEYS)
+    v = rng.choice([b"", b"v", b"12", b"x" * 40])
+    kind = rng.choice(["set", "add", "replace", "append", "prepend", "get", "gets", "delete", "incr",
+                       "decr", "flush_all", "version", "bogus", "http_get", "http_head", "http_put",
+                       "http_delete", "http_options"])
+    if kind in ("set", "add", "replace", "append", "prepend"):
+        return b"%s %s %d 0 %d\r\n%s\r\n" % (kind.encode(), k, rng.choice([0, 7]), len(v), v)
+    if kind in ("get", "gets"):
+        return kind.encode() + b" " + b" ".join(rng.sample(_MC_KEYS, rng.randint(1, 3))) + b"\r\n"
+    if kind == "delete":
+        return b"delete " + k + b"\r\n"
+    if kind in ("incr", "decr"):
+        num = rng.choice([b"1", b"5", b"0", b"18446744073709551615", b"x", b"-3"])
+        return b"%s %s %s\r\n" % (kind.encode(), k, num)
+    if kind == "flush_all":
+        return b"flush_all\r\n"
+    if kind == "version":
+        return b"version\r\n"
+    if kind == "bogus":
+        return b"bogus command\r\n" + tt.encode_rnum()
+    method = kind[5:].upper().encode()
+    if method == b"PUT":
+        extra = rng.choice([b"", b"X-TT-PDMODE: 1\r\n", b"X-TT-PDMODE: 2\r\n"])
+        return b"PUT /%s HTTP/1.1\r\nHost: x\r\n%sContent-Length: %d\r\n\r\n%s" % (k, extra, len(v), v)
+    if method == b"OPTIONS":
+        return b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"
+    return b"%s /%s HTTP/1.1\r\nHost: x\r\n\r\n" % (method, k)
+
+
 def tt_step(rng: random.Random) -> bytes:
-    """One random TT binary request (sizes occasionally hostile)."""
+    """One random TT request: binary (sizes occasionally hostile), or memcached/HTTP text."""
+    if rng.random() < 0.2:
+        return _tt_text(rng)
     k, v = rng.choice(KEYS), rng.choice(VALUES)
     kind = rng.choice(["put", "putkeep", "putcat", "putshl", "putnr", "out", "get", "mget", "vsiz",
                        "iterinit", "iternext", "fwmkeys", "addint", "adddouble", "vanish", "rnum", "misc",
@@ -336,7 +372,28 @@ def tt_step(rng: random.Random) -> bytes:
     ])
 
 
+def _text_frame(request: bytes) -> Callable[[bytes], Optional[int]]:
+    if request.split(b" ", 1)[0] in (b"GET", b"HEAD", b"PUT", b"DELETE", b"OPTIONS", b"POST"):
+        return kt_frame(request)
+    multi = request.startswith((b"get ", b"gets "))
+
+    def frame(buf: bytes) -> Optional[int]:
+        if multi:
+            end = buf.find(b"END\r\n")
+            if end >= 0:
+                return end + 5
+            if buf.startswith((b"ERROR", b"CLIENT_ERROR", b"SERVER_ERROR")) and b"\r\n" in buf:
+                return buf.index(b"\r\n") + 2
+            return None
+        end = buf.find(b"\r\n")
+        return None if end < 0 else end + 2
+
+    return frame
+
+
 def tt_frame(request: bytes) -> Callable[[bytes], Optional[int]]:
+    if request[:1] != bytes([tt.MAGIC]):
+        return _text_frame(request)
     cmd = request[1] if len(request) > 1 else 0
     one = {tt.CMD_PUT, tt.CMD_PUTKEEP, tt.CMD_PUTCAT, tt.CMD_PUTSHL, tt.CMD_OUT, tt.CMD_ITERINIT,
            tt.CMD_VANISH, tt.CMD_SYNC, tt.CMD_OPTIMIZE, tt.CMD_COPY, tt.CMD_RESTORE, tt.CMD_SETMST}
@@ -389,7 +446,14 @@ _VOLATILE_STAT = {b"time", b"pid", b"ru_user", b"ru_sys", b"ru_real", b"loadavg"
                   b"version", b"libver", b"os", b"fd", b"bigend", b"sid", b"size", b"cnt_stat"}
 
 
+_VOLATILE_TT_HEADERS = re.compile(
+    rb"\r\n(X-TT-(?:TIME|PID|LOADAVG|MEMSIZE|MEMRSS|RU_REAL|RU_USER|RU_SYS|SIZE|FD|OS|VERSION|LIBVER|SID"
+    rb"|BIGEND)): [^\r]*", re.I)
+
+
 def tt_normalize(request: bytes, reply: bytes) -> bytes:
+    if request[:1] != bytes([tt.MAGIC]):
+        return _VOLATILE_TT_HEADERS.sub(rb"\r\n\1: -", kt_normalize(reply))
     if request[1:2] != bytes([tt.CMD_STAT]) or not reply.startswith(b"\x00") or len(reply) < 5:
         return reply
     lines = []

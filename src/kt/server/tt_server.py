@@ -1223,7 +1223,7 @@ class TextFrontEnd:
         if self._masked("addint", "allmc", "allwrite"):
             return (b"" if noreply else _MC_FORBIDDEN), True
         key = tokens[1]
-        num = sign * _atoi(tokens[2].decode("latin-1"))
+        num = _wrap64(sign * _atoi(tokens[2].decode("latin-1")))
         from kt.server.tt_lua import record_lock_index  # the same 31 mutexes as ext
 
         lock = self._record_locks()[record_lock_index(key)]
@@ -1232,7 +1232,7 @@ class TextFrontEnd:
             if old is None:
                 reply = b"NOT_FOUND\r\n"
             else:
-                num = max(0, num + _atoi(old.split(b"\0", 1)[0].decode("latin-1")))
+                num = max(0, _wrap64(num + _atoi(old.split(b"\0", 1)[0].decode("latin-1"))))
                 text = b"%d" % num
                 reply = text + b"\r\n" if self.db.put(key, text) else b"SERVER_ERROR unexpected\r\n"
         return (b"" if noreply else reply), True
@@ -1527,19 +1527,24 @@ def _int_option(options: Dict[str, object], name: str, default: int) -> int:
     return _atoi(str(raw))
 
 
+def _wrap64(n: int) -> int:
+    return (n + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
 def _atoi(text: str) -> int:
-    """Tokyo Cabinet's ``tcatoi``: optional sign and leading digits; anything else is 0."""
-    text = text.strip()
+    """Tokyo Cabinet's ``tcatoi``: optional sign and leading ASCII digits, anything else is 0;
+    an int64 that overflows wraps as in C."""
+    text = text.lstrip("".join(map(chr, range(1, 33))))
     sign = 1
     if text[:1] in ("+", "-"):
         sign = -1 if text[0] == "-" else 1
         text = text[1:]
-    digits = ""
+    num = 0
     for ch in text:
-        if not ch.isdigit():
+        if not "0" <= ch <= "9":
             break
-        digits += ch
-    return sign * int(digits or "0")
+        num = num * 10 + ord(ch) - 48
+    return _wrap64(sign * num)
 
 
 def _kill_previous(pid_file: str, logger: Logger) -> None:
