@@ -94,6 +94,40 @@ function run(inmap, outmap)
   return kt.RVSUCCESS
 end
 
+-- kt mapreduce: word counts over the values of keys under a prefix
+function wordcount(inmap, outmap)
+  db:set("mr:1", "b a")
+  db:set("mr:2", "a c\0a")
+  db:set("mr:3", "")
+  local order = {}
+  local calls = 0
+  local function map(key, value, emit)
+    if string.sub(key, 1, 3) ~= "mr:" then return true end
+    for word in string.gmatch(value, "[^ ]+") do emit(word, 1) end
+    return true
+  end
+  local function reduce(key, iter)
+    local n = 0
+    while true do
+      local v = iter()
+      if v == nil then break end
+      n = n + tonumber(v)
+    end
+    outmap[key] = n
+    table.insert(order, key)
+    return true
+  end
+  local function proc(emit)
+    calls = calls + 1
+    return true
+  end
+  outmap.ok = tostring(db:mapreduce(map, reduce, "", 0, 4, 1024, 64, nil, proc))
+  outmap.order = table.concat(order, ",")
+  outmap.calls = calls
+  outmap.fail = tostring(db:mapreduce(function() return nil end, reduce))
+  return kt.RVSUCCESS
+end
+
 -- what a script can see of the host
 function globals(inmap, outmap)
   outmap.python = type(rawget(_G, "python"))
@@ -287,3 +321,9 @@ def test_lua_db_match_regex(wire):
 )
 def test_lua_module_functions(wire, code, expected):
     assert wire.rpc("play_script", name="run", _code=code) == (200, {b"_r": expected})
+
+
+def test_lua_mapreduce(wire):
+    assert wire.rpc("play_script", name="wordcount") == (200, {
+        b"_a": b"2", b"_b": b"1", b"_c\x00a": b"1", b"_ok": b"true", b"_order": b"a,b,c\x00a",
+        b"_calls": b"3", b"_fail": b"false"})

@@ -210,6 +210,63 @@ kt.mapload = function(s) return native.mapload(s) end
 kt.arraydump = function(t) return native.arraydump(t) end
 kt.arrayload = function(s) return native.arrayload(s) end
 
+-- kt::MapReduce as myscript.cc drives it: map(key, value, emit) over every live record,
+-- the emitted values grouped by key in byte order, reduce(key, iter) per key; a callback that
+-- does not answer true (or raises) makes the whole call answer false.  proc(emit) runs before
+-- and between the phases and proc() after them; the storage tuning arguments are accepted.
+function DB:mapreduce(map, reduce, tmppath, opts, dbnum, clim, cbnum, log, proc)
+  if type(map) ~= "function" or type(reduce) ~= "function" then
+    error("mapreduce: invalid arguments")
+  end
+  if type(proc) ~= "function" then proc = nil end
+  local groups, keys = {}, {}
+  local function emit(k, v)
+    if (type(k) ~= "string" and type(k) ~= "number") or (type(v) ~= "string" and type(v) ~= "number") then
+      error("mapreduce_emit: invalid arguments")
+    end
+    k, v = tostring(k), tostring(v)
+    local g = groups[k]
+    if g == nil then
+      g = {}
+      groups[k] = g
+      keys[#keys + 1] = k
+    end
+    g[#g + 1] = v
+    return true
+  end
+  local function call(fn, ...)
+    local ok, rv = pcall(fn, ...)
+    return ok and rv and true or false
+  end
+  if proc and not call(proc, emit) then return false end
+  local cur = self:cursor()
+  local ok = true
+  if cur:jump() then
+    while true do
+      local k, v = cur:get(true)
+      if k == nil then break end
+      if not call(map, k, v, emit) then
+        ok = false
+        break
+      end
+    end
+  end
+  cur:disable()
+  if not ok then return false end
+  if proc and not call(proc, emit) then return false end
+  table.sort(keys)
+  for i = 1, #keys do
+    local vals, n = groups[keys[i]], 0
+    local function iter()
+      n = n + 1
+      return vals[n]
+    end
+    if not call(reduce, keys[i], iter) then return false end
+  end
+  if proc and not call(proc) then return false end
+  return true
+end
+
 function Cursor:jump(k) return native.cur(self.h, "jump", k) end
 function Cursor:jump_back(k) return native.cur(self.h, "jump_back", k) end
 function Cursor:step() return native.cur(self.h, "step") end
