@@ -130,6 +130,9 @@ _RPC = {
     "play_script": [("name", [b"echo", b"get", b"incr", b"visit", b"nosuch", b"bad_name"]),
                     ("_key", KEYS), ("_value", VALUES), ("_num", NUMS)],
     "count": [], "vacuum": [("step", [None, b"0", b"2"])],
+    "ulog_list": [], "ulog_remove": [("ts", [None, b"1", b"abc"])],
+    "tune_replication": [("host", [None, b"127.0.0.1"]), ("port", [None, b"1"])],
+    "synchronize": [("hard", [None, b""])], "nosuchprocedure": [("a", [b"1"])],
 }
 _DB_CHOICES = [None, None, None, b"0", b"1", b"%", b"nosuch"]
 
@@ -214,8 +217,11 @@ def _kt_binary(rng: random.Random) -> bytes:
         return kb.encode_get_bulk([(dbidx, k) for k in keys])
     if kind == "remove":
         return kb.encode_remove_bulk([(dbidx, k) for k in keys])
-    name = rng.choice([b"echo", b"get", b"nosuch"])
-    return kb.encode_play_script(name, [(k, rng.choice(VALUES)) for k in keys])
+    name = rng.choice([b"echo", b"get", b"incr", b"visit", b"nosuch"])
+    records = [(k, rng.choice(VALUES)) for k in keys]
+    if name in (b"get", b"incr", b"visit"):
+        records = [(b"key", rng.choice(KEYS)), (b"num", rng.choice(NUMS)), (b"value", rng.choice(VALUES))]
+    return kb.encode_play_script(name, records)
 
 
 _HTTP_END = re.compile(rb"\r\n\r\n")
