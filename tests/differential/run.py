@@ -1,4 +1,4 @@
-"""Command line: ``python tests/differential/run.py kt|tt COUNT [SEED]``.
+"""Command line: ``python tests/differential/run.py kt|tt|tt+ COUNT [SEED]``.
 
 Runs COUNT sequences against ``$KTSERVER``/``$TTSERVER`` and a bundled server, keeps going after a
 difference and prints one shrunk reproducer per distinct first differing request kind, then
@@ -39,8 +39,9 @@ def main() -> int:
             fh.write(KT_SCRIPT)
         args = ["-scr", script]
         real, bundled, proto = start_kt("real", ("*", "%"), args), start_kt("bundled", ("*", "%"), args), KT
-    else:
-        real, bundled, proto = start_tt("real"), start_tt("bundled"), TT
+    else:  # "tt" (on-memory hash) or "tt+" (on-memory B+ tree: range/putdup misc functions)
+        db = "+" if which == "tt+" else "*"
+        real, bundled, proto = start_tt("real", db), start_tt("bundled", db), TT
     a, b = (real.host, real.port), (bundled.host, bundled.port)
     seen, differing = set(), 0
     try:
