@@ -17,6 +17,7 @@ import pytest
 
 from kt.embedded import EmbeddedServer, EmbeddedTokyoTyrantServer
 from kt.protocol import kt_rpc
+from kt_server_harness import recv_idle
 
 FLAVOURS = ["bundled", "real"]
 
@@ -77,18 +78,7 @@ def tt_exchange(server: EmbeddedTokyoTyrantServer, request: bytes, idle: float =
     """Send raw bytes on a new connection; ``(everything answered, connection closed)``."""
     with socket.create_connection((server.host, server.port), timeout=10) as sock:
         sock.sendall(request)
-        sock.settimeout(idle)
-        out = bytearray()
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except socket.timeout:
-                return bytes(out), False
-            except OSError:
-                return bytes(out), True
-            if not chunk:
-                return bytes(out), True
-            out += chunk
+        return recv_idle(sock, idle)
 
 
 def served(server) -> Iterator:

@@ -83,6 +83,21 @@ def _hex_pair(a: int, b: int) -> int:
     return num & 0xFF
 
 
+def hex_decode(data: bytes) -> bytes:
+    """``kc::hexdecode`` on a C string: blanks skipped, digits read in pairs (``_hex_pair``),
+    a lone last digit is one byte."""
+    text = _c_string(bytes(data))
+    out = bytearray()
+    i, end = 0, len(text)
+    while True:
+        while i < end and text[i] <= 0x20:
+            i += 1
+        if i >= end:
+            return bytes(out)
+        out.append(_hex_pair(text[i], text[i + 1] if i + 1 < end else 0))
+        i += 2
+
+
 _URL_PLAIN_RE = re.compile(rb"[\x21-\x24\x26-\x2a\x2c-\x7e]*")
 _URL_WELL_FORMED_RE = re.compile(rb"(?:[\x21-\x24\x26-\x2a\x2c-\x7e]|%[0-9A-Fa-f]{2})*")
 _URL_TOKEN_RE = re.compile(rb"%(.)(.)|%.?\Z|\+|[\x00-\x20\x7f-\xff]", re.S)

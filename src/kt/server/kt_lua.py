@@ -370,46 +370,12 @@ def kt_codec(mode: bytes, data: bytes) -> Optional[bytes]:
         return out if unpacker.eof else None
     if decode:
         table = {b"url": kt_rpc.url_decode, b"base": kt_rpc.base_decode, b"quote": kt_rpc.quote_decode,
-                 b"hex": _hex_decode}
+                 b"hex": kt_rpc.hex_decode}
     else:
         table = {b"url": kt_rpc.url_encode, b"base": kt_rpc.base_encode, b"quote": kt_rpc.quote_encode,
                  b"hex": lambda d: d.hex().encode()}
     fn = table.get(name)
     return None if fn is None else fn(data)
-
-
-def _hex_decode(data: bytes) -> bytes:
-    """``kc::hexdecode`` on a C string: blanks skipped, a bad digit counts as 0."""
-    text = data.split(b"\0", 1)[0]
-    out = bytearray()
-    i = 0
-
-    def digit(c: int) -> int:
-        if 0x30 <= c <= 0x39:
-            return c - 0x30
-        if 0x61 <= c <= 0x66:
-            return c - 0x61 + 10
-        if 0x41 <= c <= 0x46:
-            return c - 0x41 + 10
-        return -1
-
-    while True:
-        while i < len(text) and 0 < text[i] <= 0x20:
-            i += 1
-        if i >= len(text):
-            break
-        d = digit(text[i])
-        num = max(d, 0)
-        i += 1
-        if i >= len(text):
-            out.append(num)
-            break
-        d = digit(text[i])
-        i += 1
-        if d >= 0:
-            num = num * 16 + d
-        out.append(num & 0xFF)
-    return bytes(out)
 
 
 def kt_bit(mode: bytes, num: Any, aux: Any) -> int:

@@ -693,39 +693,26 @@ class TimedDB:
 
     def match_prefix(self, prefix: bytes, max: int = -1) -> list[bytes]:
         """Keys starting with ``prefix`` like ``PolyDB::match_prefix`` (binary-safe, KC's order)."""
+        if not self._lexical():
+            return self._scan_keys(lambda key: key.startswith(prefix), max)
         if max < 0:
             max = INT64MAX
         out: list[bytes] = []
         cur = self.db.cursor()
         try:
-            if self._lexical():
-                if not cur.jump(prefix):
-                    return out
-                while len(out) < max:
-                    key = cur.get_key(True)
-                    if key is None or not key.startswith(prefix):
-                        break
-                    out.append(key)
-            else:
-                if not cur.jump():
-                    return out
-                while len(out) < max:
-                    key = cur.get_key(True)
-                    if key is None:
-                        break
-                    if key.startswith(prefix):
-                        out.append(key)
+            if not cur.jump(prefix):
+                return out
+            while len(out) < max:
+                key = cur.get_key(True)
+                if key is None or not key.startswith(prefix):
+                    break
+                out.append(key)
         finally:
             cur.close()
         return out
 
-    def match_regex(self, regex: bytes, max: int = -1) -> list[bytes]:
-        """Keys in which the POSIX ERE occurs (``PolyDB::match_regex``): libc's regex in the C
-        locale, pattern and keys read as C strings, the whole keys returned."""
-        try:
-            rx = PosixRegex(regex, match_only=True)
-        except ValueError:
-            raise _err(LOGIC, "compilation failed") from None
+    def _scan_keys(self, wanted: Callable[[bytes], bool], max: int) -> list[bytes]:
+        """Keys in cursor order for which ``wanted`` holds, at most ``max`` (< 0: all)."""
         if max < 0:
             max = INT64MAX
         out: list[bytes] = []
@@ -737,11 +724,20 @@ class TimedDB:
                 key = cur.get_key(True)
                 if key is None:
                     break
-                if rx.search(key):
+                if wanted(key):
                     out.append(key)
         finally:
             cur.close()
         return out
+
+    def match_regex(self, regex: bytes, max: int = -1) -> list[bytes]:
+        """Keys in which the POSIX ERE occurs (``PolyDB::match_regex``): libc's regex in the C
+        locale, pattern and keys read as C strings, the whole keys returned."""
+        try:
+            rx = PosixRegex(regex, match_only=True)
+        except ValueError:
+            raise _err(LOGIC, "compilation failed") from None
+        return self._scan_keys(rx.search, max)
 
     def match_similar(self, origin: bytes, range: int = 1, utf: bool = False, max: int = -1) -> list[bytes]:
         """Keys within Levenshtein distance ``range``, nearest first (``PolyDB::match_similar``)."""
