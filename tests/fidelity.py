@@ -17,9 +17,18 @@ import pytest
 
 from kt.embedded import EmbeddedServer, EmbeddedTokyoTyrantServer
 from kt.protocol import kt_rpc
+from kt.server.lua_runtime import load_lua_runtime
 from kt_server_harness import recv_idle
 
 FLAVOURS = ["bundled", "real"]
+
+
+def require_lua() -> None:
+    """Skip the calling test module when lupa (the bundled servers' Lua) is missing."""
+    try:
+        load_lua_runtime("-scr")
+    except Exception:  # pragma: no cover - lupa missing
+        pytest.skip("lupa is not installed", allow_module_level=True)
 
 
 def _binary(flavour: str, variable: str) -> Optional[str]:
@@ -79,6 +88,14 @@ def tt_exchange(server: EmbeddedTokyoTyrantServer, request: bytes, idle: float =
     with socket.create_connection((server.host, server.port), timeout=10) as sock:
         sock.sendall(request)
         return recv_idle(sock, idle)
+
+
+def served_with_script(start, flavour: str, directory, name: str, text: str, **kwargs) -> Iterator:
+    """``served`` for a server started with a Lua script (``-scr`` for KT, ``-ext`` for TT)."""
+    path = directory / name
+    path.write_text(text)
+    option = "-scr" if start is start_kt else "-ext"
+    yield from served(start(flavour, args=[option, str(path)], **kwargs))
 
 
 def served(server) -> Iterator:

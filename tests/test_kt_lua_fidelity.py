@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from fidelity import FLAVOURS, KTWire, served, start_kt
-from kt.server.lua_runtime import load_lua_runtime
+from fidelity import FLAVOURS, KTWire, require_lua, served_with_script, start_kt
 
-try:
-    load_lua_runtime("-scr")
-except Exception:  # pragma: no cover - lupa missing
-    pytest.skip("lupa is not installed", allow_module_level=True)
+require_lua()
 
 SCRIPT = r"""
 kt = __kyototycoon__
@@ -139,9 +135,8 @@ end
 
 @pytest.fixture(scope="module", params=FLAVOURS)
 def kt_lua(request, tmp_path_factory):
-    path = tmp_path_factory.mktemp("lua") / "fidelity.lua"
-    path.write_text(SCRIPT)
-    yield from served(start_kt(request.param, args=["-scr", str(path)]))
+    directory = tmp_path_factory.mktemp("lua")
+    yield from served_with_script(start_kt, request.param, directory, "fidelity.lua", SCRIPT)
 
 
 @pytest.fixture

@@ -14,14 +14,10 @@ import time
 
 import pytest
 
-from fidelity import FLAVOURS, KTWire, served, start_kt, start_tt, tt_exchange
+from fidelity import FLAVOURS, KTWire, require_lua, served_with_script, start_kt, start_tt, tt_exchange
 from kt.protocol import tt_binary as tt
-from kt.server.lua_runtime import load_lua_runtime
 
-try:
-    load_lua_runtime("-scr")
-except Exception:  # pragma: no cover - lupa missing
-    pytest.skip("lupa is not installed", allow_module_level=True)
+require_lua()
 
 KT_SCRIPT = r"""
 kt = __kyototycoon__
@@ -197,10 +193,9 @@ end
 
 @pytest.fixture(scope="module", params=FLAVOURS)
 def kt_peer(request, tmp_path_factory):
-    path = tmp_path_factory.mktemp("peer") / "peer.lua"
-    path.write_text(KT_SCRIPT)
     # a B+ tree: the queues and listings walk keys in order, as the peers' users configure
-    yield from served(start_kt(request.param, databases=("%",), args=["-scr", str(path)]))
+    directory = tmp_path_factory.mktemp("peer")
+    yield from served_with_script(start_kt, request.param, directory, "peer.lua", KT_SCRIPT, databases=("%",))
 
 
 @pytest.fixture
@@ -336,9 +331,8 @@ end
 
 @pytest.fixture(scope="module", params=FLAVOURS)
 def tt_peer(request, tmp_path_factory):
-    path = tmp_path_factory.mktemp("peer") / "peer_tt.lua"
-    path.write_text(TT_SCRIPT)
-    yield from served(start_tt(request.param, args=["-ext", str(path)]))
+    directory = tmp_path_factory.mktemp("peer")
+    yield from served_with_script(start_tt, request.param, directory, "peer_tt.lua", TT_SCRIPT)
 
 
 def ext(server, name, key=b"", value=b""):
