@@ -166,3 +166,20 @@ def test_increment_double_stores_c_conversions_of_huge_numbers(wire):
     status, _ = wire.rpc("increment_double", key="hugeint", num="1e300", orig="1.5")
     assert status == 200
     assert wire.rpc("get", key="hugeint") == (200, {b"value": b"\x80" + b"\x00" * 15})
+
+
+@pytest.mark.parametrize(
+    "num, stored",
+    [
+        # kc::atof and the fixed-point split run in x87 long double: ktserver's stored bytes
+        ("0.000001", "0000000000000000000000003b9ac9ff"),
+        ("0.3", "0000000000000000000110d9316ebfff"),
+        ("-481.2919713439847555", "fffffffffffffe1ffffef6741fc1d7c6"),
+        ("928.187503450910981", "00000000000003a00000aa888c95f093"),
+    ],
+)
+def test_increment_double_parses_and_splits_like_ktserver(wire, num, stored):
+    wire.rpc("remove", key="dbl")
+    assert wire.rpc("increment_double", key="dbl", num=num)[0] == 200
+    status, out = wire.rpc("get", key="dbl")
+    assert (status, out[b"value"].hex()) == (200, stored)

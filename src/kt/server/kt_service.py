@@ -19,11 +19,12 @@ import resource
 import subprocess
 import threading
 import time
+from fractions import Fraction
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from kt.server.engines import kc
 from kt.server.engines.kc import DUPREC, LOGIC, NOIMPL, NOREC, KCError
-from kt.server.timeddb import INT64MAX, INT64MIN, XTMAX, TimedCursor, TimedDB, atoi
+from kt.server.timeddb import INT64MAX, INT64MIN, XTMAX, TimedCursor, TimedDB, atoi, long_double
 from kt.server.ulog import UpdateLogger, clock_pure, db_message, parse_db_message
 
 Params = Dict[bytes, bytes]
@@ -58,15 +59,47 @@ _NOREC_ERROR = KCError(NOREC, "no record")
 
 
 def atof(text: bytes) -> float:
-    """kc::atof: leading number (``inf``/``nan`` accepted), garbage -> 0."""
-    s = text.decode("latin-1").strip()
-    m = re.match(r"[+-]?(inf|nan|(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?)", s, re.I)
-    if not m:
-        return 0.0
+    """``kc::atof`` step by step in x87 ``long double`` arithmetic, then rounded to a double:
+    integer digits, at most 16 significant digits in all (later fraction digits are ignored),
+    ``e`` with ``kc::atoi``'s exponent; ``inf``/``nan`` prefixes; garbage -> 0."""
+    i, end = 0, len(text)
+    while i < end and 0 < text[i] <= 0x20:
+        i += 1
+    sign = 1
+    if text[i:i + 1] in (b"-", b"+"):
+        sign = -1 if text[i:i + 1] == b"-" else 1
+        i += 1
+    word = text[i:i + 3].lower()
+    if word == b"inf":
+        return math.inf * sign
+    if word == b"nan":
+        return math.nan
+    num, col = Fraction(0), 0
+    while i < end and 0x30 <= text[i] <= 0x39:
+        num = long_double(num * 10 + (text[i] - 0x30))
+        i += 1
+        if num > 0:
+            col += 1
+    if text[i:i + 1] == b".":
+        i += 1
+        fract, base = Fraction(0), Fraction(10)
+        while col < 16 and i < end and 0x30 <= text[i] <= 0x39:
+            fract = long_double(fract + long_double(Fraction(text[i] - 0x30) / base))
+            i += 1
+            col += 1
+            base = long_double(base * 10)
+        num = long_double(num + fract)
+    if text[i:i + 1] in (b"e", b"E") and num:
+        exponent = atoi(text[i + 1:])
+        if exponent > 5000:
+            return math.inf * sign
+        if exponent < -5000:
+            return 0.0 * sign
+        num = long_double(num * long_double(Fraction(10) ** exponent))
     try:
-        return float(m.group(0))
-    except ValueError:
-        return 0.0
+        return float(num) * sign
+    except OverflowError:
+        return math.inf * sign
 
 
 def _fmt_double(x: float) -> bytes:

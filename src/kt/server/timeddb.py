@@ -20,6 +20,7 @@ import os
 import struct
 import threading
 import time
+from fractions import Fraction
 from typing import Callable, Optional, Union
 
 from kt.server.engines import kc
@@ -502,7 +503,7 @@ class TimedDB:
                     linteg, lfract = (INT64MAX if n > 0 else INT64MIN), 0
                 else:
                     dfract, dinteg = math.modf(n)
-                    linteg, lfract = c_int64(dinteg), c_int64(dfract * DECUNIT)
+                    linteg, lfract = c_int64(dinteg), _fraction_units(dfract)
                 box[0] = n
                 return (_FRACT.pack(linteg, lfract), xt)
             if len(v) != 16:
@@ -531,7 +532,7 @@ class TimedDB:
                 box[0] = dinteg
             else:  # C: out-of-range casts give INT64MIN, sums wrap
                 linteg = _wrap64(linteg + c_int64(dinteg))
-                lfract = _wrap64(lfract + c_int64(dfract * DECUNIT))
+                lfract = _wrap64(lfract + _fraction_units(dfract))
                 if lfract >= DECUNIT:
                     linteg = _wrap64(linteg + 1)
                     lfract -= DECUNIT
@@ -818,6 +819,31 @@ def levenshtein(a, b) -> int:
 
 def _wrap64(n: int) -> int:
     return (n + (1 << 63)) % (1 << 64) - (1 << 63)
+
+
+def long_double(exact: Fraction) -> Fraction:
+    """``exact`` rounded as an x87 ``long double`` holds it (64-bit mantissa, half to even)."""
+    if exact == 0:
+        return exact
+    magnitude = abs(exact)
+    shift = 63 - (magnitude.numerator.bit_length() - magnitude.denominator.bit_length())
+    while True:  # the bit-length estimate of the exponent can be off by one either way
+        mantissa = round(magnitude * Fraction(2) ** shift)
+        if mantissa.bit_length() > 64:
+            shift -= 1
+        elif mantissa.bit_length() < 64:
+            shift += 1
+        else:
+            break
+    rounded = Fraction(mantissa) / Fraction(2) ** shift
+    return -rounded if exact < 0 else rounded
+
+
+def _fraction_units(dfract: float) -> int:
+    """``(int64_t)(dfract * DECUNIT)`` with KC's ``long double``: the exact product rounded to
+    64 significant bits, then truncated.  A double product would round 1e-6 * 1e15 up to 1e9,
+    where ktserver stores 999999999."""
+    return int(long_double(Fraction(dfract) * DECUNIT))
 
 
 def c_int64(v) -> int:
