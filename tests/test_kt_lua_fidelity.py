@@ -307,6 +307,11 @@ def test_lua_db_match_regex(wire):
         # hashes keep 48 bits
         ('kt.hash_murmur("hello")', b"254910939360214"),
         ('kt.hash_fnv("hello")', b"117791150636571"),
+        # kt.atof is kc::atof, not Lua's tonumber
+        ('kt.atof("0x10")', b"0"),
+        ('kt.atof(" 1.5e2xyz")', b"150"),
+        ('kt.atof("0.000001") * 1e15', b"1000000000"),
+        ('kt.atof("Infinity") > 1e308', b"true"),
         # how numbers leave a procedure (myscript.cc's StringBuilder)
         ("1/0", b"-9223372036854775808"),
         ("0.5", b"0.500000"),

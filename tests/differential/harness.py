@@ -31,7 +31,8 @@ KEYS = [b"a", b"b", b"", b"\x00", b"a\x00b", b"\xff\xfe", b"\xc3\xa9", b"k1", b"
 VALUES = [b"", b"v", b"\x00", b"\xff\xfe\x00", b"x" * 300, b"12345678", b"\t\n\r", b"\xc3\xa9t\xc3\xa9"]
 NUMS = [b"0", b"1", b"-1", b"7", b"9223372036854775807", b"-9223372036854775808", b"1e3", b"abc", b"",
         b"18446744073709551616", b"0x10", b" 5"]
-FLOATS = [b"0", b"1.5", b"-2.25", b"1e300", b"-1e300", b"nan", b"inf", b"-inf", b"abc", b"0.000001"]
+FLOATS = [b"0", b"1.5", b"-2.25", b"1e300", b"-1e300", b"nan", b"inf", b"-inf", b"abc", b"0.000001", b"0.3",
+          b"-481.2919713439847555", b"1e-20", b"123456789.123456789"]
 # only expiry times that do not depend on the current second (absolute, or beyond XTMAX)
 XTS = [None, None, None, b"-1", b"-4102444800", b"1099511627775", b"-1099511627774", b"-4102444801x"]
 

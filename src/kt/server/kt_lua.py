@@ -24,6 +24,7 @@ from typing import Any, Dict, Optional, Tuple
 from kt.protocol import kt_rpc
 from kt.server import tt_lua
 from kt.server.engines.kc import KCError
+from kt.server.kt_service import atof as kc_atof
 from kt.server.lua_runtime import load_lua_runtime, new_lua_state
 from kt.server.posix_regex import regex_match, regex_replace
 from kt.server.timeddb import (
@@ -59,7 +60,7 @@ kt.thid = native.thid
 kt.log = function(kind, msg) native.log(tostring(kind), tostring(msg)) end
 kt.atoi = function(s) return native.atoi(tostring(s)) end
 kt.atoix = function(s) return native.atoix(tostring(s)) end
-kt.atof = function(s) return tonumber(s) or 0 end
+kt.atof = function(s) return native.atof(tostring(s)) end
 kt.time = function() return native.time() end
 kt.sleep = function(sec) native.sleep(sec or 0) end
 kt.levdist = function(a, b, utf) return native.levdist(a, b, utf and true or false) end
@@ -696,6 +697,7 @@ class _State:
             ("match_similar", match_similar), ("cursor", cursor), ("cur", cur), ("cur_get", cur_get),
             ("cur_seize", cur_seize), ("cur_set_value", cur_set_value), ("cur_close", cur_close),
             ("log", log), ("atoi", lambda s: atoi(s)), ("atoix", lambda s: atoix(s)),
+            ("atof", lambda s: kc_atof(bstr(s).split(b"\0", 1)[0])),
             ("time", time.time), ("sleep", lambda s: time.sleep(max(0.0, float(s)))),
             ("levdist", lambda a, b, u: _levdist(bstr(a), bstr(b), bool(u))),
             ("dbname", lambda idx: dbs()[idx].name.encode("utf-8", "surrogateescape")),
