@@ -299,6 +299,10 @@ def test_lua_db_match_regex(wire):
         ('kt.codec("hex", kt.pack("N*", {1, 2}))', b"0000000100000002"),
         ('table.concat(kt.unpack("N*", "\\0\\0\\0\\1\\0\\0\\0\\2"), ",")', b"1,2"),
         ('kt.codec("hex", kt.pack("w", 300))', b"822c"),
+        # from 2^56 on, 'w' writes nine bytes; -1, NaN and inf convert like C on x86-64
+        ('kt.codec("hex", kt.pack("w*", -1, 0/0, 1/0))', b"81ffffffffffffff7f" b"818080808080808000" b"00"),
+        ('kt.atoix("-3.5e2z")', b"-4035225266123964416"),  # a fraction times 2^60
+        ('kt.atoix(" 1.5 k")', b"1536"),
         # mapdump/arraydump keep strings and numbers only (numbers as %lld / %.6f)
         ('kt.codec("hex", kt.mapdump({a = true}))', b""),
         ('kt.codec("hex", kt.arraydump({1.5, "x", true}))', b"08312e35303030303001" + b"78"),

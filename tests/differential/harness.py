@@ -153,6 +153,14 @@ function incr(inmap, outmap)
   outmap.num = tostring(db:increment(inmap.key or "", inmap.num))
   return kt.RVSUCCESS
 end
+function run(inmap, outmap)
+  local f = assert(loadstring("return " .. inmap.code))
+  local r = {pcall(f)}
+  outmap.ok = tostring(r[1])
+  for i = 2, #r do outmap[i - 1] = r[i] end
+  if not r[1] then outmap[1] = nil end  -- error texts differ between implementations
+  return kt.RVSUCCESS
+end
 function visit(inmap, outmap)
   local ok = db:accept(inmap.key or "", function(k, v, xt)
     if v then return v .. (inmap.value or ""), inmap.num end
@@ -164,9 +172,57 @@ end
 """
 
 
+_LUA_STRINGS = ['""', '"a"', '"a,b,,c"', '"\\0x\\0"', '"\\255\\254"', '"hello world"', '"0x1F"',
+                '" 12k"', '"-3.5e2z"', '"%41%zz+"', '"=41"', '"YWI="', '"abc"', '"k1"']
+_LUA_NUMS = ["0", "1", "-1", "7", "2^31", "2^53", "-2^63", "1/0", "0/0", "0.5", "-2.5", "1e300", "4294967296"]
+_LUA_CALLS = [
+    "kt.split({s})", "kt.split({s}, {s})", "kt.strstr({s}, {s})", "kt.strstr({s}, {s}, {s})",
+    "kt.strfwm({s}, {s})", "kt.strbwm({s}, {s})", "kt.atoi({s})", "kt.atoix({s})", "kt.atof({s})",
+    "kt.levdist({s}, {s})", "kt.levdist({s}, {s}, true)", "kt.codec({m}, {s})", "kt.bit({b}, {n}, {n})",
+    "kt.hash_murmur({s})", "kt.hash_fnv({s})", "kt.regex({s}, {s})", "kt.regex({s}, {s}, {s})",
+    "kt.arraydump({{{s}, {n}, {s}}})", "kt.mapdump({{[{s}] = {s}, x = {n}}})",
+    "#kt.arrayload(kt.arraydump({{{s}, {s}}}))", "kt.pack({f}, {n}, {n})", "#kt.unpack({f}, {s})",
+    "db:set({s}, {s}, {n})", "db:add({s}, {s})", "db:replace({s}, {s}, {n})", "db:append({s}, {s})",
+    "db:increment({s}, {n}, {n})", "db:increment_double({s}, {n}, {n})", "db:cas({s}, {s}, {s})",
+    "db:remove({s})", "db:get({s})", "db:check({s})", "db:seize({s})", "db:count()",
+    "#db:match_prefix({s})", "#(db:match_regex({s}) or {{}})", "#db:match_similar({s}, {n})",
+    "#db:match_similar({s})", "table.concat(db:match_similar({s}, {n}, true, {n}), ',')",
+    "db:set_bulk({{[{s}] = {s}}}, {n})", "db:remove_bulk({{{s}, {s}}})", "db:get_bulk({{{s}}})[{s}]",
+]
+
+
+def _lua_expr(rng: random.Random) -> bytes:
+    template = rng.choice(_LUA_CALLS)
+    out = []
+    i = 0
+    while i < len(template):
+        if template.startswith("{{", i) or template.startswith("}}", i):
+            out.append(template[i])
+            i += 2
+            continue
+        if template[i] == "{":
+            j = template.index("}", i)
+            kind = template[i + 1:j]
+            out.append(rng.choice({"s": _LUA_STRINGS, "n": _LUA_NUMS,
+                                   "m": ['"url"', '"~url"', '"base"', '"~base"', '"quote"', '"~quote"',
+                                         '"hex"', '"~hex"', '"zlib"', '"deflate"', '"gzip"', '"nope"'],
+                                   "b": ['"and"', '"or"', '"xor"', '"not"', '"left"', '"right"', '"x"'],
+                                   "f": ['"NnC"', '"w*"', '"c*"', '"s2"', '"iI"', '"d"', '"Z"']}[kind]))
+            i = j + 1
+            continue
+        out.append(template[i])
+        i += 1
+    return "".join(out).encode()
+
+
 def kt_step(rng: random.Random) -> bytes:
-    """One random KT request: RPC (POST or GET), REST or binary."""
+    """One random KT request: RPC (POST or GET), REST, binary, or a Lua expression via play_script."""
     roll = rng.random()
+    if roll > 0.9:
+        body = kt_rpc.encode_tsv([(b"name", b"run"), (b"_code", _lua_expr(rng))], "B")
+        return (b"POST /rpc/play_script HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: text/tab-separated-values; colenc=B\r\nContent-Length: %d\r\n\r\n"
+                % len(body)) + body
     if roll < 0.12:
         return _kt_rest(rng)
     if roll < 0.22:

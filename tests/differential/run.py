@@ -7,6 +7,7 @@ the totals (sequences run, sequences that differed).
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import sys
@@ -21,6 +22,9 @@ from fidelity import start_kt, start_tt  # noqa: E402
 
 
 def _kind(request: bytes) -> bytes:
+    code = re.search(rb"X2NvZGU=\t([A-Za-z0-9+/=]+)", request)  # the Lua expression of "run"
+    if code:
+        return b"lua " + base64.b64decode(code.group(1)).split(b"(", 1)[0]
     m = re.match(rb"(?:POST|GET) /rpc/(\w+)", request)
     if m:
         return m.group(1)

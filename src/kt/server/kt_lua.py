@@ -66,11 +66,29 @@ kt.sleep = function(sec) native.sleep(sec or 0) end
 kt.levdist = function(a, b, utf) return native.levdist(a, b, utf and true or false) end
 kt.strfwm = function(s, p) return string.sub(s, 1, #p) == p end
 kt.strbwm = function(s, p) return #p == 0 or string.sub(s, -#p) == p end
+-- C strings, as myscript.cc reads them
+local function cstr(x)
+  x = tostring(x)
+  local nul = string.find(x, "\0", 1, true)
+  if nul then return string.sub(x, 1, nul - 1) end
+  return x
+end
+-- the 1-based position of p (0: absent), or every occurrence replaced by alt
 kt.strstr = function(s, p, alt)
-  local i = string.find(s, p, 1, true)
-  if alt == nil then return i ~= nil end
-  if i == nil then return s end
-  return string.sub(s, 1, i - 1) .. alt .. string.sub(s, i + #p)
+  s, p = cstr(s), cstr(p)
+  if alt == nil then return string.find(s, p, 1, true) or 0 end
+  alt = cstr(alt)
+  if #p == 0 then return s end
+  local out, pos = {}, 1
+  while true do
+    local i = string.find(s, p, pos, true)
+    if i == nil then break end
+    out[#out + 1] = string.sub(s, pos, i - 1)
+    out[#out + 1] = alt
+    pos = i + #p
+  end
+  out[#out + 1] = string.sub(s, pos)
+  return table.concat(out)
 end
 kt.split = function(s, delims)
   local out = {}
@@ -136,7 +154,9 @@ function DB:status() return native.status(self.idx) end
 function DB:match_prefix(p, max) return native.match(self.idx, "prefix", p, max) end
 function DB:match_regex(p, max) return native.match(self.idx, "regex", p, max) end
 function DB:match_similar(o, range, utf, max)
-  return native.match_similar(self.idx, o, range or 1, utf and true or false, max)
+  -- lua_tonumber; an absent range is -1, which as size_t admits every key
+  return native.match_similar(self.idx, o, tonumber(range) or (range == nil and -1 or 0),
+                              utf and true or false, tonumber(max) or -1)
 end
 function DB:cursor()
   local c = setmetatable({ h = native.cursor(self.idx), dbobj = self }, Cursor)
@@ -636,7 +656,7 @@ class _State:
                 return None
 
         def match_similar(idx, origin, rng, utf, mx):
-            keys = dbs()[idx].match_similar(bstr(origin), int(rng), bool(utf), -1 if mx is None else int(mx))
+            keys = dbs()[idx].match_similar(bstr(origin), c_int64(rng), bool(utf), c_int64(mx))
             return tbl(*keys)
 
         def cursor(idx):

@@ -29,6 +29,7 @@ from kt.server.posix_regex import PosixRegex
 
 XTWIDTH = 5
 XTMAX = (1 << 40) - 1
+UINT32MAX = (1 << 32) - 1
 INT64MAX = (1 << 63) - 1
 INT64MIN = -(1 << 63)
 DECUNIT = 1000000000000000
@@ -143,19 +144,33 @@ def atoi(text: Union[str, bytes]) -> int:
 
 
 def atoix(text: Union[str, bytes]) -> int:
-    """kc::atoix: atoi with a k/m/g/t/p/e (binary) suffix."""
-    if isinstance(text, bytes):
-        text = text.decode("latin-1")
-    s = text.strip()
-    n = atoi(s)
-    i = 0
-    if s[:1] in "+-":
-        i = 1
-    while i < len(s) and s[i].isdigit():
+    """``kc::atoix``: a decimal number (fraction allowed, in long double) times an optional
+    k/m/g/t/p/e binary multiple, clamped to int64 and truncated."""
+    data = text.encode("latin-1") if isinstance(text, str) else bytes(text)
+    i, end = 0, len(data)
+    while i < end and 0 < data[i] <= 0x20:
         i += 1
-    suffix = s[i:i + 1].lower()
-    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50, "e": 1 << 60}
-    return n * mult.get(suffix, 1)
+    sign = 1
+    if data[i:i + 1] in (b"-", b"+"):
+        sign = -1 if data[i:i + 1] == b"-" else 1
+        i += 1
+    num = Fraction(0)
+    while i < end and 0x30 <= data[i] <= 0x39:
+        num = long_double(num * 10 + (data[i] - 0x30))
+        i += 1
+    if data[i:i + 1] == b".":
+        i += 1
+        base = Fraction(10)
+        while i < end and 0x30 <= data[i] <= 0x39:
+            num = long_double(num + long_double(Fraction(data[i] - 0x30) / base))
+            i += 1
+            base = long_double(base * 10)
+    num *= sign
+    while i < end and 0 < data[i] <= 0x20:
+        i += 1
+    shift = {b"k": 10, b"m": 20, b"g": 30, b"t": 40, b"p": 50, b"e": 60}.get(data[i:i + 1].lower(), 0)
+    num = long_double(num * (1 << shift))
+    return max(INT64MIN, min(INT64MAX, int(num)))
 
 
 def db_name_of(spec: str) -> str:
@@ -741,11 +756,16 @@ class TimedDB:
         return self._scan_keys(rx.search, max)
 
     def match_similar(self, origin: bytes, range: int = 1, utf: bool = False, max: int = -1) -> list[bytes]:
-        """Keys within Levenshtein distance ``range``, nearest first (``PolyDB::match_similar``)."""
+        """Keys within Levenshtein distance ``range``, nearest first (``PolyDB::match_similar``).
+
+        ``range`` is a ``size_t`` there: a negative one (reachable from Lua) compares as huge and
+        admits every key, those beyond the length test with distance UINT32MAX.
+        """
         if max < 0:
             max = INT64MAX
         if max == 0:
             return []
+        urange = range & 0xFFFFFFFFFFFFFFFF  # the size_t view of the same number
         o = utf_to_ucs(origin.split(b"\0", 1)[0]) if utf else origin  # a C string there
         found = []
         cur = self.db.cursor()
@@ -758,10 +778,9 @@ class TimedDB:
                 if key is None:
                     break
                 k = utf_to_ucs(key) if utf else key
-                if abs(len(o) - len(k)) <= range:
-                    dist = levenshtein(o, k)
-                    if dist <= range:
-                        found.append((dist, key, order))
+                dist = UINT32MAX if abs(len(o) - len(k)) > range else levenshtein(o, k)
+                if dist <= urange:
+                    found.append((dist, key, order))
                 order += 1
         finally:
             cur.close()
@@ -844,6 +863,22 @@ def _fraction_units(dfract: float) -> int:
     64 significant bits, then truncated.  A double product would round 1e-6 * 1e15 up to 1e9,
     where ktserver stores 999999999."""
     return int(long_double(Fraction(dfract) * DECUNIT))
+
+
+def c_unsigned(v, size: int) -> int:
+    """C's conversion of a double to an unsigned integer of ``size`` bytes, as gcc does it on
+    x86-64: 1 and 2 bytes through int32, 4 through int64, 8 through int64 with a 2^63 bias;
+    values it cannot represent (inf, NaN, too large) become what the instructions give."""
+    if size == 8:
+        if isinstance(v, float) and v >= 9.223372036854775808e18:  # NaN takes the other path
+            return (c_int64(v - 9.223372036854775808e18) ^ (1 << 63)) & 0xFFFFFFFFFFFFFFFF
+        return c_int64(v) & 0xFFFFFFFFFFFFFFFF
+    if size == 4:
+        return c_int64(v) & 0xFFFFFFFF
+    n = c_int64(v)
+    if not -(1 << 31) <= n < (1 << 31):
+        n = -(1 << 31)
+    return n & ((1 << (8 * size)) - 1)
 
 
 def c_int64(v) -> int:

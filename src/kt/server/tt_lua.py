@@ -23,6 +23,7 @@ from kt.errors import EngineError
 from kt.server.engines.tc import TokyoCabinetDB
 from kt.server.lua_runtime import load_lua_runtime as _load_lua_runtime
 from kt.server.lua_runtime import new_lua_state
+from kt.server.timeddb import c_unsigned
 
 __all__ = ["LuaExtension", "LuaPool", "SharedState", "load_lua_runtime", "lua_available"]
 
@@ -561,6 +562,11 @@ def _lua_tonumber(value: Any) -> float:
 
 
 def _ber(num: int) -> bytes:
+    """The ``w`` format of both servers' pack: BER, except that from 2^56 on their code writes
+    nine bytes, bit 63 then bits 55..0 (bits 62..56 are dropped)."""
+    if num >= 1 << 56:
+        head = [(num >> 63) | 0x80]
+        return bytes(head + [((num >> s) & 0x7F) | 0x80 for s in range(49, 0, -7)] + [num & 0x7F])
     out = [num & 0x7F]
     num >>= 7
     while num:
@@ -592,11 +598,11 @@ def _pack(fmt: Any, *args: Any) -> bytes:
                 if code.lstrip(">") in "fd":
                     out.append(struct.pack("<" + code if not code.startswith(">") else code, float(num)))
                 else:
-                    unsigned = int(num) & ((1 << (8 * size)) - 1)
+                    unsigned = c_unsigned(num, size)
                     order = ">" if code.startswith(">") else "<"
                     out.append(unsigned.to_bytes(size, "big" if order == ">" else "little"))
             elif ch in "wW":
-                out.append(_ber(int(num) & 0xFFFFFFFFFFFFFFFF))
+                out.append(_ber(c_unsigned(num, 8)))
         idx += take
         if idx >= len(items):
             break
