@@ -311,6 +311,11 @@ def test_lua_db_match_regex(wire):
         # hashes keep 48 bits
         ('kt.hash_murmur("hello")', b"254910939360214"),
         ('kt.hash_fnv("hello")', b"117791150636571"),
+        # string helpers read C strings
+        ('kt.strfwm("abc", "\\0x")', b"true"),
+        ('kt.strbwm("abc", "c\\0x")', b"true"),
+        ('kt.strstr("a\\0b", "b")', b"0"),
+        ('kt.strstr("aXbXc", "X", "--")', b"a--b--c"),
         # kt.atof is kc::atof, not Lua's tonumber
         ('kt.atof("0x10")', b"0"),
         ('kt.atof(" 1.5e2xyz")', b"150"),

@@ -64,14 +64,20 @@ kt.atof = function(s) return native.atof(tostring(s)) end
 kt.time = function() return native.time() end
 kt.sleep = function(sec) native.sleep(sec or 0) end
 kt.levdist = function(a, b, utf) return native.levdist(a, b, utf and true or false) end
-kt.strfwm = function(s, p) return string.sub(s, 1, #p) == p end
-kt.strbwm = function(s, p) return #p == 0 or string.sub(s, -#p) == p end
 -- C strings, as myscript.cc reads them
 local function cstr(x)
   x = tostring(x)
   local nul = string.find(x, "\0", 1, true)
   if nul then return string.sub(x, 1, nul - 1) end
   return x
+end
+kt.strfwm = function(s, p)
+  s, p = cstr(s), cstr(p)
+  return string.sub(s, 1, #p) == p
+end
+kt.strbwm = function(s, p)
+  s, p = cstr(s), cstr(p)
+  return #p == 0 or string.sub(s, -#p) == p
 end
 -- the 1-based position of p (0: absent), or every occurrence replaced by alt
 kt.strstr = function(s, p, alt)
