@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from fidelity import FLAVOURS, served, start_tt, tt_exchange
+from fidelity import FLAVOURS, served, served_with_script, start_tt, tt_exchange
 from kt.protocol import tt_binary as tt
 from kt.server.tt_lua import lua_available
 
@@ -104,3 +104,46 @@ def test_stat_counts_what_ttserver_counts(tt_fresh):
         "cnt_put": 1, "cnt_out": 2, "cnt_out_miss": 1, "cnt_addint": 2, "cnt_adddouble": 1,
         "cnt_get": 1, "cnt_mget": 2, "cnt_misc": 3, "cnt_ext": 1, "cnt_stat": 1,
     }
+
+
+RUN_EXT = r"""
+function run(key, value)
+  local r = {pcall(assert(loadstring("return " .. key)))}
+  if not r[1] then return "error" end
+  local v = r[2]
+  if type(v) == "table" then
+    local parts = {}
+    for i = 1, #v do parts[i] = tostring(v[i]) end
+    v = "{" .. table.concat(parts, ",") .. "}"
+  end
+  return "ok:" .. tostring(v)
+end
+"""
+
+
+@pytest.fixture(scope="module", params=FLAVOURS)
+def tt_run(request, tmp_path_factory):
+    yield from served_with_script(start_tt, request.param, tmp_path_factory.mktemp("ext"), "run.lua", RUN_EXT)
+
+
+@needs_lua
+@pytest.mark.parametrize(
+    "code, expected",
+    [
+        # ttserver's helpers read C strings and convert numbers like C on x86-64
+        ('_split("\\0x\\0", ",")', b"ok:{}"),
+        ('_split("a,b", ",")', b"ok:{a,b}"),
+        ('_strstr("abc", "", "X")', b"ok:abc"),
+        ('_strstr("aXbX", "X", "--")', b"ok:a--b--"),
+        ('_ucs("\\0x")', b"ok:{}"),
+        ('_ucs("\\195\\169\\255a")', b"ok:{233,97}"),
+        ('_dist("ab\\0zz", "ab")', b"ok:0"),
+        ('_bit("left", 7, -2.5)', b"ok:3221225472"),
+        ('_bit("or", 4294967296, 1/0)', b"ok:0"),
+        ('_addint("tt-run-int", 1e300)', b"ok:nil"),
+        ('#_fwmkeys("no-such-prefix", 1/0)', b"ok:0"),
+    ],
+)
+def test_lua_helpers_convert_like_ttserver(tt_run, code, expected):
+    reply, closed = tt_exchange(tt_run, tt.encode_ext(b"run", code.encode("latin-1")))
+    assert not closed and reply[5:] == expected

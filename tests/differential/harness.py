@@ -378,9 +378,70 @@ def _tt_text(rng: random.Random) -> bytes:
     return b"%s /%s HTTP/1.1\r\nHost: x\r\n\r\n" % (method, k)
 
 
+TT_SCRIPT = r"""
+function run(key, value)
+  local f = assert(loadstring("return " .. key))
+  local r = {pcall(f)}
+  if not r[1] then return "error" end
+  local out = {}
+  for i = 2, #r do
+    local v = r[i]
+    if type(v) == "table" then
+      local parts = {}
+      for j = 1, #v do parts[j] = tostring(v[j]) end
+      v = "{" .. table.concat(parts, ",") .. "}"
+    end
+    out[#out + 1] = tostring(v)
+  end
+  return "ok:" .. table.concat(out, "|")
+end
+"""
+
+_TT_LUA_CALLS = [
+    "_split({s})", "_split({s}, {s})", "_strstr({s}, {s})", "_strstr({s}, {s}, {s})", "_regex({s}, {s})",
+    "_regex({s}, {s}, {s})", "_dist({s}, {s})", "_dist({s}, {s}, true)", "_ucs({s})", "_hash({h}, {s})",
+    "_codec({c}, {s})", "_bit({b}, {n}, {n})", "_pack({f}, {n}, {n})", "_unpack({f}, {s})",
+    "_isect({{{s}, {s}}}, {{{s}}})", "_union({{{s}}}, {{{s}, {s}}})", "_put({s}, {s})", "_putkeep({s}, {s})",
+    "_putcat({s}, {s})", "_out({s})", "_get({s})", "_vsiz({s})", "_addint({s}, {n})", "_adddouble({s}, {n})",
+    "_fwmkeys({s})", "_fwmkeys({s}, {n})", "_rnum()", "_misc({mi}, {{{s}, {s}}})", "_stashput({s}, {s})",
+    "_stashget({s})", "_stashout({s})",
+]
+_TT_LUA_CHOICES = {
+    "s": _LUA_STRINGS,
+    "n": ["0", "1", "-1", "7", "2^31", "2^53", "-2^63", "1/0", "0.5", "-2.5", "1e300", "4294967296"],
+    "h": ['"md5"', '"sha1"', '"crc32"', '"murmur"', '"nope"'],
+    "c": ['"url"', '"~url"', '"base"', '"~base"', '"quote"', '"~quote"', '"hex"', '"~hex"', '"pack"',
+          '"~pack"', '"tcbs"', '"~tcbs"', '"deflate"', '"~deflate"', '"gzip"', '"xml"', '"~xml"', '"nope"'],
+    "b": ['"and"', '"or"', '"xor"', '"not"', '"left"', '"right"'],
+    "f": ['"NnC"', '"w*"', '"c*"', '"s2"', '"iI"', '"d"'],
+    "mi": ['"put"', '"get"', '"out"', '"putlist"', '"getlist"', '"outlist"', '"iterinit"', '"nope"'],
+}
+
+
+def _tt_lua(rng: random.Random) -> bytes:
+    template = rng.choice(_TT_LUA_CALLS)
+    out, i = [], 0
+    while i < len(template):
+        if template.startswith("{{", i) or template.startswith("}}", i):
+            out.append(template[i])
+            i += 2
+        elif template[i] == "{":
+            j = template.index("}", i)
+            out.append(rng.choice(_TT_LUA_CHOICES[template[i + 1:j]]))
+            i = j + 1
+        else:
+            out.append(template[i])
+            i += 1
+    return tt.encode_ext(b"run", "".join(out).encode())
+
+
 def tt_step(rng: random.Random) -> bytes:
-    """One random TT request: binary (sizes occasionally hostile), or memcached/HTTP text."""
-    if rng.random() < 0.2:
+    """One random TT request: binary (sizes occasionally hostile), memcached/HTTP text, or a Lua
+    expression through the ``run`` extension function."""
+    roll = rng.random()
+    if roll < 0.1:
+        return _tt_lua(rng)
+    if roll < 0.3:
         return _tt_text(rng)
     k, v = rng.choice(KEYS), rng.choice(VALUES)
     kind = rng.choice(["put", "putkeep", "putcat", "putshl", "putnr", "out", "get", "mget", "vsiz",

@@ -10,13 +10,14 @@ from __future__ import annotations
 import base64
 import os
 import re
+import struct
 import sys
 import tempfile
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [_HERE, os.path.dirname(_HERE)]
 
-from harness import KT, KT_SCRIPT, TT, describe, first_difference, sequence, shrink  # noqa: E402
+from harness import KT, KT_SCRIPT, TT, TT_SCRIPT, describe, first_difference, sequence, shrink  # noqa: E402
 
 from fidelity import start_kt, start_tt  # noqa: E402
 
@@ -25,6 +26,9 @@ def _kind(request: bytes) -> bytes:
     code = re.search(rb"X2NvZGU=\t([A-Za-z0-9+/=]+)", request)  # the Lua expression of "run"
     if code:
         return b"lua " + base64.b64decode(code.group(1)).split(b"(", 1)[0]
+    if request[:2] == b"\xc8\x68" and len(request) >= 18:  # TT ext: the Lua expression of "run"
+        nsiz, _, ksiz = struct.unpack_from(">iii", request, 2)
+        return b"lua " + request[18 + nsiz:18 + nsiz + ksiz].split(b"(", 1)[0]
     m = re.match(rb"(?:POST|GET) /rpc/(\w+)", request)
     if m:
         return m.group(1)
@@ -45,7 +49,11 @@ def main() -> int:
         real, bundled, proto = start_kt("real", ("*", "%"), args), start_kt("bundled", ("*", "%"), args), KT
     else:  # "tt" (on-memory hash) or "tt+" (on-memory B+ tree: range/putdup misc functions)
         db = "+" if which == "tt+" else "*"
-        real, bundled, proto = start_tt("real", db), start_tt("bundled", db), TT
+        script = os.path.join(tempfile.mkdtemp(), "diff_tt.lua")
+        with open(script, "w") as fh:
+            fh.write(TT_SCRIPT)
+        args = ["-ext", script]
+        real, bundled, proto = start_tt("real", db, args), start_tt("bundled", db, args), TT
     a, b = (real.host, real.port), (bundled.host, bundled.port)
     seen, differing = set(), 0
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from harness import KT, KT_SCRIPT, TT, describe, first_difference, sequence, shrink
+from harness import KT, KT_SCRIPT, TT, TT_SCRIPT, describe, first_difference, sequence, shrink
 
 from fidelity import start_kt, start_tt
 
@@ -35,6 +35,9 @@ def test_kt_differential(tmp_path):
         _run(KT, (real.host, real.port), (bundled.host, bundled.port))
 
 
-def test_tt_differential():
-    with start_tt("real") as real, start_tt("bundled") as bundled:
+def test_tt_differential(tmp_path):
+    script = tmp_path / "diff_tt.lua"
+    script.write_text(TT_SCRIPT)
+    args = ["-ext", str(script)]
+    with start_tt("real", "*", args) as real, start_tt("bundled", "*", args) as bundled:
         _run(TT, (real.host, real.port), (bundled.host, bundled.port))

@@ -23,7 +23,7 @@ from kt.errors import EngineError
 from kt.server.engines.tc import TokyoCabinetDB
 from kt.server.lua_runtime import load_lua_runtime as _load_lua_runtime
 from kt.server.lua_runtime import new_lua_state
-from kt.server.timeddb import c_unsigned
+from kt.server.timeddb import c_int64, c_unsigned
 
 __all__ = ["LuaExtension", "LuaPool", "SharedState", "load_lua_runtime", "lua_available"]
 
@@ -66,6 +66,17 @@ def _to_bytes(value: Any, what: str = "argument") -> bytes:
     if isinstance(value, (int, float)):
         return _lua_number_text(value)
     raise ValueError(f"bad {what}: string expected")
+
+
+def _c_int32(value: Any) -> int:
+    """C's ``int`` from a double on x86-64: truncation, INT_MIN when out of range."""
+    num = c_int64(value)
+    return num if -(1 << 31) <= num < (1 << 31) else -(1 << 31)
+
+
+def _c_string(data: bytes) -> bytes:
+    """What C sees of ``data``: the bytes before the first NUL."""
+    return data.split(b"\0", 1)[0]
 
 
 def _result_bytes(value: Any) -> Optional[bytes]:
@@ -240,9 +251,11 @@ class LuaExtension:
         g[b"_union"] = union
 
         def ucs(value: Any) -> Any:
-            if isinstance(value, (bytes, str)):
-                return table([ord(ch) for ch in _to_bytes(value).decode("utf-8", "replace")])
-            return "".join(chr(int(c)) for c in _lua_list(value)).encode("utf-8")
+            from kt.server.engines import tc
+
+            if isinstance(value, (bytes, str, int, float)) and not isinstance(value, bool):
+                return table(tc.utf_to_ucs(_to_bytes(value)))
+            return tc.ucs_to_utf([c_int64(_lua_tonumber(c)) for c in _lua_list(value)])
 
         g[b"_ucs"] = ucs
 
@@ -264,13 +277,17 @@ class LuaExtension:
         g[b"_iternext"] = lambda: db.iternext()
 
         def fwmkeys(prefix: Any, max_keys: Any = -1) -> Any:
-            limit = -1 if max_keys is None else int(max_keys)
+            limit = -1 if max_keys is None else _c_int32(_lua_tonumber(max_keys))
             return table(db.fwmkeys(_to_bytes(prefix, "prefix"), limit))
 
         g[b"_fwmkeys"] = fwmkeys
 
         def addint(k: Any, n: Any) -> Optional[int]:
-            return db.addint(_to_bytes(k, "key"), int(n or 0))
+            if not isinstance(n, (int, float)) or isinstance(n, bool):
+                raise ValueError("_addint: invalid arguments")
+            num = _c_int32(n)  # serv_addint: int num = lua_tonumber(...)
+            total = db.addint(_to_bytes(k, "key"), num)
+            return None if total is None or total == -(1 << 31) else total  # INT_MIN: failure
 
         def adddouble(k: Any, n: Any) -> Optional[float]:
             return db.adddouble(_to_bytes(k, "key"), float(n or 0))
@@ -427,7 +444,8 @@ class LuaExtension:
             s = _to_bytes(text, "string")
             if delims is None:
                 return table(s.split(b"\0"))
-            d = _to_bytes(delims, "delimiters")
+            s = _c_string(s)  # with delimiters, serv_split walks C strings
+            d = _c_string(_to_bytes(delims, "delimiters"))
             if not d:
                 return table([s])
             return table(re.split(b"[" + re.escape(d) + b"]", s))
@@ -435,10 +453,10 @@ class LuaExtension:
         g[b"_split"] = split
 
         def strstr(text: Any, pat: Any, alt: Any = None) -> Any:
-            s, p = _to_bytes(text), _to_bytes(pat)
+            s, p = _c_string(_to_bytes(text)), _c_string(_to_bytes(pat))
             if alt is None:
                 return s.find(p) + 1 if p in s else 0
-            return s.replace(p, _to_bytes(alt))
+            return s.replace(p, _c_string(_to_bytes(alt))) if p else s
 
         g[b"_strstr"] = strstr
 
@@ -646,15 +664,15 @@ def _unpack(fmt: Any, data: Any) -> List[Any]:
 def _bit(mode: Any, num: Any, aux: Any = 0) -> Any:
     """``_bit(mode, num, aux)`` on 32-bit unsigned integers: and or xor not left right."""
     name = _to_bytes(mode, "mode").lower()
-    a = int(num or 0) & 0xFFFFFFFF
-    b = int(aux or 0) & 0xFFFFFFFF
+    a = c_unsigned(_lua_tonumber(num), 4)  # uint32_t from lua_tonumber, as C converts
+    b = c_unsigned(_lua_tonumber(aux), 4)
     ops = {
         b"and": lambda: a & b,
         b"or": lambda: a | b,
         b"xor": lambda: a ^ b,
         b"not": lambda: ~a & 0xFFFFFFFF,
-        b"left": lambda: (a << b) & 0xFFFFFFFF,
-        b"right": lambda: a >> b,
+        b"left": lambda: (a << (b & 31)) & 0xFFFFFFFF,  # x86 shifts use the count's low 5 bits
+        b"right": lambda: a >> (b & 31),
     }
     op = ops.get(name)
     if op is None:
@@ -664,9 +682,11 @@ def _bit(mode: Any, num: Any, aux: Any = 0) -> Any:
 
 def _distance(a: Any, b: Any, utf: Any = False) -> int:
     """``_dist(a, b, utf)``: Levenshtein edit distance (by characters when ``utf``)."""
-    x, y = _to_bytes(a), _to_bytes(b)
-    s1 = x.decode("utf-8", "replace") if utf else x
-    s2 = y.decode("utf-8", "replace") if utf else y
+    from kt.server.engines import tc
+
+    x, y = _c_string(_to_bytes(a)), _c_string(_to_bytes(b))  # serv_dist reads C strings
+    s1 = tc.utf_to_ucs(x) if utf else x
+    s2 = tc.utf_to_ucs(y) if utf else y
     prev = list(range(len(s2) + 1))
     for i, c1 in enumerate(s1, 1):
         cur = [i]

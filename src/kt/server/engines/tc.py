@@ -172,6 +172,25 @@ def _take_c(lib: ctypes.CDLL, ptr: Optional[int], size: Optional[int] = None) ->
         lib.tcfree(ptr)
 
 
+def utf_to_ucs(data: bytes) -> list:
+    """``tcstrutftoucs`` on the C string ``data``: Tokyo Cabinet's UTF-8 reading, 16-bit units."""
+    lib = load_library()
+    text = data.split(b"\0", 1)[0]
+    ary = (ctypes.c_uint16 * (len(text) + 1))()
+    num = ctypes.c_int(0)
+    lib.tcstrutftoucs(ctypes.c_char_p(text), ary, ctypes.byref(num))
+    return list(ary[: num.value])
+
+
+def ucs_to_utf(units: list) -> bytes:
+    """``tcstrucstoutf`` over 16-bit units (each value truncated to 16 bits as in C)."""
+    lib = load_library()
+    ary = (ctypes.c_uint16 * max(1, len(units)))(*[u & 0xFFFF for u in units])
+    buf = ctypes.create_string_buffer(len(units) * 3 + 1)
+    size = lib.tcstrucstoutf(ary, len(units), buf)
+    return buf.raw[:size]
+
+
 def codec(mode: bytes, data: bytes) -> Optional[bytes]:
     """Tokyo Cabinet's encoders (``url base quote hex pack tcbs deflate gzip bzip xml``); a
     leading ``~`` decodes.  ``None`` for an unknown mode or undecodable input (scrext ``_codec``)."""
