@@ -83,11 +83,14 @@ def _rpc_call(
 
 def _check_body_size(data: bytes, procedure: str) -> None:
     """ktserver answers 413 and hangs up on a body over 256 MiB: refuse before sending."""
-    body = len(data) - data.index(b"\r\n\r\n") - 4
-    if body > DATA_MAX_SIZE:
+    _check_size(len(data) - data.index(b"\r\n\r\n") - 4, procedure)
+
+
+def _check_size(size: int, procedure: str) -> None:
+    if size > DATA_MAX_SIZE:
         raise ValueError(
-            f"{procedure}: the request body is {body} bytes; Kyoto Tycoon accepts at most "
-            f"{DATA_MAX_SIZE} (256 MiB)"
+            f"{procedure}: the request body would be over {size} bytes; Kyoto Tycoon accepts "
+            f"at most {DATA_MAX_SIZE} (256 MiB)"
         )
 
 
@@ -333,7 +336,9 @@ class KyotoTycoon:
         expire_time: ExpireTime,
         idempotent: bool = False,
     ) -> bool:
-        params = [(b"key", _key(key)), (b"value", self._encode_value(value))]
+        encoded = self._encode_value(value)
+        _check_size(len(encoded), procedure)  # before building a request of that size
+        params = [(b"key", _key(key)), (b"value", encoded)]
         xt = to_xt(expire_time)
         if xt is not None:
             params.append((b"xt", b"%d" % xt))
