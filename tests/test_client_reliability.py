@@ -18,7 +18,6 @@ from typing import Callable, List
 
 import pytest
 
-from conftest import _kt, _tt
 from faultproxy import FaultProxy
 from kt import KT_NONE
 from kt.errors import ServerConnectionError, ServerError, ServerTimeoutError
@@ -32,16 +31,10 @@ def _key(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(
-    params=[("kt", "bundled"), ("kt", "real"), ("tt", "bundled"), ("tt", "real")],
-    ids=lambda p: "-".join(p),
-)
-def target(request, server_farm):
+@pytest.fixture
+def target(any_server):
     """(client class, running server) for each product and flavour."""
-    product, flavour = request.param
-    if product == "kt":
-        return KyotoTycoon, _kt(server_farm, flavour)
-    return TokyoTyrant, _tt(server_farm, flavour, "hash")
+    return (KyotoTycoon if any_server.product == "kt" else TokyoTyrant), any_server
 
 
 def _counter(cls, client, key: str) -> int:

@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import struct
 import sys
@@ -110,6 +111,8 @@ Parser = Callable[[Any, int], Optional[Tuple[Any, int]]]
 _DROP_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ENOTCONN})
 _MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _MSG_PEEK = getattr(socket, "MSG_PEEK", 0)
+_PEEK_FLAGS = int(_MSG_DONTWAIT) | int(_MSG_PEEK)  # an int: or-ing the enum costs microseconds
+_POLL = getattr(select, "poll", None)  # a poll(0) per check is the cheapest staleness test
 # A read timeout as SO_RCVTIMEO on a blocking socket costs nothing per call; Python's own
 # socket timeout adds a poll() before every recv.  Windows wants a DWORD, so it uses the latter.
 _USE_SOCKOPT_TIMEOUT = sys.platform.startswith(("linux", "darwin", "freebsd"))
@@ -165,7 +168,7 @@ class Connection:
 
     __slots__ = (
         "host", "port", "timeout", "connect_timeout", "address", "generation", "replies",
-        "_sock", "_pid", "_timeout_changed",
+        "_sock", "_pid", "_timeout_changed", "_poller",
     )
 
     def __init__(
@@ -187,6 +190,7 @@ class Connection:
         self._sock: Optional[socket.socket] = None
         self._pid = _pid  # the process that opened _sock
         self._timeout_changed = False  # a deadline shortened the socket's timeout
+        self._poller: Any = None  # select.poll() watching _sock, for is_stale()
 
     def __repr__(self) -> str:
         state = "closed" if self._sock is None else "open"
@@ -232,10 +236,14 @@ class Connection:
         self._sock = sock
         self._pid = _pid
         self._timeout_changed = False
+        if _POLL is not None:
+            self._poller = _POLL()
+            self._poller.register(sock, select.POLLIN)
         return sock
 
     def close(self) -> None:
         sock, self._sock = self._sock, None
+        self._poller = None
         if sock is not None:
             try:
                 sock.close()
@@ -307,14 +315,19 @@ class Connection:
         if self._pid != _pid:
             self.forget()
             return True
-        if not _MSG_DONTWAIT:
+        poller = self._poller
+        if poller is not None:
+            if not poller.poll(0):  # readable would mean EOF, a reset or unexpected bytes
+                return False
+        elif not _MSG_DONTWAIT:
             return False
-        try:
-            sock.recv(1, _MSG_DONTWAIT | _MSG_PEEK)
-        except BlockingIOError:
-            return False
-        except OSError:
-            pass
+        else:
+            try:
+                sock.recv(1, _PEEK_FLAGS)
+            except BlockingIOError:
+                return False
+            except OSError:
+                pass
         self.close()
         return True
 
