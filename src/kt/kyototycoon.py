@@ -6,6 +6,12 @@ connections.  Keys are encoded by :func:`kt.serializers.encode_key` and decoded 
 ``decode_keys``; values go through the client's serializer; ``expire_time`` goes through
 :mod:`kt.expiry` only.  Logical outcomes (missing key, failed add/cas...) are return values;
 any other failure raises :class:`kt.errors.ServerError` carrying the server's ERROR text.
+
+Only requests whose repetition cannot change the outcome (stored state and reply) are resent
+after a dropped connection (``idempotent=True`` below; the table is in docs/reliability.md):
+reads, ``set``, ``set_bulk``, ``replace``, ``clear``, ``vacuum``, ``synchronize`` without a
+command.  Any other write that loses its connection after being sent raises
+``ConnectionDroppedError``: it may or may not have been applied.
 """
 
 from __future__ import annotations

@@ -85,6 +85,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 from kt.errors import (
+    ConnectionDroppedError,
     KyotoTycoonError,
     ProtocolError,
     ServerConnectionError,
@@ -116,14 +117,6 @@ _POLL = getattr(select, "poll", None)  # a poll(0) per check is the cheapest sta
 # A read timeout as SO_RCVTIMEO on a blocking socket costs nothing per call; Python's own
 # socket timeout adds a poll() before every recv.  Windows wants a DWORD, so it uses the latter.
 _USE_SOCKOPT_TIMEOUT = sys.platform.startswith(("linux", "darwin", "freebsd"))
-
-
-class ConnectionDroppedError(ServerConnectionError):
-    """The peer closed or reset the connection before any byte of the reply arrived.
-
-    Raised by a Pool for a request that is not safe to repeat: it was sent, so whether the
-    server applied it is unknown.
-    """
 
 
 # -- fork safety: the process that owns the sockets ---------------------------------------
