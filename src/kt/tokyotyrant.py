@@ -37,7 +37,13 @@ from kt.serializers import (
     key_decoder,
     resolve_serializer,
 )
-from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, ConnectionDroppedError, Pool
+from kt.transport import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_SIZE,
+    ConnectionDroppedError,
+    Pool,
+    outcome_unknown,
+)
 
 __all__ = [
     "TokyoTyrant",
@@ -255,9 +261,9 @@ class TokyoTyrant:
                 else:
                     try:
                         return conn.request(data, parse)
-                    except ConnectionDroppedError:
+                    except ConnectionDroppedError as exc:
                         if not idempotent:
-                            raise
+                            raise outcome_unknown(exc) from exc
                     finally:
                         self._pool.release(conn)
         return self._pool.request(data, parse, idempotent=idempotent)

@@ -100,6 +100,7 @@ __all__ = [
     "ConnectionDroppedError",
     "Parser",
     "Pool",
+    "outcome_unknown",
 ]
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -141,11 +142,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def current_pid() -> int:
-    """The pid this module last saw (updated in a forked child before any other code runs)."""
-    return _pid
 
 
 def _check_timeout(name: str, value: Optional[float]) -> Optional[float]:
@@ -423,7 +419,8 @@ def _set_timeout(sock: socket.socket, timeout: Optional[float]) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
-def _outcome_unknown(exc: ConnectionDroppedError) -> ConnectionDroppedError:
+def outcome_unknown(exc: ConnectionDroppedError) -> ConnectionDroppedError:
+    """The error for a request that was sent, not answered, and must not be resent."""
     return ConnectionDroppedError(
         f"{exc}; the request had been sent and is not safe to repeat, so it was not resent: "
         "whether the server applied it is unknown"
@@ -578,7 +575,7 @@ class Pool:
                 self._discard(conn)
                 if idempotent:
                     raise
-                raise _outcome_unknown(exc) from exc
+                raise outcome_unknown(exc) from exc
             conn.close()
             conn = self._fresh()  # keeps the slot
             try:
@@ -606,7 +603,7 @@ class Pool:
                 conn.send(data)
             except ConnectionDroppedError as exc:
                 if not idempotent:
-                    raise _outcome_unknown(exc) from exc
+                    raise outcome_unknown(exc) from exc
                 conn = self._replace(conn)
                 conn.send(data)
         finally:
@@ -626,7 +623,7 @@ class Pool:
                 return conn.request(payload, parse)
             except ConnectionDroppedError as exc:
                 if not idempotent:
-                    raise _outcome_unknown(exc) from exc
+                    raise outcome_unknown(exc) from exc
                 conn = self._replace(conn)
                 return conn.request(payload, parse)
         finally:
