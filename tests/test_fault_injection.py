@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
@@ -65,6 +66,13 @@ class Model:
         self.states: Dict[str, FrozenSet[Any]] = {}
         self.twice: Dict[str, FrozenSet[Any]] = {}  # states only a double application explains
         self.tally = tally
+        self.history: Dict[str, deque] = {}  # the last events per key, for failure messages
+
+    def note(self, key: str, event: str) -> None:
+        self.history.setdefault(key, deque(maxlen=10)).append(event)
+
+    def trail(self, key: str) -> str:
+        return " <- ".join(reversed(self.history.get(key, ())))
 
     def possible(self, key: str) -> FrozenSet[Any]:
         return self.states.get(key, frozenset([None]))
@@ -79,25 +87,30 @@ class Model:
         if not after:  # applied twice (a silent resend) explains it, or nothing does
             twice = {step(step(state)[0]) for state in self.possible(key)}
             target = self.tally.doubled if any(r == reply for _, r in twice) else self.tally.wrong
-            target.append(f"{what}: reply {reply!r} impossible from {set(self.possible(key))}")
+            target.append(
+                f"{what}: reply {reply!r} impossible from {set(self.possible(key))}; {self.trail(key)}"
+            )
             after = {new for new, r in twice if r == reply} or {step(s)[0] for s in self.possible(key)}
         self.states[key] = frozenset(after)
         self.twice.pop(key, None)
+        self.note(key, f"{what} -> {reply!r}")
 
-    def unknown(self, key: str, step: Transition) -> None:
+    def unknown(self, key: str, step: Transition, what: str = "write") -> None:
         """A write failed after maybe being applied (once)."""
         before = self.possible(key)
         once = {step(state)[0] for state in before}
         twice = {step(state)[0] for state in once}
         self.states[key] = frozenset(before | once)
         self.twice[key] = frozenset(twice - before - once)
+        self.note(key, f"{what} unknown, now {set(self.states[key])}")
 
     def read(self, key: str, value: Any, what: str) -> None:
         if value not in self.possible(key):
             target = self.tally.doubled if value in self.twice.get(key, ()) else self.tally.wrong
-            target.append(f"{what}: read {value!r}, possible {set(self.possible(key))}")
+            target.append(f"{what}: read {value!r}, possible {set(self.possible(key))}; {self.trail(key)}")
         self.states[key] = frozenset([value])
         self.twice.pop(key, None)
+        self.note(key, f"{what} read {value!r}")
 
 
 # -- the two clients' operations ---------------------------------------------------------------
@@ -210,11 +223,17 @@ def _timed(tally: Tally, call: Callable[[], Any]) -> Any:
 
 
 def _resolve(workload: Workload, model: Model, key: str, tally: Tally, direct: Any) -> None:
-    """Read ``key`` back after an unknown outcome (faulty path first, retried)."""
+    """Read ``key`` back after an unknown outcome (faulty path first, retried).
+
+    After a failed attempt wait a moment: a TT ``setnr`` forwarded just before its connection
+    broke can still be in the server's queue for that connection, and a read on another
+    connection could overtake it (a no-reply write's outcome is unknown until then).
+    """
     for _ in range(20):
         try:
             value = _timed(tally, lambda: workload.read(key))
         except ServerConnectionError:
+            time.sleep(0.05)
             continue
         model.read(key, value, f"read-back of {key}")
         return
@@ -236,7 +255,7 @@ def _run(client: Any, direct: Any, seed: int, operations: int) -> Tally:
         except ServerConnectionError:
             tally.unknown += 1
             for key, step in steps:
-                model.unknown(key, step)
+                model.unknown(key, step, name)
             for key, _ in steps:
                 _resolve(workload, model, key, tally, direct)
             continue
@@ -246,7 +265,7 @@ def _run(client: Any, direct: Any, seed: int, operations: int) -> Tally:
             continue
         if name == "setnr":  # no reply: unknown until read back (on the same connection)
             for key, step in steps:
-                model.unknown(key, step)
+                model.unknown(key, step, name)
                 model.twice.pop(key, None)
                 _resolve(workload, model, key, tally, direct)
             continue

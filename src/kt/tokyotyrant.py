@@ -12,7 +12,8 @@ carried them: its next request takes that very connection back if it is idle (a 
 handles one connection's requests in order, so the request sees the writes), or goes
 anywhere once that connection has answered someone else's request since (the writes were
 processed before that answer).  While another thread is using it, the request waits for
-it, at most ``timeout`` (or ``connect_timeout``).
+it, at most ``timeout`` (or ``connect_timeout``).  A request on the taken-back connection is
+not resent if that connection drops (elsewhere it could overtake the writes).
 
 Only requests whose repetition cannot change the outcome are resent after a dropped
 connection (``idempotent=True`` below; the table is in docs/reliability.md): reads, ``set``,
@@ -262,8 +263,14 @@ class TokyoTyrant:
                     try:
                         return conn.request(data, parse)
                     except ConnectionDroppedError as exc:
+                        # Not resent even if idempotent: on another connection it could
+                        # overtake the setnr writes this one may have delivered.
                         if not idempotent:
                             raise outcome_unknown(exc) from exc
+                        raise ConnectionDroppedError(
+                            f"{exc}; it carried this thread's no-reply writes, which may or may "
+                            "not have been applied"
+                        ) from exc
                     finally:
                         self._pool.release(conn)
         return self._pool.request(data, parse, idempotent=idempotent)
