@@ -100,6 +100,7 @@ __all__ = [
     "ConnectionDroppedError",
     "Parser",
     "Pool",
+    "current_pid",
     "outcome_unknown",
 ]
 
@@ -142,6 +143,11 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def current_pid() -> int:
+    """The pid this module last saw (updated in a forked child before any other code runs)."""
+    return _pid
 
 
 def _check_timeout(name: str, value: Optional[float]) -> Optional[float]:
