@@ -121,8 +121,8 @@ def _ranked_keys(output: Mapping[bytes, bytes]) -> List[bytes]:
 class KyotoTycoon:
     """Client for one Kyoto Tycoon server (thread-safe; connections are pooled).
 
-    ``timeout`` bounds every wait for a reply (None: wait forever); ``connect_timeout``
-    bounds connecting; ``max_connections`` bounds the pool.
+    ``timeout`` bounds each whole request, from sending to the reply's last byte (None: wait
+    forever); ``connect_timeout`` bounds connecting; ``max_connections`` bounds the pool.
     """
 
     def __init__(
