@@ -11,6 +11,7 @@ llhttp would cost more than the parser itself; ``bench/bench_kt_server.py`` meas
 Request side::
 
     parse_request(buf, pos=0, eof=False) -> (HTTPRequest, end) | None
+    RequestParser().parse(buf, pos=0, eof=False)   # the same, resumable as bytes arrive
 
 ``None`` means "need more bytes".  It raises :class:`DropConnection` when ktserver would close
 the connection without a reply, and :class:`HTTPErrorReply` when it would answer with
@@ -44,6 +45,7 @@ __all__ = [
     "DropConnection",
     "HTTPErrorReply",
     "parse_request",
+    "RequestParser",
     "build_response",
     "build_error",
     "status_name",
@@ -57,8 +59,9 @@ SERVER_NAME = b"KyotoTycoon/0.9.56b"
 LINE_MAX = 8191  # HTTPClient::LINEBUFSIZ (8192) minus the terminating NUL
 BODY_MAX = 1 << 28  # HTTPClient::RECVMAXSIZ
 HEAD_MAX = 1 << 20
-"""Our one deviation: a request head (line + headers) still incomplete after 1 MiB drops the
-connection (ktserver reads header lines without limit; we would re-scan an ever-growing head)."""
+"""Our one deviation: a request head (line + headers) longer than 1 MiB drops the connection as
+soon as that many bytes arrived (ktserver reads header lines without limit, holding one thread
+per connection; here one event loop serves everybody, so one head must not take it for long)."""
 
 M_GET, M_HEAD, M_POST, M_PUT, M_DELETE, M_UNKNOWN = range(6)
 _METHODS = {b"GET": M_GET, b"HEAD": M_HEAD, b"POST": M_POST, b"PUT": M_PUT, b"DELETE": M_DELETE}
@@ -224,7 +227,7 @@ def _fast_head(buf, pos: int):
     Returns ``(lines, body_start)`` or None when the slow, byte-exact path must decide
     (bare ``\n`` or stray ``\r``, NUL bytes, over-long lines, incomplete head).
     """
-    hend = buf.find(b"\r\n\r\n", pos)
+    hend = buf.find(b"\r\n\r\n", pos, pos + HEAD_MAX + 4)
     if hend < 0:
         return None
     head = bytes(buf[pos:hend])
@@ -239,15 +242,77 @@ def _fast_head(buf, pos: int):
 
 def parse_request(buf, pos: int = 0, eof: bool = False):
     """Parse one request from ``buf[pos:]``; see the module docstring for the contract."""
-    end = len(buf)
-    fast = _fast_head(buf, pos)
-    try:
-        if fast is not None:
-            lines, fast_end = fast
-            line = lines[0]
-            p = pos
-        else:
-            line, p = _read_line(buf, pos, end, eof)
+    return RequestParser().parse(buf, pos, eof)
+
+
+_HEAD_LINE, _HEADERS, _BODY = range(3)
+
+
+class RequestParser:
+    """:func:`parse_request` for a request that arrives in pieces: it resumes where it stopped.
+
+    Why: a head or chunked body that grows by a few bytes at a time must not be re-parsed from
+    its start on every arrival (a slow peer sending a 1 MB head one byte at a time would hold
+    the server's event loop for most of the time).  Call :meth:`parse` with the same ``pos`` on
+    the same, growing buffer (bytes before ``pos`` may not change) until it returns the request;
+    every complete line is parsed once, the head is limited to :data:`HEAD_MAX` bytes as they
+    arrive, and an incomplete line or chunk is the only part looked at again.
+    """
+
+    __slots__ = ("phase", "start", "next", "method", "kind", "target", "path", "query", "version",
+                 "keep", "clen", "chunked", "headers", "parts", "total")
+
+    def __init__(self) -> None:
+        self.phase = _HEAD_LINE
+        self.headers: dict = {}
+        self.parts: list = []
+        self.total = 0
+
+    def parse(self, buf, pos: int = 0, eof: bool = False):
+        """``(HTTPRequest, end)`` once complete, else None; raises like :func:`parse_request`."""
+        end = len(buf)
+        if self.phase == _HEAD_LINE:
+            self.start = pos
+            fast = _fast_head(buf, pos)
+            if fast is not None:
+                lines, body_start = fast
+                self._request_line(lines[0])
+                header = self._header
+                for index in range(1, len(lines)):
+                    header(lines[index])
+                self.next = body_start
+                self.phase = _BODY
+            else:
+                got = self._line(buf, pos, end, eof)
+                if got is None:
+                    return None
+                self._request_line(got[0])
+                self.next = got[1]
+                self.phase = _HEADERS
+        if self.phase == _HEADERS:
+            limit = self.start + HEAD_MAX
+            while True:
+                got = self._line(buf, self.next, end, eof)
+                if got is None:
+                    return None
+                line, self.next = got
+                if not line:
+                    break
+                if self.next > limit:
+                    raise DropConnection("request head too large")
+                self._header(line)
+            self.phase = _BODY
+        return self._body(buf, end, eof)
+
+    def _line(self, buf, pos: int, end: int, eof: bool):
+        try:
+            return _read_line(buf, pos, end, eof)
+        except _NeedMore:
+            if end - self.start > HEAD_MAX:
+                raise DropConnection("request head too large") from None
+            return None
+
+    def _request_line(self, line: bytes) -> None:
         sp = line.find(b" ")
         if sp < 0:
             raise DropConnection("request line without a space")
@@ -270,99 +335,92 @@ def parse_request(buf, pos: int = 0, eof: bool = False):
             version = 0
         else:
             raise DropConnection("unsupported HTTP version")
-        kind = _METHODS.get(method, M_UNKNOWN)
-        keep = version >= 1
-        clen = -1
-        chunked = False
-        headers: dict = {}
-        index = 1
+        self.method, self.target, self.path, self.query, self.version = method, target, path, query, version
+        self.kind = _METHODS.get(method, M_UNKNOWN)
+        self.keep = version >= 1
+        self.clen = -1
+        self.chunked = False
+
+    def _header(self, line: bytes) -> None:
+        colon = line.find(b":")
+        if colon < 0:
+            return
+        name = line[:colon]
+        if _NAME_SPACE.search(name):
+            name = kc_strnrmspc(name)
+        name = name.lower()
+        if not name:
+            return
+        value = line[colon + 1:].lstrip(b" ")
+        if name == b"connection":
+            low = value.lower()
+            if low == b"close":
+                self.keep = False
+            elif low == b"keep-alive":
+                self.keep = True
+        elif name == b"content-length":
+            self.clen = int(value) if len(value) < 19 and value.isdigit() else kc_atoi(value)
+        elif name == b"transfer-encoding":
+            if value.lower() == b"chunked":
+                self.chunked = True
+        self.headers[name] = value
+
+    def _body(self, buf, end: int, eof: bool):
+        p = self.next
+        body = b""
+        if self.kind in _BODY_METHODS:
+            clen = self.clen
+            if clen >= 0:
+                if clen > BODY_MAX:
+                    raise HTTPErrorReply(413, "request entity too large")
+                if end - p < clen:
+                    if eof:
+                        raise HTTPErrorReply(400, "receiving data failed")
+                    return None
+                body = bytes(buf[p:p + clen])
+                p += clen
+            elif self.chunked:
+                if not self._chunks(buf, end, eof):
+                    return None
+                body, p = b"".join(self.parts), self.next
+        request = HTTPRequest(self.method, self.kind, self.target, self.path, self.query, self.version,
+                              self.headers, self.keep, body)
+        return request, p
+
+    def _chunks(self, buf, end: int, eof: bool) -> bool:
+        """Read chunks from ``self.next`` on; True once the last one is in (``self.next`` after it)."""
         while True:
-            if fast is not None:
-                if index == len(lines):
-                    p = fast_end
-                    break
-                line = lines[index]
-                index += 1
-            else:
+            p = self.next
+            try:
                 line, p = _read_line(buf, p, end, eof)
-                if not line:
-                    break
-            colon = line.find(b":")
-            if colon < 0:
-                continue
-            name = line[:colon]
-            if _NAME_SPACE.search(name):
-                name = kc_strnrmspc(name)
-            name = name.lower()
-            if not name:
-                continue
-            value = line[colon + 1:].lstrip(b" ")
-            if name == b"connection":
-                low = value.lower()
-                if low == b"close":
-                    keep = False
-                elif low == b"keep-alive":
-                    keep = True
-            elif name == b"content-length":
-                clen = int(value) if len(value) < 19 and value.isdigit() else kc_atoi(value)
-            elif name == b"transfer-encoding":
-                if value.lower() == b"chunked":
-                    chunked = True
-            headers[name] = value
-    except _NeedMore:
-        if end - pos > HEAD_MAX:
-            raise DropConnection("request head too large") from None
-        return None
-    body = b""
-    if kind in _BODY_METHODS:
-        if clen >= 0:
-            if clen > BODY_MAX:
+            except _NeedMore:
+                return False
+            except DropConnection:
+                raise HTTPErrorReply(400, "receiving data failed") from None
+            if not line:
+                self.next = p
+                return True
+            csiz = kc_atoih(line)
+            if self.total + csiz > BODY_MAX:
                 raise HTTPErrorReply(413, "request entity too large")
-            if end - p < clen:
-                if eof:
-                    raise HTTPErrorReply(400, "receiving data failed")
-                return None
-            body = bytes(buf[p:p + clen])
-            p += clen
-        elif chunked:
-            parsed = _read_chunked(buf, p, end, eof)
-            if parsed is None:
-                return None
-            body, p = parsed
-    return HTTPRequest(method, kind, target, path, query, version, headers, keep, body), p
-
-
-def _read_chunked(buf, p: int, end: int, eof: bool):
-    parts = []
-    total = 0
-    while True:
-        try:
-            line, p = _read_line(buf, p, end, eof)
-        except _NeedMore:
-            return None
-        except DropConnection:
-            raise HTTPErrorReply(400, "receiving data failed") from None
-        if not line:
-            break
-        csiz = kc_atoih(line)
-        if total + csiz > BODY_MAX:
-            raise HTTPErrorReply(413, "request entity too large")
-        if csiz > 0:
-            if end - p < csiz:
-                if eof:
-                    raise HTTPErrorReply(400, "receiving data failed")
-                return None
-            parts.append(bytes(buf[p:p + csiz]))
-            p += csiz
-        if end - p < 2 and not eof and buf[p:end] in (b"", b"\r"):
-            return None
-        if buf[p:p + 2] != b"\r\n":
-            raise HTTPErrorReply(400, "invalid chunk")
-        p += 2
-        if csiz < 1:
-            break
-        total += csiz
-    return b"".join(parts), p
+            if csiz > 0:
+                if end - p < csiz:
+                    if eof:
+                        raise HTTPErrorReply(400, "receiving data failed")
+                    return False
+                chunk = bytes(buf[p:p + csiz])
+                p += csiz
+            else:
+                chunk = b""
+            if end - p < 2 and not eof and buf[p:end] in (b"", b"\r"):
+                return False
+            if buf[p:p + 2] != b"\r\n":
+                raise HTTPErrorReply(400, "invalid chunk")
+            self.next = p + 2
+            if csiz < 1:
+                return True
+            self.parts.append(chunk)
+            self.total += csiz
 
 
 # ---------------------------------------------------------------------------- responses

@@ -153,14 +153,18 @@ class KTServerHandler:
     # ---------------------------------------------------------------- HTTP
 
     def _http(self, conn: Connection, eof: bool):
+        parser = conn.state
+        if parser is None:  # a new request; kept while it arrives, so no byte is parsed twice
+            parser = conn.state = hs.RequestParser()
         try:
-            parsed = hs.parse_request(conn.buf, 0, eof)
+            parsed = parser.parse(conn.buf, 0, eof)
         except hs.DropConnection:
             return b"", False
         except hs.HTTPErrorReply as exc:
             return exc.reply, False
         if parsed is None:
             return None
+        conn.state = None
         request, end = parsed
         conn.consume(end)
         session = conn.session
