@@ -53,7 +53,7 @@ class _Peer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._guarded, daemon=True)
 
-    def start(self) -> "_Peer":
+    def start(self) -> _Peer:
         self._thread.start()
         return self
 

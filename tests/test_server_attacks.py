@@ -10,9 +10,7 @@ import socket
 import statistics
 import time
 
-import pytest
-from attack_peers import EndlessBulkPeer, SlowHeadPeer, get_latencies, rss_bytes
-
+from attack_peers import SlowHeadPeer, get_latencies
 from kt.protocol import http_server as hs
 
 
