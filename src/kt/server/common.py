@@ -695,7 +695,8 @@ class EventLoopServer(ThreadedServer):
         pending: List[bytes] = []
         try:
             while not conn.closed and not conn.busy and not conn.out and not conn.closing:
-                if not conn.buf:
+                # a request under way (conn.state) is stepped at EOF even with nothing buffered
+                if not conn.buf and (conn.state is None or not conn.eof):
                     if conn.eof:
                         conn.closing = True
                     return
@@ -842,7 +843,7 @@ class EventLoopServer(ThreadedServer):
             if conn.busy or conn.closed or now - conn.last < self.timeout:
                 continue
             self.logger.info(f"timed out: expr={conn.peer}")
-            if conn.buf and not conn.out:  # a partial request: answer it as at EOF
+            if (conn.buf or conn.state is not None) and not conn.out:  # partial request: answer as at EOF
                 conn.eof = True
                 self._process(conn)
             if not conn.closed:
