@@ -1,0 +1,167 @@
+"""Replication slaves killed with SIGKILL while catching up must converge to the master (issue 9.5).
+
+The master holds updates that are *not* idempotent (appends, increments); the slave starts
+from nothing, is killed -9 several times while it replays them and restarted on the same RTS
+file and database file.  An update applied twice (the slave's position lost or written late)
+shows as a longer value or a larger counter.  Bundled servers always; the real ones with
+``TTSERVER`` / ``KTSERVER`` (the real slave against the real master).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import time
+
+import pytest
+
+from kt.embedded import EmbeddedServer, EmbeddedTokyoTyrantServer
+from kt.protocol import tt_binary as tt
+
+KILLS = 6
+
+
+def _binary(flavour: str, variable: str):
+    if flavour == "bundled":
+        return None
+    binary = os.environ.get(variable)
+    if not binary:
+        pytest.skip(f"{variable} is not set (the path of a real server binary)")
+    return binary
+
+
+def _kill(server) -> None:
+    os.kill(server.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while server.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.stop()
+
+
+def _tt_pipeline(host: str, port: int, requests: list) -> None:
+    """Send TT requests pipelined and wait for all their replies (putcat: 1 byte, addint: 5)."""
+    with socket.create_connection((host, port), timeout=30) as sock:
+        sock.sendall(b"".join(req for req, _size in requests))
+        want = sum(size for _req, size in requests)
+        got = 0
+        while got < want:
+            chunk = sock.recv(1 << 16)
+            assert chunk, "the master closed the connection"
+            got += len(chunk)
+
+
+def _kill_while_catching_up(start_slave, state, rng: random.Random):
+    """Start the slave, kill -9 it at a random moment once it has begun replaying, KILLS times;
+    returns the slave started last and how many kills hit it before it had caught up."""
+    kills_during_catch_up = 0
+    for _ in range(KILLS):
+        slave = start_slave()
+        deadline = time.monotonic() + 20
+        while state(slave) == "empty" and time.monotonic() < deadline:
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.1))
+        caught_up = state(slave) == "done"
+        _kill(slave)
+        kills_during_catch_up += not caught_up
+    return start_slave(), kills_during_catch_up
+
+
+def _state(got: dict, want: dict) -> str:
+    return "done" if got == want else ("empty" if not got else "partial")
+
+
+@pytest.mark.parametrize("flavour", ["bundled", "real"])
+def test_tt_slave_killed_while_catching_up_converges(tmp_path, flavour):
+    binary = _binary(flavour, "TTSERVER")
+    rng = random.Random(9)
+    ulog = tmp_path / "ulog"
+    ulog.mkdir()
+    master = EmbeddedTokyoTyrantServer(server=binary, database="*",
+                                       server_args=["-ulog", str(ulog), "-sid", "1"])
+    master.run()
+    slaves = []
+    try:
+        requests = []
+        for i in range(6000):
+            requests.append((tt.encode_putcat(f"app-{i % 7}".encode(), f"<{i}>".encode()), 1))
+            requests.append((tt.encode_addint(f"cnt-{i % 5}".encode(), 1 + i % 3), 5))
+        _tt_pipeline(master.host, master.port, requests)
+        want = master.make_client(timeout=10).get_bulk_raw(
+            [f"app-{i}".encode() for i in range(7)] + [f"cnt-{i}".encode() for i in range(5)])
+
+        def start_slave():
+            slave = EmbeddedTokyoTyrantServer(
+                server=binary, database=str(tmp_path / "slave.tch"),
+                server_args=["-sid", "2", "-mhost", master.host, "-mport", str(master.port),
+                             "-rts", str(tmp_path / "slave.rts")])
+            slave.run()
+            slaves.append(slave)
+            return slave
+
+        def state(slave) -> str:
+            client = slave.make_client(timeout=10)
+            try:
+                return _state(client.get_bulk_raw(list(want)), want)
+            finally:
+                client.close()
+
+        slave, kills = _kill_while_catching_up(start_slave, state, rng)
+        assert kills > 0, "the slave caught up before any kill: nothing was tested"
+        deadline = time.monotonic() + 60
+        while state(slave) != "done" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        client = slave.make_client(timeout=10)
+        got = client.get_bulk_raw(list(want))
+        client.close()
+        assert got == want
+    finally:
+        for server in slaves + [master]:
+            server.stop()
+
+
+@pytest.mark.parametrize("flavour", ["bundled", "real"])
+def test_kt_slave_killed_while_catching_up_converges(tmp_path, flavour):
+    binary = _binary(flavour, "KTSERVER")
+    rng = random.Random(9)
+    master = EmbeddedServer(server=binary, database="*",
+                            server_args=["-ulog", str(tmp_path / "ulog"), "-sid", "1"])
+    master.run()
+    slaves = []
+    try:
+        kt = master.make_client(timeout=10)
+        for i in range(1500):
+            kt.append(f"app-{i % 7}", f"<{i}>")
+            kt.incr(f"cnt-{i % 5}", 1 + i % 3)
+        keys = [f"app-{i}" for i in range(7)] + [f"cnt-{i}" for i in range(5)]
+        want = kt.get_bulk_raw(keys)
+
+        def start_slave():
+            slave = EmbeddedServer(
+                server=binary, database=str(tmp_path / "slave.kch"),
+                server_args=["-sid", "2", "-mhost", master.host, "-mport", str(master.port),
+                             "-rts", str(tmp_path / "slave.rts")])
+            slave.run()
+            slaves.append(slave)
+            return slave
+
+        def state(slave) -> str:
+            client = slave.make_client(timeout=10)
+            try:
+                return _state(client.get_bulk_raw(keys), want)
+            finally:
+                client.close()
+
+        slave, kills = _kill_while_catching_up(start_slave, state, rng)
+        assert kills > 0, "the slave caught up before any kill: nothing was tested"
+        deadline = time.monotonic() + 60
+        while state(slave) != "done" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        client = slave.make_client(timeout=10)
+        got = client.get_bulk_raw(keys)
+        client.close()
+        assert got == want
+    finally:
+        for server in slaves + [master]:
+            server.stop()
