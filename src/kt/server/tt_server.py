@@ -790,6 +790,7 @@ def stream_updates(service: TTService, conn: Connection, ts: int, slave_sid: int
 _MAX_TEXT_LINE = 1 << 16
 _MAX_HTTP_HEAD = 1 << 20
 _BIG_PENDING = 1 << 18
+_SCAN_FROM = 1 << 16  # a request still incomplete with this much buffered is scanned, not re-parsed
 
 
 def _readable(sock: socket.socket) -> bool:
@@ -822,6 +823,7 @@ def _serve(service: TTService, conn: Connection) -> None:
     logger = service.logger
     magic = tt.MAGIC
     eof = False
+    scan = None  # tt.scan_request's place in an incomplete request at the start of conn.buf
     while True:
         buf = conn.buf
         pos = 0
@@ -841,6 +843,12 @@ def _serve(service: TTService, conn: Connection) -> None:
                         close = True
                         break
                     continue
+                if end - pos > _SCAN_FROM or scan is not None:
+                    # a big mget/misc arriving: walk only its new item sizes, parse it once
+                    decidable, scan = tt.scan_request(buf, pos, scan)
+                    if not decidable:
+                        break
+                    scan = None
                 parsed = parse(buf, pos)
                 if parsed is None:
                     break
