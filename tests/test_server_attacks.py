@@ -51,7 +51,8 @@ def test_slow_heads_do_not_stall_other_clients(kt_servers):
 
 
 def test_endless_header_line_is_dropped_at_the_head_limit(kt_server):
-    """A 100 MB header line: the bundled server hangs up once the head passes HEAD_MAX."""
+    """A 100 MB header line: the bundled server hangs up once the head passes HEAD_MAX (was ~4 s
+    of copying the buffer for each 8 KB piece of the line; now ~0.1 s)."""
     kt = kt_server.client()
     kt.set("attack-k", "v")
     sock = socket.create_connection((kt_server.host, kt_server.port), timeout=10)
@@ -63,7 +64,7 @@ def test_endless_header_line_is_dropped_at_the_head_limit(kt_server):
     finally:
         sock.close()
     assert sent < 32 * hs.HEAD_MAX, f"the server took {sent} bytes of one header line"
-    assert elapsed < 10
+    assert elapsed < 2, f"{elapsed:.2f}s to refuse the line (each cut piece re-copied the buffer)"
     assert kt.get("attack-k") == "v"
 
 
