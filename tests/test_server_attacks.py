@@ -209,3 +209,22 @@ def test_tt_scan_request_agrees_with_parse_request_on_every_prefix():
     assert tt.scan_request(oversized, 0)[0] is True
     with pytest.raises(tt.RequestError):
         tt.parse_request(oversized, 0)
+
+
+def test_a_long_head_is_parsed_in_slices():
+    """With max_lines the parser stops after that many head lines (paused) and resumes, so the
+    event loop serves other connections between slices of a 10,000-line head."""
+    line = b"X-Pad: " + b"p" * 90 + b"\r\n"
+    data = b"GET /x HTTP/1.1\r\n" + line * 10_000 + b"X-Last: 1\r\n\r\n"
+    parser = hs.RequestParser()
+    calls = 0
+    while True:
+        calls += 1
+        result = parser.parse(data, 0, max_lines=128)
+        if result is not None:
+            break
+        assert parser.paused
+    assert calls >= 10_000 // 128
+    request, end = result
+    assert end == len(data) and request.headers[b"x-last"] == b"1"
+    assert request.headers == hs.parse_request(data, 0)[0].headers

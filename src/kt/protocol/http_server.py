@@ -216,14 +216,14 @@ def _read_line(buf, pos: int, end: int, eof: bool):
 _NAME_SPACE = re.compile(rb"[\x01-\x20\x7f]")
 
 
-def _fast_head(buf, pos: int):
+def _fast_head(buf, pos: int, max_lines: Optional[int] = None):
     """The header block split into lines when it is plain CRLF text (the common case).
 
     Returns ``(lines, body_start)`` or None when the slow, byte-exact path must decide
     (bare ``\n`` or stray ``\r``, NUL bytes, over-long lines, incomplete head).
     """
     hend = buf.find(b"\r\n\r\n", pos, pos + HEAD_MAX + 4)
-    if hend < 0:
+    if hend < 0 or (max_lines is not None and buf.count(b"\n", pos, hend) >= max_lines):
         return None
     head = bytes(buf[pos:hend])
     crlf = head.count(b"\r\n")
@@ -255,20 +255,26 @@ class RequestParser:
     """
 
     __slots__ = ("phase", "start", "next", "method", "kind", "target", "path", "query", "version",
-                 "keep", "clen", "chunked", "headers", "parts", "total")
+                 "keep", "clen", "chunked", "headers", "parts", "total", "paused")
 
     def __init__(self) -> None:
         self.phase = _HEAD_LINE
+        self.paused = False
         self.headers: dict = {}
         self.parts: list = []
         self.total = 0
 
-    def parse(self, buf, pos: int = 0, eof: bool = False):
-        """``(HTTPRequest, end)`` once complete, else None; raises like :func:`parse_request`."""
+    def parse(self, buf, pos: int = 0, eof: bool = False, max_lines: Optional[int] = None):
+        """``(HTTPRequest, end)`` once complete, else None; raises like :func:`parse_request`.
+
+        With ``max_lines``, at most that many head lines are parsed per call; ``paused`` is then
+        true when it stopped for that reason (call again) rather than for missing bytes.
+        """
         end = len(buf)
+        self.paused = False
         if self.phase == _HEAD_LINE:
             self.start = pos
-            fast = _fast_head(buf, pos)
+            fast = _fast_head(buf, pos, max_lines)  # None with too many lines: sliced below
             if fast is not None:
                 lines, body_start = fast
                 self._request_line(lines[0])
@@ -286,7 +292,12 @@ class RequestParser:
                 self.phase = _HEADERS
         if self.phase == _HEADERS:
             limit = self.start + HEAD_MAX
+            budget = -1 if max_lines is None else max_lines
             while True:
+                if budget == 0:
+                    self.paused = True
+                    return None
+                budget -= 1
                 got = self._line(buf, self.next, end, eof)
                 if got is None:
                     return None
