@@ -84,7 +84,7 @@ _SLOW_PROCEDURES = frozenset((
 _REPLICATION_DUMMY_FREQ = 256  # Slave::DUMMYFREQ: a heartbeat after this many skipped records
 _STREAMED = frozenset((kb.MAGIC_SET_BULK, kb.MAGIC_REMOVE_BULK, kb.MAGIC_GET_BULK))
 _BULK_HEAD = struct.Struct(">BII")  # magic, flags, rnum
-_BULK_BATCH = 4096  # records applied per step of a streamed bulk request
+_BULK_BATCH = 1024  # records parsed (in the loop) and applied (in a worker) per step of a bulk request
 _HEAD_LINES_PER_STEP = 128  # a longer head is parsed in slices, other connections served between
 
 
