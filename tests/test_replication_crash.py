@@ -53,24 +53,54 @@ def _tt_pipeline(host: str, port: int, requests: list) -> None:
             got += len(chunk)
 
 
-def _kill_while_catching_up(start_slave, state, rng: random.Random):
-    """Start the slave, kill -9 it at a random moment once it has begun replaying, KILLS times;
-    returns the slave started last and how many kills hit it before it had caught up."""
-    kills_during_catch_up = 0
-    for _ in range(KILLS):
-        slave = start_slave()
-        deadline = time.monotonic() + 20
-        while state(slave) == "empty" and time.monotonic() < deadline:
-            time.sleep(0.005)
-        time.sleep(rng.uniform(0.0, 0.1))
-        caught_up = state(slave) == "done"
-        _kill(slave)
-        kills_during_catch_up += not caught_up
-    return start_slave(), kills_during_catch_up
+def _start_slave(cls, binary, master, database: str, rts_path) -> object:
+    slave = cls(server=binary, database=database,
+                server_args=["-sid", "2", "-mhost", master.host, "-mport", str(master.port),
+                             "-rts", str(rts_path)])
+    slave.run()
+    return slave
 
 
-def _state(got: dict, want: dict) -> str:
-    return "done" if got == want else ("empty" if not got else "partial")
+def _kill_repeatedly_then_converge(cls, binary, master, tmp_path, database: str, keys: list) -> None:
+    """Start the slave, kill -9 it at a random moment once it has begun replaying, KILLS times
+    (at least one kill before it caught up); then the last one must reach the master's values."""
+    rng = random.Random(9)
+    want = _raw_values(master, keys)
+    slaves = []
+
+    def state(slave) -> str:
+        got = _raw_values(slave, keys)
+        return "done" if got == want else ("empty" if not got else "partial")
+
+    try:
+        kills_during_catch_up = 0
+        for _ in range(KILLS + 1):
+            slave = _start_slave(cls, binary, master, database, tmp_path / "slave.rts")
+            slaves.append(slave)
+            if len(slaves) > KILLS:
+                break
+            deadline = time.monotonic() + 20
+            while state(slave) == "empty" and time.monotonic() < deadline:
+                time.sleep(0.005)
+            time.sleep(rng.uniform(0.0, 0.1))
+            kills_during_catch_up += state(slave) != "done"
+            _kill(slave)
+        assert kills_during_catch_up > 0, "the slave caught up before any kill: nothing was tested"
+        deadline = time.monotonic() + 60
+        while state(slave) != "done" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _raw_values(slave, keys) == want
+    finally:
+        for server in slaves:
+            server.stop()
+
+
+def _raw_values(server, keys: list) -> dict:
+    client = server.make_client(timeout=10)
+    try:
+        return client.get_bulk_raw(keys)
+    finally:
+        client.close()
 
 
 _TTSERVER_WINDOW = pytest.mark.xfail(
@@ -81,119 +111,48 @@ _TTSERVER_WINDOW = pytest.mark.xfail(
 @pytest.mark.parametrize("flavour", ["bundled", pytest.param("real", marks=_TTSERVER_WINDOW)])
 def test_tt_slave_killed_while_catching_up_converges(tmp_path, flavour):
     binary = _binary(flavour, "TTSERVER")
-    rng = random.Random(9)
     ulog = tmp_path / "ulog"
     ulog.mkdir()
     master = EmbeddedTokyoTyrantServer(server=binary, database="*",
                                        server_args=["-ulog", str(ulog), "-sid", "1"])
     master.run()
-    slaves = []
     try:
         requests = []
         for i in range(6000):
             requests.append((tt.encode_putcat(f"app-{i % 7}".encode(), f"<{i}>".encode()), 1))
             requests.append((tt.encode_addint(f"cnt-{i % 5}".encode(), 1 + i % 3), 5))
         _tt_pipeline(master.host, master.port, requests)
-        want = master.make_client(timeout=10).get_bulk_raw(
-            [f"app-{i}".encode() for i in range(7)] + [f"cnt-{i}".encode() for i in range(5)])
-
-        def start_slave():
-            slave = EmbeddedTokyoTyrantServer(
-                server=binary, database=str(tmp_path / "slave.tch"),
-                server_args=["-sid", "2", "-mhost", master.host, "-mport", str(master.port),
-                             "-rts", str(tmp_path / "slave.rts")])
-            slave.run()
-            slaves.append(slave)
-            return slave
-
-        def state(slave) -> str:
-            client = slave.make_client(timeout=10)
-            try:
-                return _state(client.get_bulk_raw(list(want)), want)
-            finally:
-                client.close()
-
-        slave, kills = _kill_while_catching_up(start_slave, state, rng)
-        assert kills > 0, "the slave caught up before any kill: nothing was tested"
-        deadline = time.monotonic() + 60
-        while state(slave) != "done" and time.monotonic() < deadline:
-            time.sleep(0.2)
-        client = slave.make_client(timeout=10)
-        got = client.get_bulk_raw(list(want))
-        client.close()
-        assert got == want
+        keys = [f"app-{i}".encode() for i in range(7)] + [f"cnt-{i}".encode() for i in range(5)]
+        _kill_repeatedly_then_converge(EmbeddedTokyoTyrantServer, binary, master, tmp_path,
+                                       str(tmp_path / "slave.tch"), keys)
     finally:
-        for server in slaves + [master]:
-            server.stop()
+        master.stop()
 
 
 @pytest.mark.parametrize("flavour", ["bundled", "real"])
 def test_kt_slave_killed_while_catching_up_converges(tmp_path, flavour):
     binary = _binary(flavour, "KTSERVER")
-    rng = random.Random(9)
     master = EmbeddedServer(server=binary, database="*",
                             server_args=["-ulog", str(tmp_path / "ulog"), "-sid", "1"])
     master.run()
-    slaves = []
     try:
         kt = master.make_client(timeout=10)
         for i in range(1500):
             kt.append(f"app-{i % 7}", f"<{i}>")
             kt.incr(f"cnt-{i % 5}", 1 + i % 3)
         keys = [f"app-{i}" for i in range(7)] + [f"cnt-{i}" for i in range(5)]
-        want = kt.get_bulk_raw(keys)
-
-        def start_slave():
-            slave = EmbeddedServer(
-                server=binary, database=str(tmp_path / "slave.kch"),
-                server_args=["-sid", "2", "-mhost", master.host, "-mport", str(master.port),
-                             "-rts", str(tmp_path / "slave.rts")])
-            slave.run()
-            slaves.append(slave)
-            return slave
-
-        def state(slave) -> str:
-            client = slave.make_client(timeout=10)
-            try:
-                return _state(client.get_bulk_raw(keys), want)
-            finally:
-                client.close()
-
-        slave, kills = _kill_while_catching_up(start_slave, state, rng)
-        assert kills > 0, "the slave caught up before any kill: nothing was tested"
-        deadline = time.monotonic() + 60
-        while state(slave) != "done" and time.monotonic() < deadline:
-            time.sleep(0.2)
-        client = slave.make_client(timeout=10)
-        got = client.get_bulk_raw(keys)
-        client.close()
-        assert got == want
+        _kill_repeatedly_then_converge(EmbeddedServer, binary, master, tmp_path,
+                                       str(tmp_path / "slave.kch"), keys)
     finally:
-        for server in slaves + [master]:
-            server.stop()
+        master.stop()
 
 
 def _logged_timestamps(host: str, port: int, count: int) -> list:
     """Timestamps of the first ``count`` updates in a TT master's log (read as a slave would)."""
     with socket.create_connection((host, port), timeout=10) as sock:
-        sock.sendall(tt.encode_repl(1, 99))
-        buf = bytearray()
-        found: list = []
-        master_sid = None
-        while len(found) < count:
-            parsed = tt.parse_repl_sid(buf, 0) if master_sid is None else tt.parse_repl_item(buf, 0)
-            if parsed is None:
-                chunk = sock.recv(1 << 16)
-                assert chunk
-                buf += chunk
-                continue
-            item, end = parsed
-            del buf[:end]
-            if master_sid is None:
-                master_sid = item
-            elif item is not None:
-                found.append(item.ts)
-        return found
+        stream = tt_replication.read_stream(sock, 1, 99)
+        next(stream)  # the master's server ID
+        return [item.ts for _, item in zip(range(count), stream)]
 
 
 @pytest.mark.parametrize("applied", [True, False])
@@ -220,11 +179,7 @@ def test_tt_slave_resumes_an_update_cut_by_a_crash_exactly_once(tmp_path, applie
         offline.stop()
         rts_path = tmp_path / "slave.rts"
         rts_path.write_text(f"{ts1}\npending {ts2} {tt_replication.digest(b'a')}\n")
-        slave = EmbeddedTokyoTyrantServer(
-            server=None, database=db,
-            server_args=["-sid", "2", "-mhost", master.host, "-mport", str(master.port),
-                         "-rts", str(rts_path)])
-        slave.run()
+        slave = _start_slave(EmbeddedTokyoTyrantServer, None, master, db, rts_path)
         servers.append(slave)
         s = slave.make_client(timeout=10)
         deadline = time.monotonic() + 10
@@ -251,11 +206,7 @@ def test_kt_slave_records_its_position_with_each_record(tmp_path):
         for i in range(50):
             kt.set(f"pos-{i}", "v")
         rts_path = tmp_path / "slave.rts"
-        slave = EmbeddedServer(
-            server=None, database=str(tmp_path / "slave.kch"),
-            server_args=["-sid", "2", "-mhost", master.host, "-mport", str(master.port),
-                         "-rts", str(rts_path)])
-        slave.run()
+        slave = _start_slave(EmbeddedServer, None, master, str(tmp_path / "slave.kch"), rts_path)
         servers.append(slave)
         s = slave.make_client(timeout=10)
         deadline = time.monotonic() + 20

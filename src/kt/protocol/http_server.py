@@ -243,6 +243,15 @@ def parse_request(buf, pos: int = 0, eof: bool = False):
 _HEAD_LINE, _HEADERS, _BODY = range(3)
 
 
+def _arrived(have: int, need: int, eof: bool) -> bool:
+    """Whether ``need`` body bytes are there; missing at EOF, ktserver answers 400."""
+    if have >= need:
+        return True
+    if eof:
+        raise HTTPErrorReply(400, "receiving data failed")
+    return False
+
+
 class RequestParser:
     """:func:`parse_request` for a request that arrives in pieces: it resumes where it stopped.
 
@@ -379,9 +388,7 @@ class RequestParser:
             if clen >= 0:
                 if clen > BODY_MAX:
                     raise HTTPErrorReply(413, "request entity too large")
-                if end - p < clen:
-                    if eof:
-                        raise HTTPErrorReply(400, "receiving data failed")
+                if not _arrived(end - p, clen, eof):
                     return None
                 body = bytes(buf[p:p + clen])
                 p += clen
@@ -410,9 +417,7 @@ class RequestParser:
             if self.total + csiz > BODY_MAX:
                 raise HTTPErrorReply(413, "request entity too large")
             if csiz > 0:
-                if end - p < csiz:
-                    if eof:
-                        raise HTTPErrorReply(400, "receiving data failed")
+                if not _arrived(end - p, csiz, eof):
                     return False
                 chunk = bytes(buf[p:p + csiz])
                 p += csiz

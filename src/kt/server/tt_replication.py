@@ -23,12 +23,12 @@ import hashlib
 import os
 import socket
 import threading
-from typing import Callable, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 from kt.errors import EngineError, ProtocolError
 from kt.protocol import tt_binary as tt
 
-__all__ = ["RtsFile", "ReplicationSlave"]
+__all__ = ["RtsFile", "ReplicationSlave", "read_stream"]
 
 _BLOCK = 96  # bytes of every RTS file write: "<ts>\n" [+ "pending <ts> <digest>\n"], space-padded
 _SINGLE_KEY = frozenset((tt.CMD_PUTKEEP, tt.CMD_PUTCAT, tt.CMD_PUTSHL, tt.CMD_OUT, tt.CMD_ADDINT,
@@ -57,6 +57,27 @@ def update_key(req: tt.Request) -> Optional[bytes]:
     if req.command == tt.CMD_MISC and req.args and req.name.split(b"\0", 1)[0] in _SINGLE_KEY_MISC:
         return req.args[0]
     return None
+
+
+def read_stream(sock: socket.socket, ts: int, sid: int) -> Iterator:
+    """Ask a master for its updates from ``ts`` on as server ``sid``; yields the master's server
+    ID, then each update (``tt.ReplRecord``) until the master closes (NOPs are skipped)."""
+    sock.sendall(tt.encode_repl(ts, sid))
+    buf = bytearray()
+    parse = tt.parse_repl_sid
+    while True:
+        parsed = parse(buf, 0)
+        if parsed is None:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return
+            buf += chunk
+            continue
+        item, end = parsed
+        del buf[:end]
+        parse = tt.parse_repl_item
+        if item is not None:
+            yield item
 
 
 class RtsFile:
@@ -165,30 +186,18 @@ class ReplicationSlave:
 
     def _follow(self) -> None:
         service = self.service
-        rts = self._rts
         sock = socket.create_connection((self.host, self.port), timeout=10)
         self._sock = sock
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(tt.encode_repl(rts.ts + 1, service.sid))
-            buf = bytearray()
-            master_sid = None
-            while not self._stop.is_set():
-                parsed = tt.parse_repl_sid(buf, 0) if master_sid is None else tt.parse_repl_item(buf, 0)
-                if parsed is None:
-                    chunk = sock.recv(1 << 16)
-                    if not chunk:
-                        return
-                    buf += chunk
-                    continue
-                item, end = parsed
-                del buf[:end]
-                if master_sid is None:
-                    master_sid = item
-                    service.logger.info(f"replicating from sid={master_sid} ({self.host}:{self.port})")
-                    continue
-                if item is None:  # NOP
-                    continue
+            stream = read_stream(sock, self._rts.ts + 1, service.sid)
+            master_sid = next(stream, None)
+            if master_sid is None:
+                return
+            service.logger.info(f"replicating from sid={master_sid} ({self.host}:{self.port})")
+            for item in stream:
+                if self._stop.is_set():
+                    return
                 if not self._apply(item, master_sid):
                     service.logger.error("do_slave: consistency check failed; replication stopped")
                     self._stop.set()
