@@ -24,7 +24,16 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from kt.server.engines import kc
 from kt.server.engines.kc import DUPREC, LOGIC, NOIMPL, NOREC, KCError
-from kt.server.timeddb import INT64MAX, INT64MIN, XTMAX, TimedCursor, TimedDB, atoi, long_double
+from kt.server.timeddb import (
+    INT64MAX,
+    INT64MIN,
+    XTMAX,
+    TimedCursor,
+    TimedDB,
+    atoi,
+    c_number_start,
+    long_double,
+)
 from kt.server.ulog import UpdateLogger, clock_pure, db_message, parse_db_message
 
 Params = Dict[bytes, bytes]
@@ -62,13 +71,8 @@ def atof(text: bytes) -> float:
     """``kc::atof`` step by step in x87 ``long double`` arithmetic, then rounded to a double:
     integer digits, at most 16 significant digits in all (later fraction digits are ignored),
     ``e`` with ``kc::atoi``'s exponent; ``inf``/``nan`` prefixes; garbage -> 0."""
-    i, end = 0, len(text)
-    while i < end and 0 < text[i] <= 0x20:
-        i += 1
-    sign = 1
-    if text[i:i + 1] in (b"-", b"+"):
-        sign = -1 if text[i:i + 1] == b"-" else 1
-        i += 1
+    i, sign = c_number_start(text)
+    end = len(text)
     word = text[i:i + 3].lower()
     if word == b"inf":
         return math.inf * sign

@@ -143,17 +143,22 @@ def atoi(text: Union[str, bytes]) -> int:
     return (n + (1 << 63)) % (1 << 64) - (1 << 63)
 
 
+def c_number_start(data: bytes) -> tuple[int, int]:
+    """Where KC's number readers start: ``(index after blanks and a sign, sign)``."""
+    i, end = 0, len(data)
+    while i < end and 0 < data[i] <= 0x20:
+        i += 1
+    if data[i:i + 1] in (b"-", b"+"):
+        return i + 1, -1 if data[i:i + 1] == b"-" else 1
+    return i, 1
+
+
 def atoix(text: Union[str, bytes]) -> int:
     """``kc::atoix``: a decimal number (fraction allowed, in long double) times an optional
     k/m/g/t/p/e binary multiple, clamped to int64 and truncated."""
     data = text.encode("latin-1") if isinstance(text, str) else bytes(text)
-    i, end = 0, len(data)
-    while i < end and 0 < data[i] <= 0x20:
-        i += 1
-    sign = 1
-    if data[i:i + 1] in (b"-", b"+"):
-        sign = -1 if data[i:i + 1] == b"-" else 1
-        i += 1
+    i, sign = c_number_start(data)
+    end = len(data)
     num = Fraction(0)
     while i < end and 0x30 <= data[i] <= 0x39:
         num = long_double(num * 10 + (data[i] - 0x30))
