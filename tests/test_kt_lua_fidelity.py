@@ -311,6 +311,8 @@ def test_lua_db_match_regex(wire):
         # hashes keep 48 bits
         ('kt.hash_murmur("hello")', b"254910939360214"),
         ('kt.hash_fnv("hello")', b"117791150636571"),
+        # a cursor refuses to set an empty value (an error, not false)
+        ('pcall(function() local c = db:cursor() c:jump() return c:set_value("") end)', b"false"),
         # string helpers read C strings
         ('kt.strfwm("abc", "\\0x")', b"true"),
         ('kt.strbwm("abc", "c\\0x")', b"true"),

@@ -188,6 +188,20 @@ _LUA_CALLS = [
     "#db:match_prefix({s})", "#(db:match_regex({s}) or {{}})", "#db:match_similar({s}, {n})",
     "#db:match_similar({s})", "table.concat(db:match_similar({s}, {n}, true, {n}), ',')",
     "db:set_bulk({{[{s}] = {s}}}, {n})", "db:remove_bulk({{{s}, {s}}})", "db:get_bulk({{{s}}})[{s}]",
+    "(function() local c = db:cursor() local r = c:jump({s}) local k, v, x = c:get(true) c:disable() "
+    "return tostring(r) .. '/' .. tostring(k) .. '/' .. tostring(x) end)()",
+    "(function() local c = db:cursor() local r = c:jump_back() local k = c:get_key() local s = c:step_back() "
+    "c:disable() return tostring(r) .. tostring(k) .. tostring(s) end)()",
+    "(function() local c = db:cursor() c:jump() local r = c:set_value({s}, {n}, true) "
+    "local v = c:get_value() c:disable() return tostring(r) .. '/' .. tostring(v) end)()",
+    "(function() local c = db:cursor() c:jump({s}) local k, v = c:seize() c:disable() return k end)()",
+    "(function() local r = db:accept({s}, function(k, v, x) return {s}, {n} end) "
+    "local v, x = db:get({s}) return tostring(r) .. '/' .. tostring(v) .. '/' .. tostring(x) end)()",
+    "(function() local n = 0 local r = db:iterate(function(k, v, x) n = n + 1 "
+    "if n == 1 then return kt.Visitor.REMOVE end return kt.Visitor.NOP end, true) return n end)()",
+    "(function() local seen = {{}} db:accept_bulk({{{s}, {s}}}, function(k, v, x) "
+    "seen[#seen + 1] = k return v end, false) return table.concat(seen, ',') end)()",
+    "(function() local t = {{}} for k, v, x in db:pairs() do t[#t + 1] = k end return #t end)()",
 ]
 
 

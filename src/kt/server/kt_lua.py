@@ -316,7 +316,14 @@ function Cursor:seize()
   if r == nil then return nil end
   return r[1], r[2], r[3]
 end
-function Cursor:set_value(v, xt, step) return native.cur_set_value(self.h, v, xt, step and true or false) end
+function Cursor:set_value(v, xt, step)
+  -- myscript.cc refuses an empty (or non-string) value as invalid arguments
+  if (type(v) ~= "string" and type(v) ~= "number") or #tostring(v) == 0 then
+    error("cur_set_value: invalid arguments")
+  end
+  if xt ~= nil then xt = tonumber(xt) or 0 end
+  return native.cur_set_value(self.h, v, xt, step and true or false)
+end
 function Cursor:remove() return native.cur(self.h, "remove") end
 function Cursor:db() return self.dbobj end
 function Cursor:disable() native.cur_close(self.h) end
