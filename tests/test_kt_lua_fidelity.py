@@ -124,6 +124,20 @@ function wordcount(inmap, outmap)
   return kt.RVSUCCESS
 end
 
+-- cur:set_value passes (step, xt) swapped in myscript.cc
+function cursv(inmap, outmap)
+  db:set("csv", "old")
+  local c = db:cursor()
+  c:jump("csv")
+  outmap.r = tostring(c:set_value("new", 0))
+  outmap.same = tostring(c:get_key())
+  c:disable()
+  local v, xt = db:get("csv")
+  outmap.v = v
+  outmap.soon = tostring(xt - kt.time() <= 2)
+  return kt.RVSUCCESS
+end
+
 -- what a script can see of the host
 function globals(inmap, outmap)
   outmap.python = type(rawget(_G, "python"))
@@ -338,3 +352,9 @@ def test_lua_mapreduce(wire):
     assert wire.rpc("play_script", name="wordcount") == (200, {
         b"_a": b"2", b"_b": b"1", b"_c\x00a": b"1", b"_ok": b"true", b"_order": b"a,b,c\x00a",
         b"_calls": b"3", b"_fail": b"false"})
+
+
+def test_lua_cursor_set_value_swaps_step_and_xt_like_ktserver(wire):
+    # xt 0 means "do not step", and the record expires within a second (step false -> xt 0)
+    assert wire.rpc("play_script", name="cursv") == (
+        200, {b"_r": b"true", b"_same": b"csv", b"_v": b"new", b"_soon": b"true"})

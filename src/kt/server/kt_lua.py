@@ -322,7 +322,10 @@ function Cursor:set_value(v, xt, step)
     error("cur_set_value: invalid arguments")
   end
   if xt ~= nil then xt = tonumber(xt) or 0 end
-  return native.cur_set_value(self.h, v, xt, step and true or false)
+  -- myscript.cc passes (step, xt) to TimedDB::Cursor::set_value(vbuf, vsiz, xt, step): the
+  -- record gets xt 1 or 0 (seconds from now) and the cursor steps unless xt is 0; ktserver
+  -- behaves so, and so does this
+  return native.cur_set_value(self.h, v, step and 1 or 0, xt)
 end
 function Cursor:remove() return native.cur(self.h, "remove") end
 function Cursor:db() return self.dbobj end
@@ -700,9 +703,10 @@ class _State:
             rec = c.seize() if c is not None else None
             return None if rec is None else tbl(rec[0], rec[1], min(rec[2], XTMAX))
 
-        def cur_set_value(h, v, xt, step):
+        def cur_set_value(h, v, xt, step_as_xt):
             c = self.cursors.get(h)
-            return bool(c is not None and c.set_value(bstr(v), _xt(xt), bool(step)))
+            step = step_as_xt is None or c_int64(step_as_xt) != 0  # an absent xt is INT64MAX
+            return bool(c is not None and c.set_value(bstr(v), int(xt), step))
 
         def cur_close(h):
             c = self.cursors.pop(h, None)
