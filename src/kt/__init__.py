@@ -5,6 +5,7 @@ This module only re-exports the public names of the API reference (seed-api.rst)
 
 from kt.embedded import EmbeddedServer, EmbeddedTokyoTyrantServer
 from kt.errors import (
+    ImproperlyConfigured,
     KyotoTycoonError,
     ProtocolError,
     ScriptError,
@@ -63,6 +64,7 @@ __all__ = [
     "KT_PICKLE",
     "TT_TABLE",
     "KyotoTycoonError",
+    "ImproperlyConfigured",
     "TokyoTyrantError",
     "ProtocolError",
     "ScriptError",

@@ -10,6 +10,13 @@ and only report success once the server answers a request.
 ``database`` is one database name (``'*'``: in-memory hash) or, for Kyoto Tycoon, a list of
 names (numbered 0.. in order).  ``server_args`` are extra options placed before the
 database names (both real servers stop reading options at the first database name).
+
+coleifer/kt 0.9.6's keywords are accepted too: ``serializer`` (used by ``client``),
+``quiet`` (True, the default here: the server's output goes to ``log`` with a quiet log
+level; False: the server writes to this process's stdout/stderr, as kt's default did) and
+``connection_pool`` (accepted for compatibility; this package's clients always pool).
+kt put ``serializer`` fifth, before ``server_args``; the seed's order wins, but a serializer
+passed fifth is still recognised.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import time
 from typing import Any, List, Optional, Sequence, Union
 
 from kt.errors import KyotoTycoonError, ProtocolError
+from kt.serializers import Serializer, resolve_serializer
 from kt.transport import Connection
 
 __all__ = ["EmbeddedServer", "EmbeddedTokyoTyrantServer", "EmbeddedServerError"]
@@ -54,7 +62,12 @@ class _BaseEmbeddedServer:
         port: Optional[int] = None,
         database: Union[str, Sequence[str]] = "*",
         server_args: Optional[Sequence[str]] = None,
+        serializer: Any = None,
+        quiet: bool = True,
+        connection_pool: bool = True,
     ) -> None:
+        if isinstance(server_args, Serializer):  # kt 0.9.6 order: (..., database, serializer, server_args)
+            server_args, serializer = None, server_args
         if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
             raise ValueError(f"port must be an integer in 1..65535 or None, not {port!r}")
         self.server = server
@@ -65,6 +78,9 @@ class _BaseEmbeddedServer:
         if not self.databases or not all(isinstance(d, str) and d for d in self.databases):
             raise ValueError(f"database must be a non-empty name or list of names, not {database!r}")
         self.server_args = [str(a) for a in (server_args or ())]
+        self.serializer = resolve_serializer(serializer)
+        self.quiet = bool(quiet)
+        self.connection_pool = connection_pool
         self.executable = self._resolve(server)
         self._process: Optional[subprocess.Popen] = None
         self._tmpdir: Optional[str] = None
@@ -91,7 +107,8 @@ class _BaseEmbeddedServer:
     def command(self, port: int) -> List[str]:
         """The command line that starts the server on ``port``."""
         head = [self.executable] if self.executable else [sys.executable, "-m", "kt.server", self.product]
-        return [*head, "-host", self.host, "-port", str(port), *self.quiet_args, *self.server_args,
+        log_args = self.quiet_args if self.quiet else ()
+        return [*head, "-host", self.host, "-port", str(port), *log_args, *self.server_args,
                 *self.databases]
 
     def run(self) -> bool:
@@ -121,8 +138,9 @@ class _BaseEmbeddedServer:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         cmd = self.command(port)
         try:
+            out = self._log if self.quiet else None  # not quiet: the server writes to our stdout/stderr
             self._process = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if self.quiet else None,
                 env=env,
             )
         except OSError as exc:
@@ -337,13 +355,17 @@ class EmbeddedServer(_BaseEmbeddedServer):
         port: Optional[int] = None,
         database: Union[str, Sequence[str]] = "*",
         server_args: Optional[Sequence[str]] = None,
+        serializer: Any = None,
+        quiet: bool = True,
+        connection_pool: bool = True,
     ) -> None:
-        super().__init__(server, host, port, database, server_args)
+        super().__init__(server, host, port, database, server_args, serializer, quiet, connection_pool)
 
     def make_client(self, **kwargs):
         """A new ``KyotoTycoon`` client for this server (``kwargs`` go to its constructor)."""
         from kt.kyototycoon import KyotoTycoon
 
+        kwargs.setdefault("serializer", self.serializer)
         return KyotoTycoon(host=self.host, port=self.port, **kwargs)
 
 
@@ -362,13 +384,17 @@ class EmbeddedTokyoTyrantServer(_BaseEmbeddedServer):
         port: Optional[int] = None,
         database: str = "*",
         server_args: Optional[Sequence[str]] = None,
+        serializer: Any = None,
+        quiet: bool = True,
+        connection_pool: bool = True,
     ) -> None:
         if not isinstance(database, str):
             raise ValueError("a Tokyo Tyrant server serves exactly one database name")
-        super().__init__(server, host, port, database, server_args)
+        super().__init__(server, host, port, database, server_args, serializer, quiet, connection_pool)
 
     def make_client(self, **kwargs):
         """A new ``TokyoTyrant`` client for this server (``kwargs`` go to its constructor)."""
         from kt.tokyotyrant import TokyoTyrant
 
+        kwargs.setdefault("serializer", self.serializer)
         return TokyoTyrant(host=self.host, port=self.port, **kwargs)

@@ -50,6 +50,10 @@ class ScriptError(ServerError):
     """A server-side Lua procedure was missing, disabled or failed."""
 
 
+class ImproperlyConfigured(KyotoTycoonError, TypeError):
+    """A client was configured wrongly (unknown serializer, msgpack not installed...)."""
+
+
 class EngineError(KyotoTycoonError):
     """The bundled server's storage engine (Kyoto/Tokyo Cabinet) reported an error."""
 
@@ -63,4 +67,5 @@ __all__ = [
     "ServerError",
     "ScriptError",
     "EngineError",
+    "ImproperlyConfigured",
 ]
