@@ -225,3 +225,33 @@ def tt_servers_btree(request, server_farm) -> RunningServer:
 @pytest.fixture(params=["bundled", "real"])
 def tt_servers_table(request, server_farm) -> RunningServer:
     return _tt(server_farm, request.param, "table")
+
+
+# -- with the shipped Lua scripts (kt/scripts/kt.lua, tt.lua) ------------------------------
+
+
+def _kt_lua(farm: ServerFarm, flavour: str) -> RunningServer:
+    from kt import scripts
+
+    return farm.get(f"kt-{flavour}-lua", lambda: _start(
+        EmbeddedServer, flavour, database=KT_DATABASES, server_args=["-scr", scripts.KT_SCRIPT]))
+
+
+def _tt_lua(farm: ServerFarm, flavour: str) -> RunningServer:
+    from kt import scripts
+
+    database = os.path.join(farm.tmp_dir, f"{flavour}-lua.tcb")
+    return farm.get(f"tt-{flavour}-lua", lambda: _start(
+        EmbeddedTokyoTyrantServer, flavour, database=database, server_args=["-ext", scripts.TT_SCRIPT]))
+
+
+@pytest.fixture(params=["bundled", "real"])
+def kt_servers_lua(request, server_farm) -> RunningServer:
+    """KT (``*`` and ``%``) running ``-scr kt.lua``."""
+    return _kt_lua(server_farm, request.param)
+
+
+@pytest.fixture(params=["bundled", "real"])
+def tt_servers_lua(request, server_farm) -> RunningServer:
+    """TT on a B+ tree file running ``-ext tt.lua``."""
+    return _tt_lua(server_farm, request.param)

@@ -282,16 +282,15 @@ end)
 
 -- { key, start?, stop? } -> { "0"=item, "1"=item... }: the Python slice l[start:stop],
 -- numbered by position in the list.
+-- A start before the first item gives an empty range (as kt's lrange did).
 lrange = list_record("lrange", function(l, args, out)
   local n = #l
-  local function bound(v, default)
-    local i = tonumber(v or default)
-    if i < 0 then i = i + n end
-    if i < 0 then i = 0 end
-    if i > n then i = n end
-    return i
-  end
-  local first, stop = bound(args.start, 0), bound(args.stop, n)
+  local first, stop = tonumber(args.start or 0), tonumber(args.stop or n)
+  if first == nil or stop == nil then return false end
+  if first < 0 then first = first + n end
+  if stop < 0 then stop = stop + n end
+  if first < 0 then return true, false end
+  if stop > n then stop = n end
   for i = first, stop - 1 do out[tostring(i)] = l[i + 1] end
   return true, false
 end)
@@ -381,6 +380,95 @@ end
 -- {} -> { version }: the Lua runtime's version (LuaJIT's when the server uses it).
 function jit_version(inmap, outmap)
   if jit and jit.version then outmap.version = "v" .. jit.version else outmap.version = _VERSION end
+  return OK
+end
+
+-- ---------------------------------------------------------------- hexastore
+-- A triple (s, p, o) is stored as three empty records "spo::s::p::o", "pos::p::o::s" and
+-- "osp::o::s::p", so that any one or two known parts are a key prefix.
+
+local SEP = "::"
+local LAYOUTS = { spo = { "s", "p", "o" }, pos = { "p", "o", "s" }, osp = { "o", "s", "p" } }
+
+local function triple_key(layout, parts)
+  local fields = { layout }
+  for i, name in ipairs(LAYOUTS[layout]) do fields[i + 1] = parts[name] end
+  return table.concat(fields, SEP)
+end
+
+local function triple_keys(t)
+  return { triple_key("spo", t), triple_key("pos", t), triple_key("osp", t) }
+end
+
+local function triple_args(proc, inmap, all)
+  local t = { s = inmap.s, p = inmap.p, o = inmap.o }
+  if all and not require_args(proc, inmap, { "s", "p", "o" }) then return nil end
+  if not all and t.s == nil and t.p == nil and t.o == nil then
+    kt.log("info", proc .. ": give at least one of s, p, o")
+    return nil
+  end
+  return t
+end
+
+-- { s, p, o } -> {}
+function hx_add(inmap, outmap)
+  local db = take_db(inmap)
+  local t = triple_args("hx_add", inmap, true)
+  if not db or not t then return INVALID end
+  local records = {}
+  for _, key in ipairs(triple_keys(t)) do records[key] = "" end
+  db:set_bulk(records)
+  return OK
+end
+
+-- { s, p, o } -> {}
+function hx_remove(inmap, outmap)
+  local db = take_db(inmap)
+  local t = triple_args("hx_remove", inmap, true)
+  if not db or not t then return INVALID end
+  db:remove_bulk(triple_keys(t))
+  return OK
+end
+
+-- { s?, p?, o? } -> { <part><n>=value... }: the unknown parts of every matching triple,
+-- numbered in key order (e.g. { o0="huey", o1="zaizee" } for s and p given).
+function hx_query(inmap, outmap)
+  local db = take_db(inmap)
+  local t = triple_args("hx_query", inmap, false)
+  if not db or not t then return INVALID end
+  if t.s and t.p and t.o then
+    if db:get(triple_key("spo", t)) ~= nil then outmap["0"] = "" end
+    return OK
+  end
+  -- the layout whose leading parts are exactly the known ones
+  local layout
+  if t.s and t.p then layout = "spo" elseif t.p and t.o then layout = "pos"
+  elseif t.o and t.s then layout = "osp" elseif t.s then layout = "spo"
+  elseif t.p then layout = "pos" else layout = "osp" end
+  local names = LAYOUTS[layout]
+  local prefix = { layout }
+  for i = 1, 3 do
+    if t[names[i]] == nil then break end
+    prefix[#prefix + 1] = t[names[i]]
+  end
+  prefix = table.concat(prefix, SEP) .. SEP
+  local n = 0
+  walk(db, prefix, function(key)
+    if string.sub(key, 1, #prefix) ~= prefix then return false end
+    local fields = {}
+    local rest = string.sub(key, #layout + #SEP + 1)
+    for i = 1, 2 do
+      local at = string.find(rest, SEP, 1, true)
+      fields[i] = string.sub(rest, 1, at - 1)
+      rest = string.sub(rest, at + #SEP)
+    end
+    fields[3] = rest
+    for i, name in ipairs(names) do
+      if t[name] == nil then outmap[name .. n] = fields[i] end
+    end
+    n = n + 1
+    return true
+  end)
   return OK
 end
 
