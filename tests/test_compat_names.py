@@ -79,8 +79,8 @@ def test_client_module_names():
     assert kt.client.table_to_dict(b"a\x001\x00b\x00x") == {"a": "1", "b": "x"}
 
 
-@pytest.mark.parametrize("value, expected", [("ü", b"\xc3\xbc"), (b"\xff", b"\xff"), (None, None), (12, b"12"),
-                                             (1.5, b"1.5")])
+@pytest.mark.parametrize(
+    "value, expected", [("ü", b"\xc3\xbc"), (b"\xff", b"\xff"), (None, None), (12, b"12"), (1.5, b"1.5")])
 def test_client_encode(value, expected):
     assert kt.client.encode(value) == expected
 

@@ -32,7 +32,8 @@ import tempfile
 import time
 from typing import Any, List, Optional, Sequence, Union
 
-from kt.errors import KyotoTycoonError, ProtocolError
+from kt.errors import KyotoTycoonError
+from kt.protocol import http, tt_binary
 from kt.serializers import Serializer, resolve_serializer
 from kt.transport import Connection
 
@@ -306,38 +307,16 @@ def _looks_like_port_in_use(output: str) -> bool:
     return any(sign in text for sign in ("address already in use", "eaddrinuse", "bind"))
 
 
-def _parse_http_status(buf, pos=0):
-    """Enough HTTP to see that a KT server answered ``/rpc/void``: (status, end) | None."""
-    head_end = bytes(buf[pos : pos + 65536]).find(b"\r\n\r\n")
-    if head_end < 0:
-        if len(buf) - pos > 65536:
-            raise ProtocolError("HTTP header too long")
-        return None
-    head = bytes(buf[pos : pos + head_end]).decode("latin-1")
-    lines = head.split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise ProtocolError(f"not an HTTP status line: {lines[0]!r}")
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value.strip())
-    end = pos + head_end + 4 + length
-    if len(buf) < end:
-        return None
-    return int(parts[1]) == 200, end
+def _parse_kt_probe(buf, pos=0):
+    """``/rpc/void``'s reply read by the HTTP codec: (answered 200, end) | None."""
+    parsed = http.parse_response(buf, pos)
+    return parsed and (parsed[0].status == 200, parsed[1])
 
 
-def _parse_tt_rnum(buf, pos=0):
-    """The reply of TT ``rnum`` (C8 80): code 0 + 8-byte count."""
-    if len(buf) - pos < 1:
-        return None
-    if buf[pos] != 0:
-        raise ProtocolError(f"unexpected rnum reply code {buf[pos]}")
-    if len(buf) - pos < 9:
-        return None
-    return True, pos + 9
+def _parse_tt_probe(buf, pos=0):
+    """``rnum``'s reply read by the TT codec: (True, end) | None (any count is an answer)."""
+    parsed = tt_binary.parse_rnum(buf, pos)
+    return parsed and (True, parsed[1])
 
 
 class EmbeddedServer(_BaseEmbeddedServer):
@@ -346,7 +325,7 @@ class EmbeddedServer(_BaseEmbeddedServer):
     product = "kt"
     quiet_args = ("-ls",)
     probe_request = b"GET /rpc/void HTTP/1.1\r\nHost: localhost\r\n\r\n"
-    parse_probe_reply = staticmethod(_parse_http_status)
+    parse_probe_reply = staticmethod(_parse_kt_probe)
 
     def __init__(
         self,
@@ -375,7 +354,7 @@ class EmbeddedTokyoTyrantServer(_BaseEmbeddedServer):
     product = "tt"
     quiet_args = ("-le",)
     probe_request = b"\xc8\x80"
-    parse_probe_reply = staticmethod(_parse_tt_rnum)
+    parse_probe_reply = staticmethod(_parse_tt_probe)
 
     def __init__(
         self,
