@@ -402,8 +402,12 @@ class Pool:
 
     # -- requests -------------------------------------------------------------------------
 
-    def request(self, data: bytes, parse: Parser) -> Any:
-        """Send one request on a pooled connection and return its parsed reply."""
+    def request(self, data: bytes, parse: Parser, idempotent: bool = True) -> Any:
+        """Send one request on a pooled connection and return its parsed reply.
+
+        Only an ``idempotent`` request is resent after a reused connection dropped before
+        replying (the old server may have applied it before the connection went).
+        """
         try:
             conn = self._idle.pop()
             reused = True
@@ -412,7 +416,7 @@ class Pool:
         try:
             result = conn.request(data, parse)
         except ConnectionDroppedError:
-            if not reused:
+            if not reused or not idempotent:
                 self._discard(conn)
                 raise
             conn.close()

@@ -1,0 +1,544 @@
+"""Every Kyoto Tycoon operation, once: argument checks, request bytes, reply shaping.
+
+Each function takes the client's :class:`~kt.ops.codec.Codec` followed by exactly the
+arguments of the public method of the same name, and returns a :class:`~kt.ops.Plan` (see
+:mod:`kt.ops`).  ``KyotoTycoon`` (sync) and ``kt.aio.KyotoTycoon`` only run them.
+
+Single-record and bulk get/set/remove use KT's binary protocol; everything else is a
+TSV-RPC call over HTTP/1.1.  Cursor operations take a :class:`CursorState` (the cursor's id,
+database and position), which their ``finish`` steps keep up to date.
+
+``idempotent``: True for reads and for writes whose repeat leaves the same stored state and
+the same reply (``set``, ``set_bulk``, ``clear``...); the transport may resend those after a
+dropped connection.  Writes whose reply or effect depends on the previous state (``add``,
+``remove``, ``incr``, ``cas``, ``seize``, ``append``, ``script``) are never resent.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import partial
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+
+from kt.errors import ScriptError, ServerError
+from kt.expiry import NO_EXPIRY_XT, ExpireTime, to_binary_xt, to_xt
+from kt.ops import Operation, Plan, nothing
+from kt.ops.codec import Codec, check_db
+from kt.protocol import http, kt_rpc
+from kt.protocol.kt_binary import (
+    MAGIC_GET_BULK,
+    MAGIC_REMOVE_BULK,
+    encode_get_one,
+    encode_key_bulk,
+    encode_play_script,
+    encode_remove_bulk,
+    encode_set_bulk_items,
+    encode_set_one,
+    parse_get_bulk_pairs,
+    parse_get_value_reply,
+    parse_play_script_reply,
+    parse_remove_bulk_reply,
+    parse_set_bulk_reply,
+)
+from kt.serializers import encode_key
+
+_parse_response = http.parse_response
+_build_rpc = kt_rpc.build_rpc_request
+_EMPTY_BULK = 9  # magic + flags + count: a bulk request with no records
+
+# -- shaping RPC replies ------------------------------------------------------------------
+
+
+def rpc_outcome(
+    response: http.Response, procedure: str, allow_logical: bool = True
+) -> Tuple[bool, Dict[bytes, bytes]]:
+    """``(ok, output)`` of an RPC reply: 2xx -> True, 450 -> False (when ``allow_logical``),
+    anything else raises ServerError with the server's text."""
+    status, output = kt_rpc.parse_rpc_response(response)
+    if 200 <= status < 300:
+        return True, output
+    if allow_logical and 450 <= status < 500:
+        return False, output
+    if b"ERROR" not in output and response.body.strip():
+        # Failures before dispatch (e.g. 413) come as text/plain "<code> <reason> (<why>)".
+        message = response.body.strip().decode("utf-8", "replace")
+    else:
+        message = kt_rpc.error_message(output, status)
+    raise ServerError(message, code=status, procedure=procedure)
+
+
+def _ok(procedure: str, response: http.Response) -> bool:
+    return rpc_outcome(response, procedure)[0]
+
+
+_ok_finishers: Dict[str, Callable[[http.Response], bool]] = {}
+
+
+def _ok_for(procedure: str) -> Callable[[http.Response], bool]:
+    """``_ok`` bound to ``procedure`` (made once per procedure name)."""
+    try:
+        return _ok_finishers[procedure]
+    except KeyError:
+        return _ok_finishers.setdefault(procedure, partial(_ok, procedure))
+
+
+def _strict_ok(procedure: str, response: http.Response) -> bool:
+    return rpc_outcome(response, procedure, False)[0]
+
+
+def _output(procedure: str, response: http.Response) -> Dict[bytes, bytes]:
+    return rpc_outcome(response, procedure, False)[1]
+
+
+def rpc(
+    c: Codec,
+    procedure: str,
+    params: List[Tuple[bytes, bytes]],
+    db: Optional[int] = None,
+    finish: Optional[Callable[[http.Response], Any]] = None,
+    idempotent: bool = False,
+    use_db: bool = True,
+) -> Operation:
+    """A TSV-RPC call; ``finish`` defaults to "True on 2xx, False on 450, else raise"."""
+    if use_db:
+        dbidx = c.default_db if db is None else check_db(db)
+        if dbidx:
+            params.append((b"DB", b"%d" % dbidx))
+    data = _build_rpc(procedure, params, c.host_header)
+    return (data, _parse_response, finish or _ok_for(procedure), idempotent)  # a bare Plan: hot
+
+
+def _as_text_dict(output: Mapping[bytes, bytes]) -> Dict[str, str]:
+    return {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in output.items()}
+
+
+def _ranked_keys(output: Mapping[bytes, bytes]) -> List[bytes]:
+    """match_* outputs: ``_key -> rank``; the server sorts lines by key, the rank is the order."""
+    ranked = []
+    for name, rank in output.items():
+        if name[:1] == b"_":
+            try:
+                order = int(rank)
+            except ValueError:
+                order = 0
+            ranked.append((order, name[1:]))
+    ranked.sort()
+    return [name for _, name in ranked]
+
+
+def _with_xt(params: List[Tuple[bytes, bytes]], expire_time: ExpireTime) -> List[Tuple[bytes, bytes]]:
+    xt = to_xt(expire_time)
+    if xt is not None:
+        params.append((b"xt", b"%d" % xt))
+    return params
+
+
+# -- binary protocol: single records ------------------------------------------------------
+
+
+def get(c: Codec, key: Any, db: Optional[int] = None) -> Operation:
+    return (  # a Plan as a bare tuple: the hot path
+        encode_get_one(
+            c.default_db if db is None else check_db(db),
+            key.encode("utf-8") if type(key) is str else encode_key(key),
+        ),
+        parse_get_value_reply,
+        None if c.raw_values else c.decode_optional,
+        True,
+    )
+
+
+def get_raw(c: Codec, key: Any, db: Optional[int] = None) -> Plan:
+    return Plan(get(c, key, db)[0], parse_get_value_reply, None, True)
+
+
+def set(
+    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None
+) -> Operation:
+    return (  # a Plan as a bare tuple: the hot path
+        encode_set_one(
+            c.default_db if db is None else check_db(db),
+            key.encode("utf-8") if type(key) is str else encode_key(key),
+            value if (type(value) is bytes and c.bytes_pass_through) else c.encode_value(value),
+            NO_EXPIRY_XT if expire_time is None else to_binary_xt(expire_time),
+        ),
+        parse_set_bulk_reply,
+        None,
+        True,
+    )
+
+
+def remove(c: Codec, key: Any, db: Optional[int] = None) -> Plan:
+    return Plan(encode_remove_bulk(((c.db(db), c.key(key)),)), parse_remove_bulk_reply)
+
+
+# -- binary protocol: bulk ----------------------------------------------------------------
+
+
+def get_bulk_raw(c: Codec, keys: Iterable[Any], db: Optional[int] = None) -> Plan:
+    data = encode_key_bulk(MAGIC_GET_BULK, keys, c.db(db), encode_key)
+    return Plan(data, parse_get_bulk_pairs, partial(c.records, raw_values=True), True)
+
+
+def get_bulk(c: Codec, keys: Iterable[Any], db: Optional[int] = None) -> Plan:
+    data = encode_key_bulk(MAGIC_GET_BULK, keys, c.db(db), encode_key)
+    return Plan(data, parse_get_bulk_pairs, partial(c.records, raw_values=c.raw_values), True)
+
+
+def _zero(_: Any) -> int:
+    return 0
+
+
+def set_bulk(
+    c: Codec,
+    __data: Optional[Mapping[Any, Any]] = None, /,
+    db: Optional[int] = None,
+    expire_time: ExpireTime = None,
+    **kwargs: Any,
+) -> Operation:
+    items: Any = __data.items() if __data else ()
+    if kwargs:
+        items = [*items, *kwargs.items()]
+    data = encode_set_bulk_items(
+        items, c.db(db), to_binary_xt(expire_time), encode_key, c.encode_value,
+        bytes_pass_through=c.bytes_pass_through,
+    )
+    if len(data) == _EMPTY_BULK:
+        return nothing(0)
+    return Plan(data, parse_set_bulk_reply, None, True)
+
+
+update = set_bulk
+
+
+def remove_bulk(c: Codec, keys: Iterable[Any], db: Optional[int] = None) -> Operation:
+    data = encode_key_bulk(MAGIC_REMOVE_BULK, keys, c.db(db), encode_key)
+    if len(data) == _EMPTY_BULK:
+        return nothing(0)
+    return Plan(data, parse_remove_bulk_reply)
+
+
+def script(
+    c: Codec,
+    name: Any,
+    __data: Optional[Mapping[Any, Any]] = None, /,
+    encode_values: bool = True,
+    **kwargs: Any,
+) -> Plan:
+    encode_value = c.encode_value if encode_values else (lambda v: c.text(v, "script value"))
+    records = []
+    for source in (__data or {}, kwargs):
+        records.extend([(c.key(k), encode_value(v)) for k, v in source.items()])
+    proc = c.text(name, "script name")
+
+    def parse(buf: Any, pos: int) -> Any:
+        try:
+            return parse_play_script_reply(buf, pos)
+        except ScriptError:
+            raise
+        except ServerError as exc:
+            raise ScriptError(
+                f"the scripting procedure {proc.decode('utf-8', 'replace')!r} failed, is missing, or "
+                "scripting is disabled on the server",
+                code=exc.code,
+                procedure="play_script",
+            ) from exc
+
+    decode_key = c.decode_key
+    decode_value = c.decode_value if encode_values else bytes
+
+    def finish(output: List[Tuple[bytes, bytes]]) -> Dict[Any, Any]:
+        return {decode_key(k): decode_value(v) for k, v in output}
+
+    return Plan(encode_play_script(proc, records), parse, finish)
+
+
+# -- HTTP RPC: record operations ----------------------------------------------------------
+
+
+def _store(
+    c: Codec, procedure: str, key: Any, value: Any, db: Optional[int], expire_time: ExpireTime,
+    idempotent: bool = False,
+) -> Operation:
+    params = _with_xt([(b"key", c.key(key)), (b"value", c.encode_value(value))], expire_time)
+    return rpc(c, procedure, params, db, idempotent=idempotent)
+
+
+def add(
+    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None
+) -> Operation:
+    return _store(c, "add", key, value, db, expire_time)
+
+
+def replace(
+    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None
+) -> Operation:
+    return _store(c, "replace", key, value, db, expire_time, idempotent=True)
+
+
+def append(
+    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None
+) -> Operation:
+    return _store(c, "append", key, value, db, expire_time)
+
+
+def exists(c: Codec, key: Any, db: Optional[int] = None) -> Operation:
+    return rpc(c, "check", [(b"key", c.key(key))], db, idempotent=True)
+
+
+check = exists
+
+
+def seize(c: Codec, key: Any, db: Optional[int] = None) -> Operation:
+    def finish(response: http.Response) -> Any:
+        ok, output = rpc_outcome(response, "seize")
+        return c.decode_value(output[b"value"]) if ok else None
+
+    return rpc(c, "seize", [(b"key", c.key(key))], db, finish)
+
+
+pop = seize
+
+
+def cas(
+    c: Codec, key: Any, old_val: Any, new_val: Any, db: Optional[int] = None, expire_time: ExpireTime = None
+) -> Operation:
+    params = [(b"key", c.key(key))]
+    if old_val is not None:
+        params.append((b"oval", c.encode_value(old_val)))
+    if new_val is not None:
+        params.append((b"nval", c.encode_value(new_val)))
+    return rpc(c, "cas", _with_xt(params, expire_time), db)
+
+
+def _increment(
+    c: Codec, procedure: str, key: Any, num: bytes, orig: Any, db: Optional[int], expire_time: ExpireTime,
+    convert: Callable[[bytes], Any],
+) -> Operation:
+    params = [(b"key", c.key(key)), (b"num", num)]
+    if orig is not None:
+        params.append((b"orig", orig if isinstance(orig, bytes) else str(orig).encode("ascii")))
+
+    def finish(response: http.Response) -> Any:
+        ok, output = rpc_outcome(response, procedure)
+        if not ok:
+            raise ServerError(kt_rpc.error_message(output, 450), code=450, procedure=procedure)
+        return convert(output[b"num"])
+
+    return rpc(c, procedure, _with_xt(params, expire_time), db, finish)
+
+
+def incr(
+    c: Codec, key: Any, n: int = 1, orig: Optional[int] = None, db: Optional[int] = None,
+    expire_time: ExpireTime = None,
+) -> Operation:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"n must be an int, not {type(n).__name__}")
+    return _increment(c, "increment", key, b"%d" % n, orig, db, expire_time, int)
+
+
+def incr_double(
+    c: Codec, key: Any, n: float = 1.0, orig: Optional[float] = None, db: Optional[int] = None,
+    expire_time: ExpireTime = None,
+) -> Operation:
+    if isinstance(n, bool) or not isinstance(n, (int, float)):
+        raise TypeError(f"n must be a number, not {type(n).__name__}")
+    return _increment(c, "increment_double", key, repr(float(n)).encode(), orig, db, expire_time, float)
+
+
+# -- HTTP RPC: database operations --------------------------------------------------------
+
+
+def clear(c: Codec, db: Optional[int] = None) -> Operation:
+    return rpc(c, "clear", [], db, partial(_strict_ok, "clear"), idempotent=True)
+
+
+def status(c: Codec, db: Optional[int] = None) -> Operation:
+    return rpc(c, "status", [], db, lambda r: _as_text_dict(_output("status", r)), idempotent=True)
+
+
+def report(c: Codec) -> Operation:
+    return rpc(c, "report", [], None, lambda r: _as_text_dict(_output("report", r)), True, use_db=False)
+
+
+def synchronize(
+    c: Codec, hard: bool = False, command: Optional[str] = None, db: Optional[int] = None
+) -> Operation:
+    params = []
+    if hard:
+        params.append((b"hard", b""))
+    if command is not None:
+        params.append((b"command", c.text(command, "command")))
+    return rpc(c, "synchronize", params, db, idempotent=command is None)
+
+
+def vacuum(c: Codec, step: int = 0, db: Optional[int] = None) -> Operation:
+    params = [(b"step", b"%d" % step)] if step else []
+    return rpc(c, "vacuum", params, db, partial(_strict_ok, "vacuum"), idempotent=True)
+
+
+def _status_field(field: str, convert: Callable[[str], Any], plan: Operation) -> Plan:
+    """``plan`` (a status plan) finished into one converted field of the status."""
+    data, parse, shape, idempotent = plan
+    return Plan(data, parse, lambda response: convert(shape(response)[field]), idempotent)
+
+
+def count(c: Codec, db: Optional[int] = None) -> Plan:
+    return _status_field("count", int, status(c, db))
+
+
+def size(c: Codec) -> Plan:
+    return _status_field("size", int, status(c))
+
+
+def path(c: Codec) -> Plan:
+    return _status_field("path", str, status(c))
+
+
+def _match(
+    c: Codec, procedure: str, params: List[Tuple[bytes, bytes]], max_keys: Optional[int], db: Optional[int]
+) -> Operation:
+    if max_keys is not None:
+        params.append((b"max", b"%d" % max_keys))
+    decode_key = c.decode_key
+    return rpc(c, procedure, params, db,
+               lambda r: [decode_key(k) for k in _ranked_keys(_output(procedure, r))], idempotent=True)
+
+
+def match_prefix(
+    c: Codec, prefix: Any, max_keys: Optional[int] = None, db: Optional[int] = None
+) -> Operation:
+    return _match(c, "match_prefix", [(b"prefix", c.key(prefix))], max_keys, db)
+
+
+def match_regex(c: Codec, regex: Any, max_keys: Optional[int] = None, db: Optional[int] = None) -> Operation:
+    return _match(c, "match_regex", [(b"regex", c.text(regex, "regex"))], max_keys, db)
+
+
+def match_similar(
+    c: Codec, origin: Any, distance: Optional[int] = None, max_keys: Optional[int] = None,
+    db: Optional[int] = None,
+) -> Operation:
+    params = [(b"origin", c.key(origin))]
+    if distance is not None:
+        params.append((b"range", b"%d" % distance))
+    if isinstance(origin, str):
+        params.append((b"utf", b""))  # distance in characters, not bytes
+    return _match(c, "match_similar", params, max_keys, db)
+
+
+def split_key(key_or_keydb: Any) -> Tuple[Any, Optional[int]]:
+    """``db[key]`` or ``db[key, db_index]`` -> ``(key, db_index or None)``."""
+    if isinstance(key_or_keydb, tuple):
+        if len(key_or_keydb) != 2:
+            raise TypeError("use db[key] or db[key, db_index]")
+        return key_or_keydb[0], key_or_keydb[1]
+    return key_or_keydb, None
+
+
+# -- cursors ------------------------------------------------------------------------------
+
+_cursor_ids = itertools.count(1)
+
+
+class CursorState:
+    """What a cursor's operations need: its id, database, and whether it is positioned."""
+
+    __slots__ = ("cursor_id", "cur", "db", "created", "positioned")
+
+    def __init__(self, c: Codec, db: Optional[int] = None, cursor_id: Optional[int] = None) -> None:
+        self.db = c.db(db)
+        self.cursor_id = next(_cursor_ids) if cursor_id is None else int(cursor_id)
+        self.cur = b"%d" % self.cursor_id
+        self.created = False  # the server creates it on first use
+        self.positioned = False
+
+
+def _cursor_rpc(
+    c: Codec, state: CursorState, procedure: str, params: List[Tuple[bytes, bytes]],
+    finish: Callable[[bool, Dict[bytes, bytes]], Any],
+) -> Plan:
+    params.append((b"CUR", state.cur))
+    if state.db:
+        params.append((b"DB", b"%d" % state.db))
+    state.created = True
+    return Plan(
+        _build_rpc(procedure, params, c.host_header),
+        _parse_response,
+        lambda response: finish(*rpc_outcome(response, procedure)),
+    )
+
+
+def _cursor_move(c: Codec, state: CursorState, procedure: str, params: List[Tuple[bytes, bytes]]) -> Plan:
+    def moved(ok: bool, _output: Any) -> bool:
+        state.positioned = ok
+        return ok
+
+    return _cursor_rpc(c, state, procedure, params, moved)
+
+
+def cur_jump(c: Codec, state: CursorState, key: Any = None) -> Plan:
+    return _cursor_move(c, state, "cur_jump", [] if key is None else [(b"key", c.key(key))])
+
+
+def cur_jump_back(c: Codec, state: CursorState, key: Any = None) -> Plan:
+    return _cursor_move(c, state, "cur_jump_back", [] if key is None else [(b"key", c.key(key))])
+
+
+def cur_step(c: Codec, state: CursorState) -> Plan:
+    return _cursor_move(c, state, "cur_step", [])
+
+
+def cur_step_back(c: Codec, state: CursorState) -> Plan:
+    return _cursor_move(c, state, "cur_step_back", [])
+
+
+def _cursor_read(
+    c: Codec, state: CursorState, procedure: str, params: List[Tuple[bytes, bytes]],
+    shape: Callable[[Dict[bytes, bytes]], Any],
+) -> Plan:
+    def read(ok: bool, output: Dict[bytes, bytes]) -> Any:
+        if not ok:
+            state.positioned = False
+            return None
+        return shape(output)
+
+    return _cursor_rpc(c, state, procedure, params, read)
+
+
+def _step(step: bool) -> List[Tuple[bytes, bytes]]:
+    return [(b"step", b"")] if step else []
+
+
+def cur_key(c: Codec, state: CursorState, step: bool = False) -> Plan:
+    return _cursor_read(c, state, "cur_get_key", _step(step), lambda out: c.decode_key(out[b"key"]))
+
+
+def cur_value(c: Codec, state: CursorState, step: bool = False) -> Plan:
+    return _cursor_read(c, state, "cur_get_value", _step(step), lambda out: c.decode_value(out[b"value"]))
+
+
+def cur_get(c: Codec, state: CursorState, step: bool = False) -> Plan:
+    return _cursor_read(c, state, "cur_get", _step(step), lambda out: c.record(out[b"key"], out[b"value"]))
+
+
+def cur_seize(c: Codec, state: CursorState) -> Plan:
+    return _cursor_read(c, state, "cur_seize", [], lambda out: c.record(out[b"key"], out[b"value"]))
+
+
+def cur_set_value(
+    c: Codec, state: CursorState, value: Any, step: bool = False, expire_time: ExpireTime = None
+) -> Plan:
+    params = _with_xt([(b"value", c.encode_value(value)), *_step(step)], expire_time)
+    return _cursor_rpc(c, state, "cur_set_value", params, lambda ok, _: ok)
+
+
+def cur_remove(c: Codec, state: CursorState) -> Plan:
+    return _cursor_rpc(c, state, "cur_remove", [], lambda ok, _: ok)
+
+
+def cur_delete(c: Codec, state: CursorState) -> Optional[Plan]:
+    """Delete the server-side cursor; None when the server never created it."""
+    if not state.created:
+        return None
+    return Plan(_build_rpc("cur_delete", [(b"CUR", state.cur)], c.host_header), _parse_response)
