@@ -33,7 +33,6 @@ def tdb(tt_servers_lua):
 
 def test_kt_sets(kdb):
     L = kdb.lua
-    kdb.set_database(1)  # sets, lists and queues work on any database; use the B+ tree
     assert L.sadd(key="s1", value="foo") == {"num": "1"}
     assert L.sadd(key="s1", value="foo") == {"num": "0"}
     assert L.sadd(key="s1", value=b"\x01".join([b"bar", b"baz", b"nug"])) == {"num": "3"}
@@ -141,7 +140,6 @@ def test_kt_multiple_databases(kdb):
 
 
 def test_kt_records_helpers(kdb):
-    kdb.set_database(1)
     assert kdb.script("get_range") == {}
     kdb.set_bulk({f"k{i}": f"v{i}" for i in range(11)})
     assert kdb.script("list") == {f"k{i}": f"v{i}" for i in range(11)}
@@ -185,7 +183,6 @@ def test_kt_records_helpers(kdb):
 
 
 def test_kt_hexastore(kdb):
-    kdb.set_database(1)
     L = kdb.lua
     for s, p, o in (("charlie", "likes", "zaizee"), ("charlie", "likes", "huey"),
                     ("charlie", "likes", "mickey"), ("huey", "likes", "zaizee"), ("zaizee", "likes", "huey")):
@@ -203,7 +200,6 @@ def test_kt_hexastore(kdb):
 
 
 def test_kt_queue_procedures(kdb):
-    kdb.set_database(1)
     L = kdb.lua
     for i in range(5):
         L.queue_add(queue="tq", data=f"item-{i}")
@@ -241,7 +237,7 @@ def test_kt_queue_procedures(kdb):
 @pytest.mark.parametrize("serializer", [None, KT_PICKLE])
 def test_kt_queue_helper(kt_servers_lua, serializer):
     kwargs = {} if serializer is None else {"serializer": serializer}
-    db = kt_servers_lua.client(default_db=1, **kwargs)
+    db = kt_servers_lua.client(**kwargs)
     db.clear()
     qa, qb = Queue(db, "qa"), Queue(db, "qb")
     for i in range(20):
@@ -260,7 +256,7 @@ def test_kt_queue_helper(kt_servers_lua, serializer):
     assert qa.remove("i7") == 1 and qa.remove("i7") == 0
     assert qa.pop(n=5) == ["i4", "i5", "i6", "i8", "i9"]
     assert qa.extend(["x", "y"]) == 2 and qa.rpeek() == "y"
-    assert qa.clear() == 7 and len(qa) == 0
+    assert qa.clear() == 8 and len(qa) == 0
     with pytest.raises(ValueError):
         qa.pop(0)
     assert "qa" in repr(qa)
@@ -268,11 +264,14 @@ def test_kt_queue_helper(kt_servers_lua, serializer):
 
 def test_kt_queue_is_per_database(kt_servers_lua):
     db = kt_servers_lua.client()
+    db.clear(db=0)
     db.clear(db=1)
-    on_tree, on_default = Queue(db, "q", db=1), Queue(db, "q")
+    on_tree, on_hash = Queue(db, "q"), Queue(db, "q", db=1)
     on_tree.add("a")
-    assert on_tree.peek() == "a" and on_default.peek() is None and len(on_default) == 0
-    assert db.get("q\t000000000001", db=1) == "a"
+    assert on_tree.peek() == "a" and on_hash.peek() is None and len(on_hash) == 0
+    assert db.get("q\t000000000001") == "a"
+    assert Queue(db.set_database(1), "q").peek() is None  # the client's default database
+    db.set_database(0)
 
 
 # -- tt.lua -----------------------------------------------------------------------------

@@ -11,20 +11,21 @@ any other failure raises :class:`kt.errors.ServerError` carrying the server's ER
 from __future__ import annotations
 
 import threading
-from functools import partial
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from kt.expiry import ExpireTime
-from kt.ops import Plan, run
+from kt.lua import ScriptRunner
+from kt.noreply import NoReplyWrites
+from kt.ops import Plan
 from kt.ops import kt as _ops
 from kt.ops.codec import Codec, check_db
-from kt.serializers import KT_BINARY
+from kt.serializers import KT_BINARY, Serializer
 from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, Connection, Pool
 
 __all__ = ["KyotoTycoon", "Cursor"]
 
 
-class KyotoTycoon:
+class KyotoTycoon(NoReplyWrites):
     """Client for one Kyoto Tycoon server (thread-safe; connections are pooled).
 
     ``timeout`` bounds every wait for a reply (None: wait forever); ``connect_timeout``
@@ -42,11 +43,13 @@ class KyotoTycoon:
         default_db: int = 0,
         connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
         max_connections: int = DEFAULT_MAX_SIZE,
+        connection_pool: bool = True,
     ) -> None:
+        """``connection_pool`` is accepted for coleifer/kt code; connections are always pooled."""
         self._pool = Pool(
             host, port, timeout=timeout, connect_timeout=connect_timeout, max_size=max_connections
         )
-        self._run = partial(run, self._pool.request)  # bound once: every operation goes through it
+        self._init_no_reply(self._pool)  # self._run: every operation goes through it
         self.host = self._pool.host
         self.port = port
         self.timeout = timeout
@@ -56,6 +59,11 @@ class KyotoTycoon:
     def __repr__(self) -> str:
         codec = self._codec
         return f"<KyotoTycoon {self.host}:{self.port} db={codec.default_db} {codec.serializer.name}>"
+
+    @property
+    def serializer(self) -> Serializer:
+        """The value serializer (``KT_BINARY``, ``KT_JSON``... or a custom pair)."""
+        return self._codec.serializer
 
     @property
     def default_db(self) -> int:
@@ -69,11 +77,38 @@ class KyotoTycoon:
 
     def checkin(self) -> None:
         """Return the calling thread's pinned connection to the pool for re-use."""
+        self._release_pending()
         self._pool.checkin()
 
-    def close(self) -> None:
-        """Close the idle connections (the client stays usable: it reconnects on demand)."""
+    def close(self, allow_reuse: bool = True) -> None:
+        """Close the idle connections (the client stays usable: it reconnects on demand).
+
+        ``allow_reuse`` is accepted for coleifer/kt code (its per-thread socket)."""
+        self._release_pending()
         self._pool.close()
+
+    close_all = close
+
+    def open(self) -> bool:
+        """Connect now (otherwise the first call does); True once a connection is ready."""
+        return self._open()
+
+    def close_idle(self, cutoff: int = 60) -> int:
+        """Close the idle connections; how many were closed.
+
+        The pool keeps no idle time per connection, so ``cutoff`` (kt's age limit in
+        seconds) is accepted but every idle connection is closed."""
+        self._release_pending()
+        return self._close_idle()
+
+    @property
+    def lua(self) -> ScriptRunner:
+        """``db.lua.name(**kwargs)`` calls ``script('name', kwargs)``."""
+        return ScriptRunner(self)
+
+    def __iter__(self) -> Iterator[Any]:
+        """The keys of the default database (``list(db)``)."""
+        return self.keys()
 
     def __enter__(self) -> KyotoTycoon:
         return self
@@ -96,17 +131,36 @@ class KyotoTycoon:
         """The stored bytes of ``key``, or None when it does not exist."""
         return self._run(_ops.get_raw(self._codec, key, db))
 
+    get_bytes = get_raw
+
     def get(self, key: Any, db: Optional[int] = None) -> Any:
         """The deserialized value of ``key``, or None when it does not exist."""
         return self._run(_ops.get(self._codec, key, db))
 
-    def set(self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None) -> int:
-        """Store ``value`` (overwriting); returns the number of records set (1)."""
+    def set(
+        self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+        no_reply: bool = False,
+    ) -> Optional[int]:
+        """Store ``value`` (overwriting); returns the number of records set (1).
+
+        ``no_reply``: sent with the binary protocol's no-reply flag; returns None at once
+        (a later call from the same thread sees the write, see :mod:`kt.noreply`)."""
+        if no_reply:
+            return self._run_or_send(_ops.set_no_reply(self._codec, key, value, db, expire_time))
         return self._run(_ops.set(self._codec, key, value, db, expire_time))
 
-    def remove(self, key: Any, db: Optional[int] = None) -> int:
-        """Remove ``key``; returns the number of records removed (0 or 1)."""
-        return self._run(_ops.remove(self._codec, key, db))
+    def set_bytes(
+        self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+        no_reply: bool = False,
+    ) -> Optional[int]:
+        """``set`` of bytes (or text, as UTF-8) without the serializer."""
+        if no_reply:
+            return self._run_or_send(_ops.set_no_reply(self._codec, key, value, db, expire_time, False))
+        return self._run(_ops.set_bytes(self._codec, key, value, db, expire_time))
+
+    def remove(self, key: Any, db: Optional[int] = None, no_reply: bool = False) -> Optional[int]:
+        """Remove ``key``; returns the number of records removed (0 or 1); None with ``no_reply``."""
+        return self._run_or_send(_ops.remove(self._codec, key, db, no_reply))
 
     # -- binary protocol: bulk ----------------------------------------------------------
 
@@ -114,29 +168,65 @@ class KyotoTycoon:
         """``{key: raw bytes}`` for every key that exists."""
         return self._run(_ops.get_bulk_raw(self._codec, keys, db))
 
-    def get_bulk(self, keys: Iterable[Any], db: Optional[int] = None) -> Dict[Any, Any]:
-        """``{key: value}`` for every key that exists."""
-        return self._run(_ops.get_bulk(self._codec, keys, db))
+    def get_bulk(
+        self, keys: Iterable[Any], db: Optional[int] = None, decode_values: bool = True
+    ) -> Dict[Any, Any]:
+        """``{key: value}`` for every key that exists (values as bytes unless ``decode_values``)."""
+        return self._run(_ops.get_bulk(self._codec, keys, db, decode_values))
+
+    def get_bulk_details(
+        self, keys: Iterable[Any], db: Optional[int] = None, decode_values: bool = True
+    ) -> List[Tuple[int, Any, Any, Optional[int]]]:
+        """``[(db, key, value, expire_time)]`` for the keys that exist; ``expire_time`` is the
+        stored expiry in epoch seconds, None for none."""
+        return self._run(_ops.get_bulk_details(self._codec, keys, db, decode_values))
+
+    def get_bulk_raw_details(
+        self, db_key_list: Iterable[Tuple[int, Any]], decode_values: bool = True
+    ) -> List[Tuple[int, Any, Any, Optional[int]]]:
+        """Like ``get_bulk_details`` for ``(db, key)`` pairs, across databases."""
+        return self._run(_ops.get_bulk_raw_details(self._codec, db_key_list, decode_values))
 
     def set_bulk(
         self,
         __data: Optional[Mapping[Any, Any]] = None,
         db: Optional[int] = None,
         expire_time: ExpireTime = None,
+        no_reply: bool = False,
+        encode_values: bool = True,
         **kwargs: Any,
-    ) -> int:
-        """Store every pair of ``__data`` and ``kwargs``; returns the number stored."""
-        return self._run(_ops.set_bulk(self._codec, __data, db, expire_time, **kwargs))
+    ) -> Optional[int]:
+        """Store every pair of ``__data`` and ``kwargs``; returns the number stored (None with
+        ``no_reply``); ``encode_values=False`` sends bytes/text without the serializer."""
+        return self._run_or_send(
+            _ops.set_bulk(self._codec, __data, db, expire_time, no_reply, encode_values, **kwargs)
+        )
 
     update = set_bulk
 
-    def remove_bulk(self, keys: Iterable[Any], db: Optional[int] = None) -> int:
-        """Remove every key; returns the number actually removed."""
-        return self._run(_ops.remove_bulk(self._codec, keys, db))
+    def set_bulk_raw(
+        self, data: Iterable[Tuple[int, Any, Any, ExpireTime]], no_reply: bool = False,
+        encode_values: bool = True,
+    ) -> Optional[int]:
+        """Store ``(db, key, value, expire_time)`` records across databases."""
+        return self._run_or_send(_ops.set_bulk_raw(self._codec, data, no_reply, encode_values))
+
+    def remove_bulk(
+        self, keys: Iterable[Any], db: Optional[int] = None, no_reply: bool = False
+    ) -> Optional[int]:
+        """Remove every key; returns the number actually removed (None with ``no_reply``)."""
+        return self._run_or_send(_ops.remove_bulk(self._codec, keys, db, no_reply))
+
+    def remove_bulk_raw(
+        self, db_key_list: Iterable[Tuple[int, Any]], no_reply: bool = False
+    ) -> Optional[int]:
+        """Remove ``(db, key)`` pairs across databases; the number removed."""
+        return self._run_or_send(_ops.remove_bulk_raw(self._codec, db_key_list, no_reply))
 
     def script(
-        self, name: Any, __data: Optional[Mapping[Any, Any]] = None, encode_values: bool = True, **kwargs: Any
-    ) -> Dict[Any, Any]:
+        self, name: Any, __data: Optional[Mapping[Any, Any]] = None, encode_values: bool = True,
+        decode_values: Optional[bool] = None, no_reply: bool = False, **kwargs: Any
+    ) -> Optional[Dict[Any, Any]]:
         """Run the server-side Lua procedure ``name`` (binary play_script) and return its output.
 
         With ``encode_values`` the input values are serialized and the output values
@@ -144,21 +234,34 @@ class KyotoTycoon:
         as UTF-8) and the output values are returned as bytes.  ScriptError when the
         procedure fails, is missing, or scripting is disabled.
         """
-        return self._run(_ops.script(self._codec, name, __data, encode_values, **kwargs))
+        return self._run_or_send(
+            _ops.script(self._codec, name, __data, encode_values, decode_values, no_reply, **kwargs)
+        )
+
+    _script = script  # what ``db.lua.name(...)`` calls
 
     # -- HTTP RPC: record operations ----------------------------------------------------
 
-    def add(self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None) -> bool:
+    def add(
+        self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+        encode_value: bool = True,
+    ) -> bool:
         """Store only if ``key`` does not exist (expired counts as absent)."""
-        return self._run(_ops.add(self._codec, key, value, db, expire_time))
+        return self._run(_ops.add(self._codec, key, value, db, expire_time, encode_value))
 
-    def replace(self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None) -> bool:
+    def replace(
+        self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+        encode_value: bool = True,
+    ) -> bool:
         """Store only if ``key`` exists."""
-        return self._run(_ops.replace(self._codec, key, value, db, expire_time))
+        return self._run(_ops.replace(self._codec, key, value, db, expire_time, encode_value))
 
-    def append(self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None) -> bool:
+    def append(
+        self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+        encode_value: bool = True,
+    ) -> bool:
         """Append the serialized ``value`` to the stored bytes (creates a missing key)."""
-        return self._run(_ops.append(self._codec, key, value, db, expire_time))
+        return self._run(_ops.append(self._codec, key, value, db, expire_time, encode_value))
 
     def exists(self, key: Any, db: Optional[int] = None) -> bool:
         """True when ``key`` exists (and has not expired)."""
@@ -166,9 +269,13 @@ class KyotoTycoon:
 
     check = exists
 
-    def seize(self, key: Any, db: Optional[int] = None) -> Any:
+    def length(self, key: Any, db: Optional[int] = None) -> Optional[int]:
+        """Size in bytes of the value at ``key``; None when it does not exist."""
+        return self._run(_ops.length(self._codec, key, db))
+
+    def seize(self, key: Any, db: Optional[int] = None, decode_value: bool = True) -> Any:
         """Get and remove ``key`` atomically; None when it does not exist."""
-        return self._run(_ops.seize(self._codec, key, db))
+        return self._run(_ops.seize(self._codec, key, db, decode_value))
 
     pop = seize
 
@@ -179,9 +286,10 @@ class KyotoTycoon:
         new_val: Any,
         db: Optional[int] = None,
         expire_time: ExpireTime = None,
+        encode_value: bool = True,
     ) -> bool:
         """Compare-and-swap: ``old_val`` None means "must not exist", ``new_val`` None removes."""
-        return self._run(_ops.cas(self._codec, key, old_val, new_val, db, expire_time))
+        return self._run(_ops.cas(self._codec, key, old_val, new_val, db, expire_time, encode_value))
 
     def incr(
         self,
@@ -232,6 +340,15 @@ class KyotoTycoon:
         """Purge expired records (``step`` > 0: only that many steps)."""
         return self._run(_ops.vacuum(self._codec, step, db))
 
+    def ulog_list(self) -> List[Tuple[str, int, Any]]:
+        """The server's update-log files: ``[(path, size, datetime of its last record)]``
+        (ServerError when the server runs without ``-ulog``)."""
+        return self._run(_ops.ulog_list(self._codec))
+
+    def ulog_remove(self, max_dt: Any = None) -> bool:
+        """Remove the update-log files older than ``max_dt`` (a datetime; default now)."""
+        return self._run(_ops.ulog_remove(self._codec, max_dt))
+
     def count(self, db: Optional[int] = None) -> int:
         """Number of records in the database (expired but unpurged ones included)."""
         return self._run(_ops.count(self._codec, db))
@@ -276,6 +393,10 @@ class KyotoTycoon:
     def keys(self, db: Optional[int] = None) -> Iterator[Any]:
         """Every key of the database, lazily, in the database's order."""
         return self._walk(db, _ops.cur_key)
+
+    def keys_nonlazy(self, db: Optional[int] = None) -> List[Any]:
+        """Every key of the database in one request (a list)."""
+        return self._run(_ops.keys_nonlazy(self._codec, db))
 
     def values(self, db: Optional[int] = None) -> Iterator[Any]:
         """Every value of the database, lazily."""
@@ -404,6 +525,19 @@ class Cursor:
 
     def __iter__(self) -> Iterator[Tuple[Any, Any]]:
         return self._walk(_ops.cur_get, from_start=False)
+
+    def is_valid(self) -> bool:
+        """True while the cursor is positioned on a record (after a successful move or read)."""
+        return self._state.positioned
+
+    def __next__(self) -> Tuple[Any, Any]:
+        """The current ``(key, value)``, stepping on; StopIteration once not positioned."""
+        item = self.get(step=True) if self._state.positioned else None
+        if item is None:
+            raise StopIteration
+        return item
+
+    next = __next__
 
     def close(self) -> None:
         """Delete the server-side cursor and give the connection back to the pool."""

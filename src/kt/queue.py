@@ -26,7 +26,7 @@ class Queue:
         self._client = client
         self._key = key
         self._db = client.default_db if db is None else db
-        self._serializer = client._serializer
+        self._serializer = client.serializer
 
     def __repr__(self) -> str:
         return f"<Queue {self._key!r} db={self._db} on {self._client!r}>"
