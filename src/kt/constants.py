@@ -6,79 +6,14 @@ numbers), so ``from kt import constants as C`` keeps working and can never drift
 package calls ``INDEX_OPTIMIZE``/``INDEX_VOID``/``INDEX_KEEP``.
 """
 
-from kt.tokyotyrant import (
-    INDEX_KEEP,
-    INDEX_NUM,
-    INDEX_OPTIMIZE,
-    INDEX_QGRAM,
-    INDEX_STR,
-    INDEX_TOKEN,
-    INDEX_VOID,
-    OP_FTS_ALL,
-    OP_FTS_ANY,
-    OP_FTS_EXPRESSION,
-    OP_FTS_PHRASE,
-    OP_NEGATE,
-    OP_NOINDEX,
-    OP_NUM_ANYEXACT,
-    OP_NUM_BETWEEN,
-    OP_NUM_EQ,
-    OP_NUM_GE,
-    OP_NUM_GT,
-    OP_NUM_LE,
-    OP_NUM_LT,
-    OP_STR_ALL,
-    OP_STR_ANY,
-    OP_STR_ANYEXACT,
-    OP_STR_CONTAINS,
-    OP_STR_ENDSWITH,
-    OP_STR_EQ,
-    OP_STR_REGEX,
-    OP_STR_STARTSWITH,
-    ORDER_NUM_ASC,
-    ORDER_NUM_DESC,
-    ORDER_STR_ASC,
-    ORDER_STR_DESC,
-)
+from kt import tokyotyrant as _tt
 
-IOP_OPTIMIZE = INDEX_OPTIMIZE
-IOP_DELETE = INDEX_VOID
-IOP_KEEP = INDEX_KEEP
+# Every OP_/ORDER_/INDEX_ name the TT client defines, bound here under the same name.
+_NAMES = [name for name in _tt.__all__ if name.startswith(("OP_", "ORDER_", "INDEX_"))]
+globals().update({name: getattr(_tt, name) for name in _NAMES})
 
-__all__ = [
-    "OP_STR_EQ",
-    "OP_STR_CONTAINS",
-    "OP_STR_STARTSWITH",
-    "OP_STR_ENDSWITH",
-    "OP_STR_ALL",
-    "OP_STR_ANY",
-    "OP_STR_ANYEXACT",
-    "OP_STR_REGEX",
-    "OP_NUM_EQ",
-    "OP_NUM_GT",
-    "OP_NUM_GE",
-    "OP_NUM_LT",
-    "OP_NUM_LE",
-    "OP_NUM_BETWEEN",
-    "OP_NUM_ANYEXACT",
-    "OP_FTS_PHRASE",
-    "OP_FTS_ALL",
-    "OP_FTS_ANY",
-    "OP_FTS_EXPRESSION",
-    "OP_NEGATE",
-    "OP_NOINDEX",
-    "ORDER_STR_ASC",
-    "ORDER_STR_DESC",
-    "ORDER_NUM_ASC",
-    "ORDER_NUM_DESC",
-    "INDEX_STR",
-    "INDEX_NUM",
-    "INDEX_TOKEN",
-    "INDEX_QGRAM",
-    "INDEX_OPTIMIZE",
-    "INDEX_VOID",
-    "INDEX_KEEP",
-    "IOP_OPTIMIZE",
-    "IOP_DELETE",
-    "IOP_KEEP",
-]
+IOP_OPTIMIZE = _tt.INDEX_OPTIMIZE
+IOP_DELETE = _tt.INDEX_VOID
+IOP_KEEP = _tt.INDEX_KEEP
+
+__all__ = [*_NAMES, "IOP_OPTIMIZE", "IOP_DELETE", "IOP_KEEP"]

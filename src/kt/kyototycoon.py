@@ -14,18 +14,17 @@ import threading
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from kt.expiry import ExpireTime
-from kt.lua import ScriptRunner
-from kt.noreply import NoReplyWrites
 from kt.ops import Plan
 from kt.ops import kt as _ops
 from kt.ops.codec import Codec, check_db
+from kt.pooled import PooledClient
 from kt.serializers import KT_BINARY, Serializer
 from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, Connection, Pool
 
 __all__ = ["KyotoTycoon", "Cursor"]
 
 
-class KyotoTycoon(NoReplyWrites):
+class KyotoTycoon(PooledClient):
     """Client for one Kyoto Tycoon server (thread-safe; connections are pooled).
 
     ``timeout`` bounds every wait for a reply (None: wait forever); ``connect_timeout``
@@ -73,48 +72,11 @@ class KyotoTycoon(NoReplyWrites):
     def default_db(self, db: int) -> None:
         self._codec.default_db = check_db(db)
 
-    # -- connection management -----------------------------------------------------------
-
-    def checkin(self) -> None:
-        """Return the calling thread's pinned connection to the pool for re-use."""
-        self._release_pending()
-        self._pool.checkin()
-
-    def close(self, allow_reuse: bool = True) -> None:
-        """Close the idle connections (the client stays usable: it reconnects on demand).
-
-        ``allow_reuse`` is accepted for coleifer/kt code (its per-thread socket)."""
-        self._release_pending()
-        self._pool.close()
-
-    close_all = close
-
-    def open(self) -> bool:
-        """Connect now (otherwise the first call does); True once a connection is ready."""
-        return self._open()
-
-    def close_idle(self, cutoff: int = 60) -> int:
-        """Close the idle connections; how many were closed.
-
-        The pool keeps no idle time per connection, so ``cutoff`` (kt's age limit in
-        seconds) is accepted but every idle connection is closed."""
-        self._release_pending()
-        return self._close_idle()
-
-    @property
-    def lua(self) -> ScriptRunner:
-        """``db.lua.name(**kwargs)`` calls ``script('name', kwargs)``."""
-        return ScriptRunner(self)
+    # -- connection management (close, checkin, open, close_idle, lua: kt.pooled) -------
 
     def __iter__(self) -> Iterator[Any]:
         """The keys of the default database (``list(db)``)."""
         return self.keys()
-
-    def __enter__(self) -> KyotoTycoon:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
 
     def set_database(self, db: int) -> KyotoTycoon:
         """Make ``db`` the database used when a call passes ``db=None``."""

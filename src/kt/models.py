@@ -31,7 +31,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Op
 from kt import constants as C
 from kt.client import decode, encode
 from kt.serializers import KT_NONE
-from kt.tokyotyrant import TokyoTyrant
+from kt.tokyotyrant import TokyoTyrant, refines_clone
 
 __all__ = [
     "TableDatabase",
@@ -473,29 +473,25 @@ class ModelSearch:
         twin._limit, twin._offset = self._limit, self._offset
         return twin
 
+    @refines_clone
     def filter(self, *expressions: Expression) -> ModelSearch:
-        twin = self.clone()
         for field, op, value in expressions:
-            twin._conditions.append((field.name, op, _operand(field, value)))
-        return twin
+            self._conditions.append((field.name, op, _operand(field, value)))
 
+    @refines_clone
     def order_by(self, *ordering: Any) -> ModelSearch:
-        twin = self.clone()
         for item in ordering:
             if isinstance(item, Field):
                 item = item.asc()
-            twin._order_by.append((item.field.name, item.value))
-        return twin
+            self._order_by.append((item.field.name, item.value))
 
+    @refines_clone
     def limit(self, limit: Optional[int] = None) -> ModelSearch:
-        twin = self.clone()
-        twin._limit = limit
-        return twin
+        self._limit = limit
 
+    @refines_clone
     def offset(self, offset: Optional[int] = None) -> ModelSearch:
-        twin = self.clone()
-        twin._offset = offset
-        return twin
+        self._offset = offset
 
     def _build_search(self) -> List[Tuple[Any, ...]]:
         search: List[Tuple[Any, ...]] = [("addcond", c, op, v) for c, op, v in self._conditions]

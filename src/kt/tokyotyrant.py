@@ -12,12 +12,12 @@ read from the same thread sees them (see :mod:`kt.noreply`).
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+import functools
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from kt.lua import ScriptRunner
-from kt.noreply import NoReplyWrites
 from kt.ops import tt as _ops
 from kt.ops.codec import Codec, check_int
+from kt.pooled import PooledClient
 from kt.protocol import tt_binary as tt
 from kt.serializers import KT_BINARY, Serializer
 from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, Pool
@@ -104,7 +104,7 @@ Key = _ops.Key
 _text = Codec.arg
 
 
-class TokyoTyrant(NoReplyWrites):
+class TokyoTyrant(PooledClient):
     """Client for a Tokyo Tyrant server (ttserver 1.1.41 protocol) or kt's bundled one.
 
     Every method runs one operation of :mod:`kt.ops.tt` (the asyncio client runs the same
@@ -143,45 +143,6 @@ class TokyoTyrant(NoReplyWrites):
     @property
     def pool(self) -> Pool:
         return self._pool
-
-    # -- transport ------------------------------------------------------------------------
-
-    def checkin(self) -> None:
-        """Return this thread's pinned connection (if any) to the pool."""
-        self._release_pending()
-        self._pool.checkin()
-
-    def close(self, allow_reuse: bool = True) -> None:
-        """Close idle connections (the client reconnects on its next call).
-
-        ``allow_reuse`` is accepted for coleifer/kt code (its per-thread socket)."""
-        self._release_pending()
-        self._pool.close()
-
-    close_all = close
-
-    def open(self) -> bool:
-        """Connect now (otherwise the first call does); True once a connection is ready."""
-        return self._open()
-
-    def close_idle(self, cutoff: int = 60) -> int:
-        """Close the idle connections; how many were closed.
-
-        The pool keeps no idle time per connection, so ``cutoff`` (kt's age limit in
-        seconds) only matters as 0 or more: every idle connection is closed."""
-        self._release_pending()
-        return self._close_idle()
-
-    @property
-    def lua(self) -> ScriptRunner:
-        """``db.lua.name(key, value, **kwargs)`` calls ``script('name', key, value, **kwargs)``."""
-        return ScriptRunner(self)
-
-    def __enter__(self) -> TokyoTyrant:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
 
     # -- single records -------------------------------------------------------------------
 
@@ -520,6 +481,19 @@ class TokyoTyrant(NoReplyWrites):
         return self._run(_ops.search(self._codec, expressions, cmd))
 
 
+def refines_clone(method: Callable[..., None]) -> Callable[..., Any]:
+    """Run a query-building ``method`` on ``self.clone()`` and return the clone: the query it
+    is called on stays as it was (coleifer/kt's queries behave this way)."""
+
+    @functools.wraps(method)
+    def refine(self: Any, *args: Any, **kwargs: Any) -> Any:
+        twin = self.clone()
+        method(twin, *args, **kwargs)
+        return twin
+
+    return refine
+
+
 class QueryBuilder:
     """Build a table query step by step, then run it with ``execute``/``get``/``count``/``delete``.
 
@@ -542,6 +516,7 @@ class QueryBuilder:
         twin._limit, twin._offset = self._limit, self._offset
         return twin
 
+    @refines_clone
     def filter(self, column: Union[str, bytes], op: int, value: Any) -> QueryBuilder:
         """Add a condition; ``op`` is an OP_* constant, optionally ``| OP_NEGATE | OP_NOINDEX``.
 
@@ -553,32 +528,27 @@ class QueryBuilder:
             raise ValueError(f"unknown query operator {op!r}; use the OP_* constants")
         if isinstance(value, (list, tuple)):
             value = b",".join(_text(item, "filter value") for item in value)
-        twin = self.clone()
-        twin._conditions.append(("addcond", _text(column, "column"), op, _text(value, "filter value")))
-        return twin
+        self._conditions.append(("addcond", _text(column, "column"), op, _text(value, "filter value")))
 
+    @refines_clone
     def order_by(self, column: Union[str, bytes], ordering: Optional[int] = None) -> QueryBuilder:
         """Order the results by ``column`` (ORDER_STR_ASC unless told otherwise)."""
         ordering = ORDER_STR_ASC if ordering is None else check_int(ordering, "ordering")
         if ordering not in _ORDERS:
             raise ValueError(f"unknown ordering {ordering!r}; use the ORDER_* constants")
-        twin = self.clone()
-        twin._orderings.append(("setorder", _text(column, "column"), ordering))
-        return twin
+        self._orderings.append(("setorder", _text(column, "column"), ordering))
 
+    @refines_clone
     def limit(self, limit: Optional[int] = None) -> QueryBuilder:
         if limit is not None and check_int(limit, "limit") < 0:
             raise ValueError(f"limit must be >= 0 or None, not {limit}")
-        twin = self.clone()
-        twin._limit = limit
-        return twin
+        self._limit = limit
 
+    @refines_clone
     def offset(self, offset: Optional[int] = None) -> QueryBuilder:
         if offset is not None and check_int(offset, "offset") < 0:
             raise ValueError(f"offset must be >= 0 or None, not {offset}")
-        twin = self.clone()
-        twin._offset = offset
-        return twin
+        self._offset = offset
 
     def build_search(self) -> List[Tuple[Any, ...]]:
         """The query as ``TokyoTyrant.search`` expressions."""

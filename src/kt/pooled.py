@@ -1,4 +1,7 @@
-"""No-reply writes for both clients: TT ``putnr`` and KT's binary no-reply flag.
+"""``PooledClient``: what both clients share about their connection pool.
+
+No-reply writes (TT ``putnr``, KT's binary no-reply flag), closing and checking in, and the
+explicit connection controls and ``lua`` runner that coleifer/kt's clients had.
 
 A no-reply request goes out at once.  The connection that carried it stays with the calling
 thread until that thread's next request, which uses it, so every later read from the same
@@ -6,11 +9,10 @@ thread sees the write (a server handles one connection's requests in order).  Th
 connection goes back to the pool after that request, when the client is closed or checked
 in, or when the thread ends.
 
-``NoReplyWrites`` is a mixin: a client calls ``_init_no_reply(pool)`` in its constructor,
+``PooledClient`` is a base class: a client calls ``_init_no_reply(pool)`` in its constructor,
 runs operations with ``self._run`` (switched to the pending-aware driver only while some
 thread has no-reply writes outstanding, so the common path costs nothing), and runs an
-operation that may be a no-reply plan (``parse`` None) with ``_run_or_send(op)``.  It also
-holds the pool controls coleifer/kt's clients had (``open``, ``close_idle``).
+operation that may be a no-reply plan (``parse`` None) with ``_run_or_send(op)``.
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from __future__ import annotations
 import threading
 from functools import partial
 from types import GeneratorType
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
+from kt.lua import ScriptRunner
 from kt.ops import run
 from kt.transport import Pool
 
-__all__ = ["NoReplyWrites"]
+__all__ = ["PooledClient"]
+
+_Client = TypeVar("_Client", bound="PooledClient")
 
 
 class _PendingWrites:
@@ -38,7 +43,7 @@ class _PendingWrites:
     def __init__(self, pool: Pool, conn: Any) -> None:
         self.pool = pool
         self.conn = conn
-        self.owner: Optional[NoReplyWrites] = None  # set while counted in owner._pending_threads
+        self.owner: Optional[PooledClient] = None  # set while counted in owner._pending_threads
 
     def release(self) -> None:
         conn, self.conn = self.conn, None
@@ -55,8 +60,9 @@ class _PendingWrites:
             pass
 
 
-class NoReplyWrites:
-    """Mixin: no-reply sends, and a driver that reads on the connection that carried them."""
+class PooledClient:
+    """Base of both clients: no-reply sends, a driver that reads on the connection that
+    carried them, and the pool controls (``close``, ``checkin``, ``open``, ``close_idle``)."""
 
     _pool: Pool
 
@@ -129,9 +135,30 @@ class NoReplyWrites:
             return None
         return self._run(op)
 
-    # -- coleifer/kt's explicit connection controls ---------------------------------------
+    # -- closing, and coleifer/kt's explicit connection controls ------------------------
 
-    def _open(self) -> bool:
+    def checkin(self) -> None:
+        """Return the calling thread's pinned connection to the pool for re-use."""
+        self._release_pending()
+        self._pool.checkin()
+
+    def close(self, allow_reuse: bool = True) -> None:
+        """Close the idle connections (the client stays usable: it reconnects on demand).
+
+        ``allow_reuse`` is accepted for coleifer/kt code (its per-thread socket)."""
+        self._release_pending()
+        self._pool.close()
+
+    close_all = close
+
+    def __enter__(self: _Client) -> _Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def open(self) -> bool:
+        """Connect now (otherwise the first call does); True once a connection is ready."""
         conn = self._pool.acquire()
         try:
             conn.connect()
@@ -139,7 +166,17 @@ class NoReplyWrites:
             self._pool.release(conn)
         return True
 
-    def _close_idle(self) -> int:
+    def close_idle(self, cutoff: int = 60) -> int:
+        """Close the idle connections; how many were closed.
+
+        The pool keeps no idle time per connection, so ``cutoff`` (kt's age limit in
+        seconds) is accepted but every idle connection is closed."""
+        self._release_pending()
         idle = self._pool.idle
         self._pool.close()
         return idle
+
+    @property
+    def lua(self) -> ScriptRunner:
+        """``db.lua.name(...)``: calls the server-side Lua function ``name`` (see ``_script``)."""
+        return ScriptRunner(self)
