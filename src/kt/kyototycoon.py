@@ -18,7 +18,7 @@ from kt.ops import Plan
 from kt.ops import kt as _ops
 from kt.ops.codec import Codec, check_db
 from kt.pooled import PooledClient
-from kt.serializers import KT_BINARY, Serializer
+from kt.serializers import KT_BINARY
 from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, Connection, Pool
 
 __all__ = ["KyotoTycoon", "Cursor"]
@@ -58,11 +58,6 @@ class KyotoTycoon(PooledClient):
     def __repr__(self) -> str:
         codec = self._codec
         return f"<KyotoTycoon {self.host}:{self.port} db={codec.default_db} {codec.serializer.name}>"
-
-    @property
-    def serializer(self) -> Serializer:
-        """The value serializer (``KT_BINARY``, ``KT_JSON``... or a custom pair)."""
-        return self._codec.serializer
 
     @property
     def default_db(self) -> int:

@@ -24,6 +24,7 @@ from typing import Any, Optional, TypeVar
 
 from kt.lua import ScriptRunner
 from kt.ops import run
+from kt.serializers import Serializer
 from kt.transport import Pool
 
 __all__ = ["PooledClient"]
@@ -175,6 +176,11 @@ class PooledClient:
         idle = self._pool.idle
         self._pool.close()
         return idle
+
+    @property
+    def serializer(self) -> Serializer:
+        """The value serializer (``KT_BINARY``, ``KT_JSON``... or a custom pair)."""
+        return self._codec.serializer
 
     @property
     def lua(self) -> ScriptRunner:

@@ -19,7 +19,7 @@ from kt.ops import tt as _ops
 from kt.ops.codec import Codec, check_int
 from kt.pooled import PooledClient
 from kt.protocol import tt_binary as tt
-from kt.serializers import KT_BINARY, Serializer
+from kt.serializers import KT_BINARY
 from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, Pool
 
 __all__ = [
@@ -135,10 +135,6 @@ class TokyoTyrant(PooledClient):
 
     def __repr__(self) -> str:
         return f"<TokyoTyrant {self._pool.address} serializer={self._codec.serializer.name}>"
-
-    @property
-    def serializer(self) -> Serializer:
-        return self._codec.serializer
 
     @property
     def pool(self) -> Pool:
