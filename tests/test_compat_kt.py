@@ -184,3 +184,16 @@ def test_kt_none_refuses_text_values(kt_servers):
         db.set("k", "text")
     db.set("k", b"bytes")
     assert db.get("k") == b"bytes"
+
+
+def test_encode_value_switches(db):
+    db.set_bytes("k", b"a")
+    assert db.append("k", b"b", encode_value=False) and db.get_bytes("k") == b"ab"
+    assert db.replace("k", "c", encode_value=False) and db.get_bytes("k") == b"c"
+    assert db.cas("k", b"c", b"d", encode_value=False) and db.get("k") == "d"
+    assert db.set_bulk({"x": b"\x00\xff"}, encode_values=False) == 1
+    assert db.get_bulk(["x"], decode_values=False) == {"x": b"\x00\xff"}
+    assert db.set_bulk({"y": "1"}, db=1, expire_time=60, no_reply=True) is None
+    assert db.get_bulk_details(["y"], db=1)[0][:3] == (1, "y", "1")
+    db.close_all()
+    assert db.get("k") == "d"

@@ -159,3 +159,21 @@ def test_connection_pool_keyword(tt_servers):
         assert db.get("k") == "v"
     finally:
         db.close()
+
+
+def test_set_master_and_restore_answers(tree, tmp_path):
+    # setmst only records the master (replication starts in the background): accepted
+    assert tree.set_master("127.0.0.1", 1, 0) is True
+    assert tree.set_master("", 0, datetime.datetime(2020, 1, 1)) is True  # no master again
+    assert tree.restore(str(tmp_path), 0) is True  # an (empty) update-log directory
+    with pytest.raises(TypeError):
+        tree.set_master("127.0.0.1", "1978", 0)
+
+
+def test_encode_and_decode_switches(tree):
+    assert tree.setdup("d", "x", encode_value=False) and tree.setdupback("d", b"w", encode_value=False)
+    assert tree.get_rangelist("d", decode_values=False) == [("d", b"w"), ("d", b"x")]
+    assert tree.get_range("d", decode_values=False) == {"d": b"x"}
+    assert tree.match_regexlist("^d$", decode_values=False) == [("d", b"w"), ("d", b"x")]
+    assert tree.set_bulk({"e": b"\xff"}, encode_values=False) and tree.get_bytes("e") == b"\xff"
+    assert tree.addshl("e", "ab", 2, encode_value=False) and tree.get_bytes("e") == b"ab"
