@@ -197,3 +197,25 @@ def test_encode_value_switches(db):
     assert db.get_bulk_details(["y"], db=1)[0][:3] == (1, "y", "1")
     db.close_all()
     assert db.get("k") == "d"
+
+
+@pytest.mark.parametrize("kind", ["kt", "tt"])
+def test_an_idle_thread_after_no_reply_holds_no_connection(kind, kt_servers, tt_servers):
+    """One pooled connection; a thread writes with no_reply and then idles: others proceed."""
+    server = kt_servers if kind == "kt" else tt_servers
+    db = server.client(max_connections=1, connect_timeout=1.0)
+    wrote, finish = threading.Event(), threading.Event()
+
+    def writer():
+        db.set("idle-writer", "v", no_reply=True)
+        wrote.set()
+        finish.wait(10)  # alive and idle, holding its thread-local state
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert wrote.wait(10)
+        assert db.get("idle-writer") == "v"  # would wait 1 s and fail if the connection were pinned
+    finally:
+        finish.set()
+        thread.join(10)

@@ -3,11 +3,15 @@
 No-reply writes (TT ``putnr``, KT's binary no-reply flag), closing and checking in, and the
 explicit connection controls and ``lua`` runner that coleifer/kt's clients had.
 
-A no-reply request goes out at once.  The connection that carried it stays with the calling
-thread until that thread's next request, which uses it, so every later read from the same
-thread sees the write (a server handles one connection's requests in order).  The
-connection goes back to the pool after that request, when the client is closed or checked
-in, or when the thread ends.
+A no-reply request goes out at once and its connection goes straight back to the pool, so
+no-reply writes never hold a connection (any number of threads can use them with a small
+pool).  The calling thread remembers which connection carried them and that connection's
+reply count: its next request takes that very connection back while it is idle (a server
+handles one connection's requests in order, so the request sees the writes), or goes to
+any connection once that one has read another reply since (the writes were processed
+before it).  While another thread is using it, the request waits for it, at most
+``timeout`` (or ``connect_timeout``).  This is branch h9c's design for TT ``setnr``, here
+shared by both clients.
 
 ``PooledClient`` is a base class: a client calls ``_init_no_reply(pool)`` in its constructor,
 runs operations with ``self._run`` (switched to the pending-aware driver only while some
@@ -33,30 +37,24 @@ _Client = TypeVar("_Client", bound="PooledClient")
 
 
 class _PendingWrites:
-    """A connection that carried no-reply writes, held by one thread until its next request.
+    """Which connection carried this thread's latest no-reply writes, and its reply count then.
 
-    Released back to the pool when the thread's next request is done, when the client is
-    closed, or when the thread ends (its thread-local storage is dropped, running ``__del__``).
+    Holds no connection checked out.  ``__del__`` (the thread ended) keeps the client's count
+    of threads with pending writes right.
     """
 
-    __slots__ = ("pool", "conn", "owner")
+    __slots__ = ("conn", "replies", "owner")
 
-    def __init__(self, pool: Pool, conn: Any) -> None:
-        self.pool = pool
+    def __init__(self, conn: Any, replies: int, owner: PooledClient) -> None:
         self.conn = conn
-        self.owner: Optional[PooledClient] = None  # set while counted in owner._pending_threads
-
-    def release(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            self.pool.release(conn)
+        self.replies = replies
+        self.owner: Optional[PooledClient] = owner  # set while counted in owner._pending_threads
 
     def __del__(self) -> None:
         try:
             owner, self.owner = self.owner, None
             if owner is not None:
                 owner._count_pending(-1)
-            self.release()
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
 
@@ -77,10 +75,13 @@ class PooledClient:
         self._pending_lock = threading.Lock()
 
     def _request(self, data: bytes, parse: Any, idempotent: bool = False) -> Any:
-        pending = getattr(self._local, "pending", None)
-        if pending is not None:
-            return self._request_pending(pending, data, parse)
-        return self._pool.request(data, parse, idempotent=idempotent)
+        conn = self._reclaim()
+        if conn is None:
+            return self._pool.request(data, parse, idempotent=idempotent)
+        try:  # the connection that carried this thread's no-reply writes: they go first
+            return conn.request(data, parse)
+        finally:
+            self._pool.release(conn)
 
     def _take_pending(self) -> Optional[_PendingWrites]:
         pending = getattr(self._local, "pending", None)
@@ -96,36 +97,31 @@ class PooledClient:
             self._pending_threads += delta
             self._run = self._run_pending if self._pending_threads else self._run_pooled
 
-    def _request_pending(self, pending: _PendingWrites, data: bytes, parse: Any) -> Any:
-        self._take_pending()
-        conn = pending.conn
-        pending.conn = None
-        try:
-            return conn.request(data, parse)
-        finally:
-            self._pool.release(conn)
-
-    def _send_no_reply(self, data: bytes) -> None:
+    def _reclaim(self) -> Any:
+        """The connection of this thread's unprocessed no-reply writes, checked out, or None."""
         pending = self._take_pending()
         if pending is None:
-            conn = self._pool.acquire()
-            if conn.is_stale():
-                self._pool.release(conn)  # closed by is_stale(): the pool discards it
-                conn = self._pool.acquire()
-            pending = _PendingWrites(self._pool, conn)
+            return None
+        return self._pool.reclaim(pending.conn, pending.replies)
+
+    def _send_no_reply(self, data: bytes) -> None:
+        pool = self._pool
+        conn = self._reclaim()  # keeps this thread's no-reply writes in order
+        if conn is None:
+            conn = pool.acquire()
+        if conn.is_stale():  # a write to a peer that hung up would be lost silently
+            pool.release(conn)  # closed by is_stale(): the pool discards it
+            conn = pool.acquire()
         try:
-            pending.conn.send(data)
-        except BaseException:
-            pending.release()
-            raise
+            conn.send(data)
+            replies = conn.replies
+        finally:
+            pool.release(conn)  # no connection is held between calls
         self._count_pending(1)
-        pending.owner = self
-        self._local.pending = pending
+        self._local.pending = _PendingWrites(conn, replies, self)
 
     def _release_pending(self) -> None:
-        pending = self._take_pending()
-        if pending is not None:
-            pending.release()
+        self._take_pending()
 
     def _run_or_send(self, op: Any) -> Any:
         """Run ``op``; a plan whose ``parse`` is None is a no-reply request: sent, None returned."""

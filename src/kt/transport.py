@@ -41,6 +41,8 @@ API (other modules code against exactly these names)
       server-side state per connection); the connection is discarded if the block raises a
       connection/protocol/socket error.  ``acquire()`` / ``release(conn)`` do the same for
       objects whose life is not a ``with`` block.
+    * ``reclaim(conn, replies)``: take back the very connection that carried no-reply
+      requests, unless it has read a reply since (then they were processed).
     * ``checkin()``: return the calling thread's innermost ``connection()`` pin to the pool
       early (no-op when it holds none); the block must not use that connection afterwards.
     * ``close()``: close every idle connection; checked-out ones are closed when released.
@@ -108,7 +110,7 @@ def _check_timeout(name: str, value: Optional[float]) -> Optional[float]:
 class Connection:
     """One TCP connection speaking request/response; see the module docstring."""
 
-    __slots__ = ("host", "port", "timeout", "connect_timeout", "address", "generation", "_sock")
+    __slots__ = ("host", "port", "timeout", "connect_timeout", "address", "generation", "replies", "_sock")
 
     def __init__(
         self,
@@ -125,6 +127,7 @@ class Connection:
         self.connect_timeout = _check_timeout("connect_timeout", connect_timeout)
         self.address = f"{self.host}:{port}"
         self.generation = 0  # set by Pool: connections of an older generation are closed
+        self.replies = 0  # replies read: a later one proves earlier no-reply sends were processed
         self._sock: Optional[socket.socket] = None
 
     def __repr__(self) -> str:
@@ -187,6 +190,7 @@ class Connection:
             sock.sendall(data)
             chunk = sock.recv(RECV_SIZE)
             if chunk:
+                self.replies += 1  # reply bytes: everything sent before was processed
                 parsed = parse(chunk, 0)
                 if parsed is not None and parsed[1] == len(chunk):
                     return parsed[0]
@@ -482,6 +486,36 @@ class Pool:
                 self.release(conn)
             if not stack:
                 self._pins.pop(threading.get_ident(), None)
+
+    def reclaim(self, conn: Connection, replies: int) -> Optional[Connection]:
+        """Check out ``conn`` itself while it may still carry unprocessed no-reply requests.
+
+        ``replies`` is ``conn.replies`` right after those requests were sent.  Returns ``conn``
+        (checked out: ``release`` it) while that is still the count; None once ``conn`` has
+        read a later reply (a server handles one connection's requests in order, so the
+        no-reply ones were processed) or was closed.  While another thread uses ``conn`` this
+        waits for it, at most ``timeout`` (or ``connect_timeout``), then answers None.
+        """
+        deadline = None
+        while conn.replies == replies and conn._sock is not None and conn.generation == self._generation:
+            try:
+                self._idle.remove(conn)  # atomic; by identity
+                return conn
+            except ValueError:
+                pass
+            now = time.monotonic()
+            if deadline is None:
+                wait = self.timeout or self.connect_timeout
+                deadline = now + (wait if wait is not None else 60.0)
+            elif now >= deadline:
+                return None
+            with self._cond:
+                self._waiters += 1  # so that a release notifies
+                try:
+                    self._cond.wait(min(0.01, deadline - now))
+                finally:
+                    self._waiters -= 1
+        return None
 
     def checkin(self) -> None:
         """Return the calling thread's pinned connection to the pool (no-op without one)."""
