@@ -14,6 +14,7 @@ import threading
 from functools import partial
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
+from kt.errors import ServerConnectionError
 from kt.expiry import ExpireTime
 from kt.ops import Plan, run
 from kt.ops import kt as _ops
@@ -350,7 +351,18 @@ class Cursor:
             conn = self._conn
             if conn is None:
                 raise ValueError("operation on a closed cursor")
+            if conn.inherited:
+                self._forked(conn)
             return plan.finish(conn.request(plan.data, plan.parse))
+
+    def _forked(self, conn: Connection) -> None:
+        """This process is a fork of the one that opened the cursor's connection."""
+        conn.forget()  # never read the parent's replies; the parent's cursor is untouched
+        if self._state.created:
+            raise ServerConnectionError(
+                f"cursor {self.cursor_id} lives on a connection of the parent process (it was "
+                "used before os.fork()); open a new cursor in this process"
+            )
 
     def jump(self, key: Any = None) -> bool:
         """Go to the first record (``key`` None) or the first record >= ``key``."""
@@ -413,7 +425,7 @@ class Cursor:
                 return
             try:
                 plan = _ops.cur_delete(self._codec, self._state)
-                if plan is not None and not conn.closed:
+                if plan is not None and not conn.closed:  # (closed too when inherited across fork)
                     try:
                         conn.request(plan.data, plan.parse)
                     except Exception:

@@ -6,10 +6,19 @@ sans-IO codec ``kt.protocol.tt_binary`` and hands it to the shared transport
 ``add`` of an existing key is ``False``); failures that can only mean trouble raise
 ``ServerError`` / ``ScriptError``.
 
-No-reply writes (``setnr``/``setnr_bulk``) go out at once.  The connection that carried
-them stays with the calling thread until that thread's next request, which uses it, so
-every later read from the same thread sees the writes (a server handles one connection's
-requests in order).
+No-reply writes (``setnr``/``setnr_bulk``) go out at once and their connection goes straight
+back to the pool, so they never hold one.  The calling thread remembers which connection
+carried them: its next request takes that very connection back if it is idle (a server
+handles one connection's requests in order, so the request sees the writes), or goes
+anywhere once that connection has answered someone else's request since (the writes were
+processed before that answer).  While another thread is using it, the request waits for
+it, at most ``timeout`` (or ``connect_timeout``).
+
+Only requests whose repetition cannot change the outcome are resent after a dropped
+connection (``idempotent=True`` below; the table is in docs/reliability.md): reads, ``set``,
+``remove_bulk``, ``clear``, ``sync``, ``optimize``, ``copy``, read-only ``misc`` and
+``search``.  Every other write that loses its connection after being sent raises
+``ConnectionDroppedError``: it may or may not have been applied.
 """
 
 from __future__ import annotations
@@ -23,7 +32,7 @@ from kt.ops import tt as _ops
 from kt.ops.codec import Codec, check_int
 from kt.protocol import tt_binary as tt
 from kt.serializers import KT_BINARY, Serializer
-from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, Pool
+from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, ConnectionDroppedError, Pool
 
 __all__ = [
     "TokyoTyrant",
@@ -108,30 +117,24 @@ _text = Codec.arg
 
 
 class _PendingWrites:
-    """A connection that carried no-reply writes, held by one thread until its next request.
+    """Which connection carried this thread's latest no-reply writes, and its reply count then.
 
-    Released back to the pool when the thread's next request is done, when the client is
-    closed, or when the thread ends (its thread-local storage is dropped, running ``__del__``).
+    Holds no connection checked out.  ``__del__`` (the thread ended) keeps the client's count
+    of threads with pending writes right.
     """
 
-    __slots__ = ("pool", "conn", "owner")
+    __slots__ = ("conn", "replies", "owner")
 
-    def __init__(self, pool: Pool, conn: Any) -> None:
-        self.pool = pool
+    def __init__(self, conn: Any, replies: int, owner: TokyoTyrant) -> None:
         self.conn = conn
-        self.owner: Optional[TokyoTyrant] = None  # set while counted in owner._pending_threads
-
-    def release(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            self.pool.release(conn)
+        self.replies = replies
+        self.owner: Optional[TokyoTyrant] = owner  # set while counted in owner._pending_threads
 
     def __del__(self) -> None:
         try:
             owner, self.owner = self.owner, None
             if owner is not None:
                 owner._count_pending(-1)
-            self.release()
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
 
@@ -183,9 +186,20 @@ class TokyoTyrant:
     # -- transport ------------------------------------------------------------------------
 
     def _request(self, data: bytes, parse: Any, idempotent: bool = False) -> Any:
-        pending = getattr(self._local, "pending", None)
-        if pending is not None:
-            return self._request_pending(pending, data, parse)
+        """Pool.request, but first on this thread's no-reply connection (when it has one)."""
+        if self._pending_threads:
+            conn = self._reclaim()
+            if conn is not None:
+                if conn.is_stale():  # dropped: nothing to wait for, nothing sent yet
+                    self._pool.release(conn)
+                else:
+                    try:
+                        return conn.request(data, parse)
+                    except ConnectionDroppedError:
+                        if not idempotent:
+                            raise
+                    finally:
+                        self._pool.release(conn)
         return self._pool.request(data, parse, idempotent=idempotent)
 
     def _take_pending(self) -> Optional[_PendingWrites]:
@@ -202,31 +216,28 @@ class TokyoTyrant:
             self._pending_threads += delta
             self._run = self._run_pending if self._pending_threads else self._run_pooled
 
-    def _request_pending(self, pending: _PendingWrites, data: bytes, parse: Any) -> Any:
-        self._take_pending()
-        conn = pending.conn
-        pending.conn = None
-        try:
-            return conn.request(data, parse)
-        finally:
-            self._pool.release(conn)
-
-    def _send_no_reply(self, data: bytes) -> None:
+    def _reclaim(self) -> Any:
+        """The connection of this thread's unprocessed no-reply writes, checked out, or None."""
         pending = self._take_pending()
         if pending is None:
-            conn = self._pool.acquire()
-            if conn.is_stale():
-                self._pool.release(conn)  # closed by is_stale(): the pool discards it
-                conn = self._pool.acquire()
-            pending = _PendingWrites(self._pool, conn)
+            return None
+        return self._pool.reclaim(pending.conn, pending.replies)
+
+    def _send_no_reply(self, data: bytes) -> None:
+        pool = self._pool
+        conn = self._reclaim()  # keeps this thread's no-reply writes in order
+        if conn is None:
+            conn = pool.acquire()
+        if conn.is_stale():  # a write to a peer that hung up would be lost silently
+            pool.release(conn)  # closed by is_stale(): the pool discards it
+            conn = pool.acquire()
         try:
-            pending.conn.send(data)
-        except BaseException:
-            pending.release()
-            raise
+            conn.send(data)
+            replies = conn.replies
+        finally:
+            pool.release(conn)
         self._count_pending(1)
-        pending.owner = self
-        self._local.pending = pending
+        self._local.pending = _PendingWrites(conn, replies, self)
 
     def checkin(self) -> None:
         """Return this thread's pinned connection (if any) to the pool."""
@@ -239,9 +250,7 @@ class TokyoTyrant:
         self._pool.close()
 
     def _release_pending(self) -> None:
-        pending = self._take_pending()
-        if pending is not None:
-            pending.release()
+        self._take_pending()
 
     def __enter__(self) -> TokyoTyrant:
         return self

@@ -7,9 +7,11 @@ only run them.  ``setnr``/``setnr_bulk`` return a plan whose ``parse`` is None: 
 has no reply, and the drivers send it without waiting.
 
 ``idempotent``: True for reads and for writes whose repeat leaves the same stored state and
-reply (``put``, ``putlist``, ``outlist``, ``vanish``, ``sync``...).  Writes whose reply or
-effect depends on the previous state (``putkeep``, ``putcat``, ``out``, ``addint``, ``ext``,
-``genuid``, ``iternext``...) and arbitrary ``misc`` calls are never resent.
+reply (``put``, ``outlist``, ``vanish``, ``sync``, ``optimize``, ``copy``, read-only ``misc``
+and ``search``).  Writes whose reply or effect depends on the previous state (``putkeep``,
+``putcat``, ``out``, ``addint``, ``ext``, ``genuid``, ``iternext``, ``putlist`` on a B+ tree
+with duplicates, ``setindex``...) and other ``misc`` calls are never resent (the table is in
+docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ _parse_get = tt.parse_get
 _parse_put = tt.parse_put
 _LOG = 0
 _NO_LOG = tt.MISC_NO_UPDATE_LOG
+# misc functions that only read: safe to resend after a dropped connection.
+READ_ONLY_MISC = frozenset((b"get", b"getlist", b"getpart", b"range", b"regex", b"error"))
 
 
 def merge(data: Optional[Dict[Any, Any]], kwargs: Dict[str, Any], what: str) -> Dict[Any, Any]:
@@ -181,7 +185,8 @@ def set_bulk(c: Codec, __data: Optional[Dict[Any, Any]] = None, /, **kwargs: Any
     if not data:
         return nothing(True)
     encode = c.encode_value
-    return _misc_ok(b"putlist", [part for k, v in data.items() for part in (c.key(k), encode(v))], True)
+    # Not idempotent: on a B+ tree database with duplicates a repeated putlist adds records.
+    return _misc_ok(b"putlist", [part for k, v in data.items() for part in (c.key(k), encode(v))])
 
 
 def update(
@@ -219,7 +224,7 @@ def misc(
 ) -> Plan:
     name = c.arg(cmd, "misc command")
     encoded = [] if args is None else [c.arg(arg, "misc argument") for arg in args]
-    return _misc(name, encoded, _LOG if update_log else _NO_LOG)
+    return _misc(name, encoded, _LOG if update_log else _NO_LOG, None, name in READ_ONLY_MISC)
 
 
 def script(
@@ -388,15 +393,15 @@ def set_index(c: Codec, name: Union[str, bytes], index_type: int, check_exists: 
             )
         return result is not None
 
-    return _misc(b"setindex", [c.arg(name, "column"), b"%d" % kind], _LOG, finish, not check_exists)
+    return _misc(b"setindex", [c.arg(name, "column"), b"%d" % kind], _LOG, finish)
 
 
 def optimize_index(c: Codec, name: Union[str, bytes]) -> Plan:
-    return _misc_ok(b"setindex", [c.arg(name, "column"), b"%d" % INDEX_OPTIMIZE], True)
+    return _misc_ok(b"setindex", [c.arg(name, "column"), b"%d" % INDEX_OPTIMIZE])
 
 
 def delete_index(c: Codec, name: Union[str, bytes]) -> Plan:
-    return _misc_ok(b"setindex", [c.arg(name, "column"), b"%d" % INDEX_VOID], True)
+    return _misc_ok(b"setindex", [c.arg(name, "column"), b"%d" % INDEX_VOID])
 
 
 def _search_record(c: Codec, item: bytes) -> Tuple[Any, Dict[Any, Any]]:
