@@ -14,6 +14,7 @@ database names (both real servers stop reading options at the first database nam
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import shutil
@@ -255,6 +256,24 @@ class _BaseEmbeddedServer:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+    # asyncio: ``await server.astart()`` / ``await server.astop()``, or ``async with server``.
+    # Starting and stopping wait on a process, so they run in the loop's default executor.
+
+    async def astart(self) -> bool:
+        """``run()`` without blocking the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.run)
+
+    async def astop(self) -> bool:
+        """``stop()`` without blocking the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
+    async def __aenter__(self):
+        await self.astart()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.astop()
 
     def __del__(self) -> None:
         try:

@@ -252,7 +252,9 @@ def _check_magic(buf: Buffer, pos: int, expected: int, procedure: str) -> bool:
     if magic == expected:
         return True
     if magic == MAGIC_ERROR:
-        raise ServerError("the server reported an error (0xBF)", code=MAGIC_ERROR, procedure=procedure)
+        raise ServerError(
+            "the server reported an error (0xBF)", code=MAGIC_ERROR, procedure=procedure, end=pos + 1
+        )
     raise _unexpected(buf, pos, expected)
 
 

@@ -1,0 +1,217 @@
+"""``kt.aio.KyotoTycoon`` and ``kt.aio.Cursor``: the sync client's methods as coroutines.
+
+Every operation comes from :mod:`kt.ops.kt`, exactly as in :class:`kt.KyotoTycoon`; the
+coroutine methods are derived from the sync class (:mod:`kt.aio._facade`), so names,
+arguments, defaults, docstrings and results are the same.  Requests travel over
+:class:`kt.aio.transport.AsyncPool`: many in flight per connection (pipelining).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from functools import partial
+from typing import Any, AsyncIterator, List, Optional, Tuple
+
+from kt import kyototycoon as _sync
+from kt.aio._facade import coroutines
+from kt.aio.transport import DEFAULT_ASYNC_MAX_SIZE, AsyncConnection, AsyncPool
+from kt.errors import ServerConnectionError
+from kt.ops import Plan, arun, finished
+from kt.ops import kt as _ops
+from kt.ops.codec import Codec, check_db
+from kt.serializers import KT_BINARY
+from kt.transport import DEFAULT_CONNECT_TIMEOUT
+
+__all__ = ["KyotoTycoon", "Cursor"]
+
+# Sync methods that are not one operation each (written below for asyncio), or make no sense
+# without a blocking socket.
+_OWN = {"checkin", "close", "cursor", "keys", "values", "items", "set_database", "default_db"}
+
+
+class KyotoTycoon:
+    """asyncio client for one Kyoto Tycoon server: ``kt.KyotoTycoon``'s methods as coroutines.
+
+    ``await db.get(key)``, ``await db.set(key, value)``, ``async with KyotoTycoon(...) as db``,
+    ``async for key in db.keys()``; ``size`` and ``path`` are awaitable properties.  Dict-style
+    access (``db[key]``, ``db[key] = value``, ``del db[key]``, ``key in db``, ``len(db)``) is
+    absent: Python cannot await those.  Concurrent calls share up to ``max_connections``
+    connections (default 4), several requests in flight on each; ``timeout`` bounds each
+    reply (``kt.ServerTimeoutError``; the connection is closed and the calls queued on it fail
+    at once).  ``coalesce_gets=True`` sends concurrent single gets waiting on one connection
+    as one ``get_bulk`` (same results; see bench/README.md for when it pays).
+    """
+
+    def __init__(
+        self,
+        host: str = "",
+        port: int = 1978,
+        serializer: Any = KT_BINARY,
+        decode_keys: bool = True,
+        timeout: Optional[float] = None,
+        default_db: int = 0,
+        connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
+        max_connections: int = DEFAULT_ASYNC_MAX_SIZE,
+        coalesce_gets: bool = False,
+    ) -> None:
+        self._pool = AsyncPool(host, port, timeout, connect_timeout, max_connections, coalesce_gets)
+        self._arun = partial(arun, self._pool.request)
+        self.host = self._pool.host
+        self.port = port
+        self.timeout = timeout
+        self._codec = Codec(serializer, decode_keys, default_db, f"{self.host}:{port}")
+        self.decode_keys = decode_keys
+
+    def __repr__(self) -> str:
+        codec = self._codec
+        return f"<aio.KyotoTycoon {self.host}:{self.port} db={codec.default_db} {codec.serializer.name}>"
+
+    @property
+    def default_db(self) -> int:
+        return self._codec.default_db
+
+    @default_db.setter
+    def default_db(self, db: int) -> None:
+        self._codec.default_db = check_db(db)
+
+    def set_database(self, db: int) -> KyotoTycoon:
+        """Make ``db`` the database used when a call passes ``db=None``."""
+        self.default_db = db
+        return self
+
+    async def checkin(self) -> None:
+        """Nothing to do: asyncio calls never pin a connection to a task."""
+
+    async def close(self) -> None:
+        """Close every connection (calls in flight fail; the client reconnects on demand)."""
+        self._pool.close()
+
+    async def __aenter__(self) -> KyotoTycoon:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def _rpc(self, procedure: str, params: List[Tuple[bytes, bytes]], db: Optional[int] = None) -> bool:
+        """Call any RPC procedure: True on success, False on a logical failure (450)."""
+        return await self._arun(_ops.rpc(self._codec, procedure, params, db))
+
+    def cursor(self, db: Optional[int] = None, cursor_id: Optional[int] = None) -> Cursor:
+        """A server-side cursor over ``db``, pinned to one connection until closed."""
+        return Cursor(self, db=db, cursor_id=cursor_id)
+
+    async def keys(self, db: Optional[int] = None) -> AsyncIterator[Any]:
+        """Every key of the database, lazily, in the database's order (``async for``)."""
+        async with self.cursor(db) as cur:
+            async for key in cur._walk(_ops.cur_key):
+                yield key
+
+    async def values(self, db: Optional[int] = None) -> AsyncIterator[Any]:
+        """Every value of the database, lazily (``async for``)."""
+        async with self.cursor(db) as cur:
+            async for value in cur._walk(_ops.cur_value):
+                yield value
+
+    async def items(self, db: Optional[int] = None) -> AsyncIterator[Tuple[Any, Any]]:
+        """Every ``(key, value)`` of the database, lazily (``async for``)."""
+        async with self.cursor(db) as cur:
+            async for item in cur._walk(_ops.cur_get):
+                yield item
+
+
+for _name, _method in coroutines(
+    _sync.KyotoTycoon, _ops, [n for n in dir(_sync.KyotoTycoon) if n[0] != "_" and n not in _OWN]
+).items():
+    setattr(KyotoTycoon, _name, _method)
+
+
+class Cursor:
+    """An asyncio Kyoto Tycoon cursor: ``kt.Cursor``'s methods as coroutines.
+
+    Pinned to one pooled connection for its life (the server keeps cursor state per
+    connection); other calls may share that connection.  ``async with`` / ``await close()``
+    deletes the server-side cursor; ``async for`` yields ``(key, value)`` pairs from the
+    current position.  Calls on one cursor are serialized.
+    """
+
+    def __init__(self, client: KyotoTycoon, db: Optional[int] = None, cursor_id: Optional[int] = None):
+        self._client = client
+        self._codec = client._codec
+        self._state = _ops.CursorState(self._codec, db, cursor_id)
+        self._conn: Optional[AsyncConnection] = None
+        self._closed = False
+        self._lock: Optional[asyncio.Lock] = None
+        self._pid = os.getpid()
+
+    @property
+    def cursor_id(self) -> int:
+        return self._state.cursor_id
+
+    @property
+    def db(self) -> int:
+        return self._state.db
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("positioned" if self._state.positioned else "unpositioned")
+        return f"<aio.Cursor {self.cursor_id} db={self.db} {state}>"
+
+    async def _arun(self, plan: Plan) -> Any:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            if self._closed:
+                raise ValueError("operation on a closed cursor")
+            if self._pid != os.getpid():
+                raise ServerConnectionError(
+                    f"cursor {self.cursor_id} belongs to the parent process (made before os.fork()); "
+                    "open a new cursor in this process"
+                )
+            conn = self._conn
+            if conn is None:
+                conn = self._conn = await self._client._pool.pin()
+            elif conn.closed:
+                raise ServerConnectionError(
+                    f"the connection of cursor {self.cursor_id} was closed; the server-side cursor is gone"
+                )
+            return finished(plan, await conn.submit(plan.data, plan.parse))
+
+    async def _walk(self, read: Any, from_start: bool = True) -> AsyncIterator[Any]:
+        """Yield ``read`` results stepping forward, until the cursor walks off the end."""
+        if from_start or not self._state.positioned:
+            if not await self.jump():  # type: ignore[attr-defined]
+                return
+        step = self._state
+        while True:
+            item = await self._arun(read(self._codec, step, True))
+            if item is None:
+                return
+            yield item
+
+    def __aiter__(self) -> AsyncIterator[Tuple[Any, Any]]:
+        return self._walk(_ops.cur_get, from_start=False)
+
+    async def close(self) -> None:
+        """Delete the server-side cursor; its connection stays with the pool."""
+        if self._closed:
+            return
+        self._closed = True
+        conn, self._conn = self._conn, None
+        plan = _ops.cur_delete(self._codec, self._state)
+        if conn is not None and plan is not None and not conn.closed and self._pid == os.getpid():
+            try:
+                await conn.submit(plan.data, plan.parse)
+            except Exception:
+                conn.close()  # never leave a connection in an unknown state
+
+    async def __aenter__(self) -> Cursor:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+
+_CURSOR_OPS = ("jump", "jump_back", "step", "step_back", "key", "value", "get", "set_value", "remove")
+_CURSOR_OPS += ("seize",)
+for _name, _method in coroutines(_sync.Cursor, _ops, _CURSOR_OPS, prefix="cur_", state="_state").items():
+    setattr(Cursor, _name, _method)
