@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import sys
 
-from _common import QUICK, bundled_server, compare, markdown_table, rows_for, value_of
+from _common import QUICK, bundled_server, compare, markdown_table, rows_for, value_of, write_section
 from kt import KT_NONE
 from kt.aio import KyotoTycoon as AsyncKyotoTycoon
 from kt.kyototycoon import KyotoTycoon
@@ -31,6 +30,7 @@ VALUE = value_of(100)
 KEYS = [f"aio-key-{i:04d}" for i in range(CONCURRENT)]
 SECTION_START = "<!-- aio-client-bench:start -->"
 SECTION_END = "<!-- aio-client-bench:end -->"
+NOTES = ""
 
 
 def candidates(host: str, port: int, loop: asyncio.AbstractEventLoop) -> dict:
@@ -62,22 +62,13 @@ def candidates(host: str, port: int, loop: asyncio.AbstractEventLoop) -> dict:
 
 
 def write_markdown(path: str, table: str, server_kind: str) -> None:
-    section = (
-        f"{SECTION_START}\n## asyncio client (`bench/bench_aio_client.py`)\n\n"
+    intro = (
         f"Server: {server_kind}; {CONCURRENT} gets of distinct keys per call (100-byte values, "
         "KT_NONE); ops/s counts gets. `x sync` = relative to the sync client's sequential gets "
-        "in the same run.\n\n"
-        f"{table}\n\n{SECTION_END}"
+        "in the same run."
     )
-    with open(path, encoding="utf-8") as handle:
-        text = handle.read()
-    pattern = re.compile(re.escape(SECTION_START) + ".*?" + re.escape(SECTION_END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    title = "## asyncio client (`bench/bench_aio_client.py`)"
+    write_section(path, SECTION_START, SECTION_END, f"{title}\n\n{intro}\n\n{table}\n\n{NOTES}")
 
 
 def main(argv=None) -> int:

@@ -20,18 +20,20 @@ from kt.ops import Plan, run
 from kt.ops import kt as _ops
 from kt.ops.codec import Codec, check_db
 from kt.serializers import KT_BINARY
-from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, Connection, Pool
+from kt.transport import DEFAULT_CONNECT_TIMEOUT, Connection, Pool
 
 __all__ = ["KyotoTycoon", "Cursor"]
 
 
-class KyotoTycoon:
-    """Client for one Kyoto Tycoon server (thread-safe; connections are pooled).
+class KyotoTycoonBase:
+    """What the sync and the asyncio KyotoTycoon share: settings, Codec, default database.
 
-    ``timeout`` bounds every wait for a reply (None: wait forever); ``connect_timeout``
-    bounds connecting; ``max_connections`` bounds the pool.  Every method runs one
-    operation of :mod:`kt.ops.kt` (the asyncio client runs the same ones).
+    ``_transport`` is the pool class (``Pool`` here, ``kt.aio.transport.AsyncPool`` there);
+    ``_bind`` attaches the driver that runs operations over it.  ``max_connections=None``
+    means the transport's default (32 sync, 4 asyncio).
     """
+
+    _transport: Any = Pool
 
     def __init__(
         self,
@@ -42,21 +44,23 @@ class KyotoTycoon:
         timeout: Optional[float] = None,
         default_db: int = 0,
         connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_SIZE,
+        max_connections: Optional[int] = None,
     ) -> None:
-        self._pool = Pool(
-            host, port, timeout=timeout, connect_timeout=connect_timeout, max_size=max_connections
-        )
-        self._run = partial(run, self._pool.request)  # bound once: every operation goes through it
+        size = {} if max_connections is None else {"max_size": max_connections}
+        self._pool = self._transport(host, port, timeout=timeout, connect_timeout=connect_timeout, **size)
         self.host = self._pool.host
         self.port = port
         self.timeout = timeout
         self._codec = Codec(serializer, decode_keys, default_db, f"{self.host}:{port}")
         self.decode_keys = decode_keys
+        self._bind()
+
+    def _bind(self) -> None:
+        self._run = partial(run, self._pool.request)  # bound once: every operation goes through it
 
     def __repr__(self) -> str:
-        codec = self._codec
-        return f"<KyotoTycoon {self.host}:{self.port} db={codec.default_db} {codec.serializer.name}>"
+        name, codec = type(self).__name__, self._codec
+        return f"<{name} {self.host}:{self.port} db={codec.default_db} {codec.serializer.name}>"
 
     @property
     def default_db(self) -> int:
@@ -65,6 +69,20 @@ class KyotoTycoon:
     @default_db.setter
     def default_db(self, db: int) -> None:
         self._codec.default_db = check_db(db)
+
+    def set_database(self, db: int) -> Any:
+        """Make ``db`` the database used when a call passes ``db=None``."""
+        self.default_db = db
+        return self
+
+
+class KyotoTycoon(KyotoTycoonBase):
+    """Client for one Kyoto Tycoon server (thread-safe; connections are pooled).
+
+    ``timeout`` bounds every wait for a reply (None: wait forever); ``connect_timeout``
+    bounds connecting; ``max_connections`` bounds the pool (default 32).  Every method runs
+    one operation of :mod:`kt.ops.kt` (the asyncio client runs the same ones).
+    """
 
     # -- connection management -----------------------------------------------------------
 
@@ -81,11 +99,6 @@ class KyotoTycoon:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-    def set_database(self, db: int) -> KyotoTycoon:
-        """Make ``db`` the database used when a call passes ``db=None``."""
-        self.default_db = db
-        return self
 
     def _rpc(self, procedure: str, params: List[Tuple[bytes, bytes]], db: Optional[int] = None) -> bool:
         """Call any RPC procedure: True on success, False on a logical failure (450)."""
@@ -313,7 +326,35 @@ class KyotoTycoon:
         return self.exists(key, db)
 
 
-class Cursor:
+class CursorBase:
+    """What the sync and the asyncio cursor share: the client's codec and the cursor's state."""
+
+    def __init__(self, client: Any, db: Optional[int] = None, cursor_id: Optional[int] = None):
+        self._client = client
+        self._codec = client._codec
+        self._state = _ops.CursorState(self._codec, db, cursor_id)
+
+    @property
+    def cursor_id(self) -> int:
+        return self._state.cursor_id
+
+    @property
+    def db(self) -> int:
+        return self._state.db
+
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        if self.closed:
+            state = "closed"
+        else:
+            state = "positioned" if self._state.positioned else "unpositioned"
+        return f"<{type(self).__name__} {self.cursor_id} db={self.db} {state}>"
+
+
+class Cursor(CursorBase):
     """A Kyoto Tycoon cursor: server-side state, so it keeps one connection for its life.
 
     Methods answer False/None when the cursor is not positioned or walked off the end;
@@ -325,26 +366,13 @@ class Cursor:
     """
 
     def __init__(self, client: KyotoTycoon, db: Optional[int] = None, cursor_id: Optional[int] = None):
-        self._client = client
-        self._codec = client._codec
-        self._state = _ops.CursorState(self._codec, db, cursor_id)
+        super().__init__(client, db, cursor_id)
         self._lock = threading.Lock()
         self._conn: Optional[Connection] = client._pool.acquire()
 
     @property
-    def cursor_id(self) -> int:
-        return self._state.cursor_id
-
-    @property
-    def db(self) -> int:
-        return self._state.db
-
-    def __repr__(self) -> str:
-        if self._conn is None:
-            state = "closed"
-        else:
-            state = "positioned" if self._state.positioned else "unpositioned"
-        return f"<Cursor {self.cursor_id} db={self.db} {state}>"
+    def closed(self) -> bool:
+        return self._conn is None
 
     def _run(self, plan: Plan) -> Any:
         with self._lock:

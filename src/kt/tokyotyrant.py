@@ -32,7 +32,7 @@ from kt.ops import tt as _ops
 from kt.ops.codec import Codec, check_int
 from kt.protocol import tt_binary as tt
 from kt.serializers import KT_BINARY, Serializer
-from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, ConnectionDroppedError, Pool
+from kt.transport import DEFAULT_CONNECT_TIMEOUT, ConnectionDroppedError, Pool
 
 __all__ = [
     "TokyoTyrant",
@@ -139,12 +139,15 @@ class _PendingWrites:
             pass
 
 
-class TokyoTyrant:
-    """Client for a Tokyo Tyrant server (ttserver 1.1.41 protocol) or kt's bundled one.
+class TokyoTyrantBase:
+    """What the sync and the asyncio TokyoTyrant share: settings and Codec.
 
-    Every method runs one operation of :mod:`kt.ops.tt` (the asyncio client runs the same
-    ones).
+    ``_transport`` is the pool class (``Pool`` here, ``kt.aio.transport.AsyncPool`` there);
+    ``_bind`` attaches the driver that runs operations over it.  ``max_connections=None``
+    means the transport's default (32 sync, 4 asyncio).
     """
+
+    _transport: Any = Pool
 
     def __init__(
         self,
@@ -154,34 +157,47 @@ class TokyoTyrant:
         decode_keys: bool = True,
         timeout: Optional[float] = None,
         connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_SIZE,
+        max_connections: Optional[int] = None,
     ) -> None:
         self._codec = Codec(serializer, decode_keys)
         self.decode_keys = decode_keys
-        self._pool = pool = Pool(
-            host, port, timeout=timeout, connect_timeout=connect_timeout, max_size=max_connections
-        )
-        # While some thread holds a no-reply connection, requests look for it first.
-        self._run_pooled = partial(run, pool.request)
-        self._run_pending = partial(run, self._request)
-        self._run = self._run_pooled
+        size = {} if max_connections is None else {"max_size": max_connections}
+        self._pool = self._transport(host, port, timeout=timeout, connect_timeout=connect_timeout, **size)
         self.host = self._pool.host
         self.port = port
         self.timeout = timeout
-        self._local = threading.local()
-        self._pending_threads = 0  # > 0 while some thread holds a no-reply connection
-        self._pending_lock = threading.Lock()
+        self._bind()
+
+    def _bind(self) -> None:
+        raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"<TokyoTyrant {self._pool.address} serializer={self._codec.serializer.name}>"
+        return f"<{type(self).__name__} {self._pool.address} serializer={self._codec.serializer.name}>"
 
     @property
     def serializer(self) -> Serializer:
         return self._codec.serializer
 
     @property
-    def pool(self) -> Pool:
+    def pool(self) -> Any:
         return self._pool
+
+
+class TokyoTyrant(TokyoTyrantBase):
+    """Client for a Tokyo Tyrant server (ttserver 1.1.41 protocol) or kt's bundled one.
+
+    Every method runs one operation of :mod:`kt.ops.tt` (the asyncio client runs the same
+    ones).  ``max_connections`` bounds the pool (default 32).
+    """
+
+    def _bind(self) -> None:
+        # While some thread holds a no-reply connection, requests look for it first.
+        self._run_pooled = partial(run, self._pool.request)
+        self._run_pending = partial(run, self._request)
+        self._run = self._run_pooled
+        self._local = threading.local()
+        self._pending_threads = 0  # > 0 while some thread holds a no-reply connection
+        self._pending_lock = threading.Lock()
 
     # -- transport ------------------------------------------------------------------------
 

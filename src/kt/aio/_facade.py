@@ -47,3 +47,19 @@ def coroutines(
         else:
             methods[name] = _twin(name, op, attr, state)
     return methods
+
+
+class AsyncLifecycle:
+    """``close()`` as a coroutine and ``async with`` for the asyncio clients."""
+
+    _pool: Any
+
+    async def close(self) -> None:
+        """Close every connection (calls in flight fail; the client reconnects on demand)."""
+        self._pool.close()
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()

@@ -14,14 +14,11 @@ from functools import partial
 from typing import Any, AsyncIterator, List, Optional, Tuple
 
 from kt import kyototycoon as _sync
-from kt.aio._facade import coroutines
-from kt.aio.transport import DEFAULT_ASYNC_MAX_SIZE, AsyncConnection, AsyncPool
+from kt.aio._facade import AsyncLifecycle, coroutines
+from kt.aio.transport import AsyncConnection, AsyncPool
 from kt.errors import ServerConnectionError
 from kt.ops import Plan, arun, finished
 from kt.ops import kt as _ops
-from kt.ops.codec import Codec, check_db
-from kt.serializers import KT_BINARY
-from kt.transport import DEFAULT_CONNECT_TIMEOUT
 
 __all__ = ["KyotoTycoon", "Cursor"]
 
@@ -30,68 +27,31 @@ __all__ = ["KyotoTycoon", "Cursor"]
 _OWN = {"checkin", "close", "cursor", "keys", "values", "items", "set_database", "default_db"}
 
 
-class KyotoTycoon:
+class KyotoTycoon(AsyncLifecycle, _sync.KyotoTycoonBase):
     """asyncio client for one Kyoto Tycoon server: ``kt.KyotoTycoon``'s methods as coroutines.
 
     ``await db.get(key)``, ``await db.set(key, value)``, ``async with KyotoTycoon(...) as db``,
     ``async for key in db.keys()``; ``size`` and ``path`` are awaitable properties.  Dict-style
     access (``db[key]``, ``db[key] = value``, ``del db[key]``, ``key in db``, ``len(db)``) is
-    absent: Python cannot await those.  Concurrent calls share up to ``max_connections``
-    connections (default 4), several requests in flight on each; ``timeout`` bounds each
-    reply (``kt.ServerTimeoutError``; the connection is closed and the calls queued on it fail
-    at once).  ``coalesce_gets=True`` sends concurrent single gets waiting on one connection
-    as one ``get_bulk`` (same results; see bench/README.md for when it pays).
+    absent: Python cannot await those.  The constructor takes ``kt.KyotoTycoon``'s arguments.
+    Concurrent calls share up to ``max_connections`` connections (default 4), several requests
+    in flight on each; ``timeout`` bounds each reply (``kt.ServerTimeoutError``; the connection
+    is closed and the calls queued on it fail at once).  ``coalesce_gets=True`` sends
+    concurrent single gets waiting on one connection as one ``get_bulk`` (same results; see
+    bench/README.md for when it pays).
     """
 
-    def __init__(
-        self,
-        host: str = "",
-        port: int = 1978,
-        serializer: Any = KT_BINARY,
-        decode_keys: bool = True,
-        timeout: Optional[float] = None,
-        default_db: int = 0,
-        connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
-        max_connections: int = DEFAULT_ASYNC_MAX_SIZE,
-        coalesce_gets: bool = False,
-    ) -> None:
-        self._pool = AsyncPool(host, port, timeout, connect_timeout, max_connections, coalesce_gets)
+    _transport = AsyncPool
+
+    def __init__(self, *args: Any, coalesce_gets: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._pool.coalesce_gets = coalesce_gets
+
+    def _bind(self) -> None:
         self._arun = partial(arun, self._pool.request)
-        self.host = self._pool.host
-        self.port = port
-        self.timeout = timeout
-        self._codec = Codec(serializer, decode_keys, default_db, f"{self.host}:{port}")
-        self.decode_keys = decode_keys
-
-    def __repr__(self) -> str:
-        codec = self._codec
-        return f"<aio.KyotoTycoon {self.host}:{self.port} db={codec.default_db} {codec.serializer.name}>"
-
-    @property
-    def default_db(self) -> int:
-        return self._codec.default_db
-
-    @default_db.setter
-    def default_db(self, db: int) -> None:
-        self._codec.default_db = check_db(db)
-
-    def set_database(self, db: int) -> KyotoTycoon:
-        """Make ``db`` the database used when a call passes ``db=None``."""
-        self.default_db = db
-        return self
 
     async def checkin(self) -> None:
         """Nothing to do: asyncio calls never pin a connection to a task."""
-
-    async def close(self) -> None:
-        """Close every connection (calls in flight fail; the client reconnects on demand)."""
-        self._pool.close()
-
-    async def __aenter__(self) -> KyotoTycoon:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.close()
 
     async def _rpc(self, procedure: str, params: List[Tuple[bytes, bytes]], db: Optional[int] = None) -> bool:
         """Call any RPC procedure: True on success, False on a logical failure (450)."""
@@ -126,7 +86,7 @@ for _name, _method in coroutines(
     setattr(KyotoTycoon, _name, _method)
 
 
-class Cursor:
+class Cursor(_sync.CursorBase):
     """An asyncio Kyoto Tycoon cursor: ``kt.Cursor``'s methods as coroutines.
 
     Pinned to one pooled connection for its life (the server keeps cursor state per
@@ -136,25 +96,15 @@ class Cursor:
     """
 
     def __init__(self, client: KyotoTycoon, db: Optional[int] = None, cursor_id: Optional[int] = None):
-        self._client = client
-        self._codec = client._codec
-        self._state = _ops.CursorState(self._codec, db, cursor_id)
+        super().__init__(client, db, cursor_id)
         self._conn: Optional[AsyncConnection] = None
         self._closed = False
         self._lock: Optional[asyncio.Lock] = None
         self._pid = os.getpid()
 
     @property
-    def cursor_id(self) -> int:
-        return self._state.cursor_id
-
-    @property
-    def db(self) -> int:
-        return self._state.db
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else ("positioned" if self._state.positioned else "unpositioned")
-        return f"<aio.Cursor {self.cursor_id} db={self.db} {state}>"
+    def closed(self) -> bool:
+        return self._closed
 
     async def _arun(self, plan: Plan) -> Any:
         if self._lock is None:

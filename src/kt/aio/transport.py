@@ -19,7 +19,7 @@ API (the asyncio clients code against exactly these names)
     * EOF/reset before a request's first reply byte: ``ConnectionDroppedError``, which the
       pool answers by resending the request on a fresh connection when it is idempotent.
 
-``AsyncPool(host, port, timeout=None, connect_timeout=5.0, max_size=4, coalesce_gets=False)``
+``AsyncPool(host, port, coalesce_gets=False, timeout=None, connect_timeout=5.0, max_size=4)``
     Up to ``max_size`` connections; a request goes to an idle connection, else to a new one
     while below ``max_size``, else to the connection with the fewest requests in flight.
     ``timeout`` bounds each reply (from the moment the request is queued); ``connect_timeout``
@@ -44,7 +44,7 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from kt.errors import ProtocolError, ServerConnectionError, ServerError, ServerTimeoutError
 from kt.protocol import kt_binary
-from kt.transport import DEFAULT_CONNECT_TIMEOUT, ConnectionDroppedError
+from kt.transport import ConnectionDroppedError, Pool
 
 __all__ = ["AsyncConnection", "AsyncPool", "DEFAULT_ASYNC_MAX_SIZE", "NeverSentError"]
 
@@ -294,26 +294,13 @@ def _split_bulk(future: asyncio.Future, keys: List[Tuple[int, bytes]], callers: 
 class AsyncPool:
     """A bounded set of pipelined connections to one server; see the module docstring."""
 
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        timeout: Optional[float] = None,
-        connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
-        max_size: int = DEFAULT_ASYNC_MAX_SIZE,
-        coalesce_gets: bool = False,
-    ) -> None:
-        from kt.transport import Connection  # validates host/port/timeouts like the sync pool
-
-        if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 1:
-            raise ValueError(f"max_connections must be a positive integer, not {max_size!r}")
-        probe = Connection(host, port, timeout, connect_timeout)
-        self.host = probe.host
-        self.port = port
-        self.address = probe.address
-        self.timeout = probe.timeout
-        self.connect_timeout = probe.connect_timeout
-        self.max_size = max_size
+    def __init__(self, host: str, port: int, coalesce_gets: bool = False, **settings: Any) -> None:
+        """``settings``: ``timeout``, ``connect_timeout``, ``max_size`` as ``kt.transport.Pool``
+        takes them (``max_size`` defaults to DEFAULT_ASYNC_MAX_SIZE here)."""
+        settings.setdefault("max_size", DEFAULT_ASYNC_MAX_SIZE)
+        spec = Pool(host, port, **settings)  # the sync pool validates the settings, once
+        self.host, self.port, self.address = spec.host, spec.port, spec.address
+        self.timeout, self.connect_timeout, self.max_size = spec.timeout, spec.connect_timeout, spec.max_size
         self.coalesce_gets = coalesce_gets
         self.loop: Any = None
         self._pid = 0
