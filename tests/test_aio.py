@@ -368,3 +368,37 @@ def test_embedded_servers_start_and_stop_from_asyncio():
         assert not ks.running and not ts.running
 
     asyncio.run(main())
+
+
+# -- fork ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_gets_its_own_connections(kt_server):
+    sync = kt_server.client()
+    sync.set_bulk({"aio-fork-a": "parent", "aio-fork-b": "child"})
+    db = kt.aio.KyotoTycoon(kt_server.host, kt_server.port, timeout=10, max_connections=1)
+
+    async def read(key):
+        return await db.get(key)
+
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(read("aio-fork-a")) == "parent"
+        parent_conn = db._pool._conns[0]
+        pid = os.fork()
+        if pid == 0:  # the child: a new event loop, the same client object
+            code = 1
+            try:
+                ok = asyncio.run(read("aio-fork-b")) == "child" and db._pool._conns[0] is not parent_conn
+                code = 0 if ok else 1
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 0
+        # The parent's connection was never touched by the child and still answers in order.
+        assert loop.run_until_complete(read("aio-fork-a")) == "parent"
+        assert db._pool._conns == [parent_conn]
+        loop.run_until_complete(db.close())
+    finally:
+        loop.close()

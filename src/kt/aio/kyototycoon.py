@@ -48,7 +48,7 @@ class KyotoTycoon(AsyncLifecycle, _sync.KyotoTycoonBase):
         self._pool.coalesce_gets = coalesce_gets
 
     def _bind(self) -> None:
-        self._arun = partial(arun, self._pool.request)
+        self._arun = partial(arun, self._pool.submit)
 
     async def checkin(self) -> None:
         """Nothing to do: asyncio calls never pin a connection to a task."""
@@ -119,7 +119,7 @@ class Cursor(_sync.CursorBase):
                 )
             conn = self._conn
             if conn is None:
-                conn = self._conn = await self._client._pool.pin()
+                conn = self._conn = self._client._pool.pin()
             elif conn.closed:
                 raise ServerConnectionError(
                     f"the connection of cursor {self.cursor_id} was closed; the server-side cursor is gone"

@@ -39,29 +39,29 @@ class TokyoTyrant(AsyncLifecycle, _sync.TokyoTyrantBase):
     _transport = AsyncPool
 
     def _bind(self) -> None:
-        self._arun = partial(arun, self._pool.request)
+        self._arun = partial(arun, self._pool.submit)
         # Set per task by setnr: the connection its next request must use.
         self._pending: contextvars.ContextVar[Optional[AsyncConnection]] = contextvars.ContextVar(
             f"kt.aio.TokyoTyrant-{id(self)}-pending", default=None
         )
 
-    async def _request(self, data: bytes, parse: Any, idempotent: bool = False) -> Any:
-        """The pool's request, but on this task's no-reply connection when it has one."""
+    def _submit(self, data: bytes, parse: Any, idempotent: bool = False) -> Any:
+        """The pool's submit, but on this task's no-reply connection when it has one."""
         conn = self._pending.get()
         if conn is not None:
             self._pending.set(None)
             if not conn.closed:
-                return await conn.submit(data, parse)
-        return await self._pool.request(data, parse, idempotent)
+                return conn.submit(data, parse, idempotent)
+        return self._pool.submit(data, parse, idempotent)
 
     async def _send_no_reply(self, data: bytes) -> None:
         conn = self._pending.get()
         if conn is None or conn.closed:
-            conn = await self._pool.send(data)
+            conn = self._pool.send(data)
         else:
             conn.send(data)
         self._pending.set(conn)
-        self._arun = partial(arun, self._request)  # from now on requests look for it
+        self._arun = partial(arun, self._submit)  # from now on requests look for it
 
     async def setnr(self, key: Any, value: Any) -> None:
         """Store without waiting for (or getting) any reply."""

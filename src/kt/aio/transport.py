@@ -23,9 +23,12 @@ API (the asyncio clients code against exactly these names)
     Up to ``max_size`` connections; a request goes to an idle connection, else to a new one
     while below ``max_size``, else to the connection with the fewest requests in flight.
     ``timeout`` bounds each reply (from the moment the request is queued); ``connect_timeout``
-    bounds connecting.  ``request(data, parse, idempotent=False)`` is a coroutine;
-    ``pin()`` returns one connection for a caller that keeps server-side state on it (KT
-    cursors); ``close()`` closes every connection (the pool reconnects on demand).  The pool
+    bounds connecting.  ``submit(data, parse, idempotent=False)`` returns a future of the
+    parsed reply at once (no coroutine per request: the hot path); ``request(...)`` is the
+    same as a coroutine.  ``pin()`` returns one connection for a caller that keeps server-side
+    state on it (KT cursors); ``close()`` closes every connection (the pool reconnects on
+    demand).  A request that lost its connection before any reply byte is queued once more on
+    another connection when it is idempotent or was never written.  The pool
     notices a fork (pid change) or a different event loop and starts over with new
     connections, leaving the old sockets to their owner.
 
@@ -37,14 +40,13 @@ API (the asyncio clients code against exactly these names)
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from kt.errors import ProtocolError, ServerConnectionError, ServerError, ServerTimeoutError
 from kt.protocol import kt_binary
-from kt.transport import ConnectionDroppedError, Pool
+from kt.transport import ConnectionDroppedError, Pool, current_pid
 
 __all__ = ["AsyncConnection", "AsyncPool", "DEFAULT_ASYNC_MAX_SIZE", "NeverSentError"]
 
@@ -60,15 +62,18 @@ class NeverSentError(ConnectionDroppedError):
 
 
 class _Waiter:
-    """One request written (or about to be) on a connection, waiting for its reply."""
+    """One request queued or written on a connection, waiting for its reply."""
 
-    __slots__ = ("parse", "future", "deadline", "started")
+    __slots__ = ("data", "parse", "future", "deadline", "idempotent", "started", "retried")
 
-    def __init__(self, parse: Parser, future: asyncio.Future, deadline: float) -> None:
+    def __init__(self, data: bytes, parse: Parser, future: asyncio.Future, deadline: float, idempotent: bool):
+        self.data = data
         self.parse = parse
         self.future = future
         self.deadline = deadline
+        self.idempotent = idempotent
         self.started = False  # some byte of this reply has arrived
+        self.retried = False
 
 
 class AsyncConnection(asyncio.Protocol):
@@ -84,18 +89,18 @@ class AsyncConnection(asyncio.Protocol):
         self.waiting: Deque[_Waiter] = deque()
         self._outbox: List[bytes] = []
         self._unsent = 0  # the last this-many waiters are still in the outbox
-        self._gets: List[Tuple[bytes, _Waiter]] = []  # coalescing: KT gets of this turn
+        self._gets: List[_Waiter] = []  # coalescing: KT gets of this turn
         self._flush_scheduled = False
         self._buf = b""
         self._timer: Optional[asyncio.TimerHandle] = None
 
     def __repr__(self) -> str:
-        state = "closed" if self.closed else f"{len(self.waiting)} in flight"
+        state = "closed" if self.closed else f"{self.load} in flight"
         return f"<AsyncConnection {self.address} {state}>"
 
     @property
     def load(self) -> int:
-        return len(self.waiting)
+        return len(self.waiting) + len(self._gets)
 
     # -- asyncio.Protocol ----------------------------------------------------------------
 
@@ -157,21 +162,26 @@ class AsyncConnection(asyncio.Protocol):
 
     # -- requests ------------------------------------------------------------------------
 
-    def submit(self, data: bytes, parse: Parser) -> asyncio.Future:
+    def submit(self, data: bytes, parse: Parser, idempotent: bool = False) -> asyncio.Future:
+        """Queue a request; the future gets its parsed reply (or its error)."""
         future = self.loop.create_future()
-        waiter = _Waiter(parse, future, self.loop.time() + self.timeout if self.timeout else 0.0)
-        if self.pool.coalesce_gets and parse is _GET_ONE:
-            self._gets.append((data, waiter))
+        deadline = self.loop.time() + self.timeout if self.timeout else 0.0
+        waiter = _Waiter(data, parse, future, deadline, idempotent)
+        self.enqueue(waiter)
+        return future
+
+    def enqueue(self, waiter: _Waiter) -> None:
+        if self.pool.coalesce_gets and waiter.parse is _GET_ONE:
+            self._gets.append(waiter)
         else:
-            self._queue(waiter, data)
+            self._queue(waiter)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
-        return future
 
-    def _queue(self, waiter: _Waiter, data: bytes) -> None:
+    def _queue(self, waiter: _Waiter) -> None:
         self.waiting.append(waiter)
-        self._outbox.append(data)
+        self._outbox.append(waiter.data)
         self._unsent += 1
         if self._timer is None and waiter.deadline:
             self._arm()
@@ -188,7 +198,7 @@ class AsyncConnection(asyncio.Protocol):
         if self._gets:
             self._merge_gets()
         if self.closed or self.transport is None:
-            return  # _fail already answered the waiters; connect() writes on success
+            return  # _fail already answered the waiters; the pool flushes once connected
         if self._outbox:
             data = b"".join(self._outbox) if len(self._outbox) > 1 else self._outbox[0]
             self._outbox.clear()
@@ -196,17 +206,18 @@ class AsyncConnection(asyncio.Protocol):
             self.transport.write(data)
 
     def _merge_gets(self) -> None:
-        gets, self._gets = self._gets, []
-        if len(gets) == 1:
-            data, waiter = gets[0]
-            self._queue(waiter, data)
+        callers, self._gets = self._gets, []
+        if len(callers) == 1:
+            self._queue(callers[0])
             return
         # A get_one request is a get_bulk of one record: [head:9][dbidx:2][ksiz:4][key].
-        keys = [(int.from_bytes(data[9:11], "big"), data[_GET_ONE_HEAD:]) for data, _ in gets]
-        callers = [waiter for _, waiter in gets]
-        merged = _Waiter(kt_binary.parse_get_bulk_reply, self.loop.create_future(), callers[0].deadline)
-        merged.future.add_done_callback(lambda f: _split_bulk(f, keys, callers))
-        self._queue(merged, kt_binary.encode_get_bulk(keys))
+        keys = [(int.from_bytes(w.data[9:11], "big"), w.data[_GET_ONE_HEAD:]) for w in callers]
+        future = self.loop.create_future()
+        future.add_done_callback(lambda f: _split_bulk(f, keys, callers))
+        self._queue(
+            _Waiter(kt_binary.encode_get_bulk(keys), kt_binary.parse_get_bulk_reply, future,
+                    callers[0].deadline, True)
+        )
 
     # -- timeouts and failure ------------------------------------------------------------
 
@@ -230,8 +241,9 @@ class AsyncConnection(asyncio.Protocol):
             "",
         )
 
-    def _fail(self, exc: Optional[BaseException], dropped: str) -> None:
-        """Close, and answer every waiting request: ``exc`` for the first, then the rest."""
+    def _fail(self, exc: Optional[BaseException], dropped: str, every: bool = False) -> None:
+        """Close, and answer every waiting request: ``exc`` for the first (for all with
+        ``every``), then by what is known of the rest; unanswered ones may go elsewhere."""
         if self.closed:
             return
         self.closed = True
@@ -244,17 +256,18 @@ class AsyncConnection(asyncio.Protocol):
         self._outbox.clear()
         waiting = list(self.waiting)
         sent = len(waiting) - self._unsent
-        waiting.extend(waiter for _, waiter in self._gets)
+        waiting.extend(self._gets)
         self.waiting.clear()
         self._gets = []
+        self.pool._discard(self)
         timed_out = isinstance(exc, ServerTimeoutError)
         for index, waiter in enumerate(waiting):
             if waiter.future.done():
                 continue
-            if index >= sent:
-                error: BaseException = NeverSentError(f"connection to {self.address} failed before sending")
-            elif exc is not None and index == 0:
-                error = exc
+            if exc is not None and (every or index == 0):
+                error: BaseException = exc
+            elif index >= sent:
+                error = NeverSentError(f"connection to {self.address} failed before sending")
             elif exc is None and not waiter.started:
                 error = ConnectionDroppedError(f"{dropped} before replying")
             elif timed_out:
@@ -268,11 +281,17 @@ class AsyncConnection(asyncio.Protocol):
                     f"connection to {self.address} closed ({cause}); the request was sent, "
                     "its outcome is unknown"
                 )
-            waiter.future.set_exception(error)
-        self.pool._discard(self)
+            if isinstance(error, ConnectionDroppedError) and not waiter.retried and (
+                waiter.idempotent or isinstance(error, NeverSentError)
+            ):
+                waiter.retried = True  # once: the old server never answered it
+                self.pool._requeue(waiter)
+            else:
+                waiter.future.set_exception(error)
 
     def close(self) -> None:
-        self._fail(None, f"connection to {self.address} closed by the client")
+        closed = ServerConnectionError(f"connection to {self.address} closed by the client")
+        self._fail(closed, "", every=True)
 
 
 def _split_bulk(future: asyncio.Future, keys: List[Tuple[int, bytes]], callers: List[_Waiter]) -> None:
@@ -305,7 +324,6 @@ class AsyncPool:
         self.loop: Any = None
         self._pid = 0
         self._conns: List[AsyncConnection] = []
-        self._connecting: Dict[AsyncConnection, asyncio.Future] = {}
 
     def __repr__(self) -> str:
         return f"<AsyncPool {self.address} {len(self._conns)}/{self.max_size} connections>"
@@ -314,42 +332,31 @@ class AsyncPool:
     def size(self) -> int:
         return len(self._conns)
 
-    def _check_owner(self) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self.loop or self._pid != os.getpid():
+    def _pick(self) -> AsyncConnection:
+        """An idle connection, else a new one while below max_size, else the least loaded."""
+        if self._pid != current_pid() or self.loop is not asyncio.get_running_loop():
             # A forked child or another event loop: the old connections are not ours to use.
-            self.loop = loop
-            self._pid = os.getpid()
+            self.loop = asyncio.get_running_loop()
+            self._pid = current_pid()
             self._conns = []
-            self._connecting = {}
-
-    async def _connection(self) -> AsyncConnection:
-        if self._pid != os.getpid() or self.loop is not asyncio.get_running_loop():
-            self._check_owner()
-        conns = self._conns
         best = None
-        for conn in conns:
-            if not conn.waiting and conn not in self._connecting:
+        for conn in self._conns:
+            load = conn.load
+            if not load:
+                return conn
+            if best is None or load < best.load:
                 best = conn
-                break
-            if best is None or conn.load < best.load:
-                best = conn
-        if best is None or (best.waiting or best in self._connecting) and len(conns) < self.max_size:
-            best = self._open()
-        pending = self._connecting.get(best)
-        if pending is not None:
-            await asyncio.shield(pending)
+        if best is None or len(self._conns) < self.max_size:
+            return self._open()
         return best
 
     def _open(self) -> AsyncConnection:
         conn = AsyncConnection(self)
         self._conns.append(conn)
-        done = self.loop.create_future()
-        self._connecting[conn] = done
-        self.loop.create_task(self._connect(conn, done))
+        self.loop.create_task(self._connect(conn))
         return conn
 
-    async def _connect(self, conn: AsyncConnection, done: asyncio.Future) -> None:
+    async def _connect(self, conn: AsyncConnection) -> None:
         try:
             connect = self.loop.create_connection(lambda: conn, self.host, self.port)
             try:
@@ -359,23 +366,16 @@ class AsyncPool:
                     f"connecting to {self.address} timed out after {self.connect_timeout}s"
                 ) from None
             except OSError as exc:
-                raise ServerConnectionError(
-                    f"cannot connect to {self.address}: {exc.strerror or exc}"
-                ) from exc
-        except BaseException as exc:
-            self._connecting.pop(conn, None)
-            conn.closed = True
-            self._discard(conn)
-            if not done.done():
-                done.set_exception(exc)
-                done.exception()  # retrieved: callers that gave up must not log it
-            if not isinstance(exc, Exception):
-                raise
+                reason = exc.strerror or exc
+                raise ServerConnectionError(f"cannot connect to {self.address}: {reason}") from exc
+        except Exception as exc:
+            conn._fail(exc, "", every=True)
             return
-        self._connecting.pop(conn, None)
-        done.set_result(None)
-        if conn._outbox:
-            conn._flush()
+        if conn.closed:  # closed by the client (or a timeout) while connecting
+            if conn.transport is not None:
+                conn.transport.abort()
+            return
+        conn._flush()
 
     def _discard(self, conn: AsyncConnection) -> None:
         try:
@@ -383,31 +383,36 @@ class AsyncPool:
         except ValueError:
             pass
 
+    def _requeue(self, waiter: _Waiter) -> None:
+        try:
+            conn = self._pick()
+        except RuntimeError:  # no running event loop any more
+            waiter.future.set_exception(ServerConnectionError(f"connection to {self.address} lost"))
+        else:
+            conn.enqueue(waiter)
+
+    def submit(self, data: bytes, parse: Parser, idempotent: bool = False) -> asyncio.Future:
+        """Queue one request; returns a future of its parsed reply."""
+        return self._pick().submit(data, parse, idempotent)
+
     async def request(self, data: bytes, parse: Parser, idempotent: bool = False) -> Any:
         """Send one request and return its parsed reply (see the module docstring)."""
-        conn = await self._connection()
-        try:
-            return await conn.submit(data, parse)
-        except ConnectionDroppedError as exc:
-            if not idempotent and not isinstance(exc, NeverSentError):
-                raise
-        conn = await self._connection()  # the old one is gone: a fresh one, once
-        return await conn.submit(data, parse)
+        return await self._pick().submit(data, parse, idempotent)
 
-    async def send(self, data: bytes) -> AsyncConnection:
+    def send(self, data: bytes) -> AsyncConnection:
         """Queue a no-reply request (it goes out with this turn's other requests); returns
         the connection that carries it (a later request on it sees the write done)."""
-        conn = await self._connection()
+        conn = self._pick()
         conn.send(data)
         return conn
 
-    async def pin(self) -> AsyncConnection:
+    def pin(self) -> AsyncConnection:
         """A connection for a caller keeping server-side state on it (it stays shared)."""
-        return await self._connection()
+        return self._pick()
 
     def close(self) -> None:
         """Close every connection; requests in flight fail; the pool reconnects on demand."""
         conns, self._conns = self._conns, []
-        if self._pid == os.getpid():
+        if self._pid == current_pid():
             for conn in conns:
                 conn.close()
