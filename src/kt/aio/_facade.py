@@ -9,6 +9,7 @@ operations module, so the two can never drift apart (tests compare the signature
 from __future__ import annotations
 
 import inspect
+from types import GeneratorType
 from typing import Any, Callable, Dict, Iterable, Optional
 
 
@@ -16,7 +17,12 @@ def _twin(name: str, op: Callable[..., Any], sync_method: Callable[..., Any], st
     if state is None:
 
         async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-            return await self._arun(op(self._codec, *args, **kwargs))
+            plan = op(self._codec, *args, **kwargs)
+            if type(plan) is GeneratorType:
+                return await self._arun(plan)
+            data, parse, finish, idempotent = plan  # arun's one-round-trip case, inlined: hot
+            result = await self._submit(data, parse, idempotent)
+            return result if finish is None else finish(result)
 
     else:
 

@@ -48,7 +48,8 @@ class KyotoTycoon(AsyncLifecycle, _sync.KyotoTycoonBase):
         self._pool.coalesce_gets = coalesce_gets
 
     def _bind(self) -> None:
-        self._arun = partial(arun, self._pool.submit)
+        self._submit = self._pool.submit
+        self._arun = partial(arun, self._submit)
 
     async def checkin(self) -> None:
         """Nothing to do: asyncio calls never pin a connection to a task."""

@@ -39,13 +39,14 @@ class TokyoTyrant(AsyncLifecycle, _sync.TokyoTyrantBase):
     _transport = AsyncPool
 
     def _bind(self) -> None:
-        self._arun = partial(arun, self._pool.submit)
+        self._submit = self._pool.submit
+        self._arun = partial(arun, self._submit)
         # Set per task by setnr: the connection its next request must use.
         self._pending: contextvars.ContextVar[Optional[AsyncConnection]] = contextvars.ContextVar(
             f"kt.aio.TokyoTyrant-{id(self)}-pending", default=None
         )
 
-    def _submit(self, data: bytes, parse: Any, idempotent: bool = False) -> Any:
+    def _submit_pending(self, data: bytes, parse: Any, idempotent: bool = False) -> Any:
         """The pool's submit, but on this task's no-reply connection when it has one."""
         conn = self._pending.get()
         if conn is not None:
@@ -61,7 +62,8 @@ class TokyoTyrant(AsyncLifecycle, _sync.TokyoTyrantBase):
         else:
             conn.send(data)
         self._pending.set(conn)
-        self._arun = partial(arun, self._submit)  # from now on requests look for it
+        self._submit = self._submit_pending  # from now on requests look for it
+        self._arun = partial(arun, self._submit)
 
     async def setnr(self, key: Any, value: Any) -> None:
         """Store without waiting for (or getting) any reply."""
