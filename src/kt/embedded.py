@@ -10,6 +10,10 @@ and only report success once the server answers a request.
 ``database`` is one database name (``'*'``: in-memory hash) or, for Kyoto Tycoon, a list of
 names (numbered 0.. in order).  ``server_args`` are extra options placed before the
 database names (both real servers stop reading options at the first database name).
+
+From asyncio: ``async with EmbeddedServer() as server`` (or ``await server.astart()`` /
+``await server.astop()``) starts and stops the process in the loop's executor, so the event
+loop keeps running meanwhile.
 """
 
 from __future__ import annotations

@@ -534,6 +534,9 @@ class QueryBuilder:
 
     >>> query = QueryBuilder().filter('age', OP_NUM_GE, 18).order_by('name').limit(10)
     >>> query.execute(db)    # keys
+
+    Given a ``kt.aio.TokyoTyrant`` the four methods return an awaitable (they return what the
+    client's ``search`` returns): ``await query.execute(async_db)``.
     """
 
     def __init__(self) -> None:
