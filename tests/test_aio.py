@@ -402,3 +402,23 @@ def test_a_forked_child_gets_its_own_connections(kt_server):
         loop.run_until_complete(db.close())
     finally:
         loop.close()
+
+
+def test_large_replies_pipelined_with_small_ones(kt_servers):
+    big = {f"aio-big-{i}": os.urandom(512 * 1024).hex() for i in range(24)}  # ~24 MiB of values
+    sync = kt_servers.client()
+    sync.set_bulk(big)
+    sync.set("aio-small", "s")
+
+    async def main():
+        async with kt.aio.KyotoTycoon(kt_servers.host, kt_servers.port, timeout=60, max_connections=1) as db:
+            started = time.monotonic()
+            results = await asyncio.gather(
+                db.get("aio-small"), db.get_bulk(list(big)), db.get("aio-small"), db.get_bulk(list(big)[:3])
+            )
+            assert results[0] == results[2] == "s"
+            assert results[1] == big
+            assert results[3] == {k: big[k] for k in list(big)[:3]}
+            assert time.monotonic() - started < 60
+
+    asyncio.run(main())

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
@@ -53,6 +54,14 @@ __all__ = ["AsyncConnection", "AsyncPool", "DEFAULT_ASYNC_MAX_SIZE", "NeverSentE
 DEFAULT_ASYNC_MAX_SIZE = 4
 Parser = Callable[[Any, int], Optional[Tuple[Any, int]]]
 
+_LARGE = 1 << 20  # a partial reply larger than this switches to collecting chunks
+try:
+    import fcntl
+    import termios
+
+    _FIONREAD: Optional[int] = termios.FIONREAD
+except ImportError:  # pragma: no cover - not POSIX: always re-parse
+    _FIONREAD = None
 _GET_ONE = kt_binary.parse_get_value_reply
 _GET_ONE_HEAD = 9 + 2 + 4  # magic, flags, count | dbidx, ksiz: then the key
 
@@ -92,6 +101,9 @@ class AsyncConnection(asyncio.Protocol):
         self._gets: List[_Waiter] = []  # coalescing: KT gets of this turn
         self._flush_scheduled = False
         self._buf = b""
+        self._chunks: List[bytes] = []  # large-reply mode (see data_received)
+        self._size = self._tried = 0
+        self._fd = -1
         self._timer: Optional[asyncio.TimerHandle] = None
 
     def __repr__(self) -> str:
@@ -110,8 +122,19 @@ class AsyncConnection(asyncio.Protocol):
         if sock is not None:
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._fd = sock.fileno()
             except OSError:
                 pass
+
+    def _more_pending(self) -> bool:
+        """True when the kernel already holds more bytes of this connection (FIONREAD)."""
+        if _FIONREAD is None or self._fd < 0:
+            return False
+        try:
+            pending = fcntl.ioctl(self._fd, _FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return False
+        return int.from_bytes(pending, sys.byteorder) > 0
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         if not self.closed:
@@ -123,7 +146,15 @@ class AsyncConnection(asyncio.Protocol):
         return False
 
     def data_received(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
+        if self._chunks:  # a large reply is arriving: collect, parse again only when it may be whole
+            self._chunks.append(data)
+            self._size += len(data)
+            if self._size < 2 * self._tried and self._more_pending():
+                return  # more bytes are already queued: data_received will run again
+            buf = b"".join(self._chunks)
+            self._chunks = []
+        else:
+            buf = self._buf + data if self._buf else data
         pos = 0
         waiting = self.waiting
         try:
@@ -153,6 +184,11 @@ class AsyncConnection(asyncio.Protocol):
             self._fail(exc, "")
             return
         self._buf = buf[pos:] if pos < len(buf) else b""
+        if len(self._buf) > _LARGE:
+            # Joining and re-parsing a growing reply on every read would be quadratic: collect
+            # the chunks instead and parse once it doubled or the socket has nothing more.
+            self._chunks, self._buf = [self._buf], b""
+            self._size = self._tried = len(self._chunks[0])
         if waiting:
             if pos:
                 self._arm()
@@ -253,6 +289,7 @@ class AsyncConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
         self._buf = b""
+        self._chunks = []
         self._outbox.clear()
         waiting = list(self.waiting)
         sent = len(waiting) - self._unsent
