@@ -17,10 +17,15 @@ level; False: the server writes to this process's stdout/stderr, as kt's default
 ``connection_pool`` (accepted for compatibility; this package's clients always pool).
 kt put ``serializer`` fifth, before ``server_args``; the seed's order wins, but a serializer
 passed fifth is still recognised.
+
+From asyncio: ``async with EmbeddedServer() as server`` (or ``await server.astart()`` /
+``await server.astop()``) starts and stops the process in the loop's executor, so the event
+loop keeps running meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import shutil
@@ -274,6 +279,24 @@ class _BaseEmbeddedServer:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+    # asyncio: ``await server.astart()`` / ``await server.astop()``, or ``async with server``.
+    # Starting and stopping wait on a process, so they run in the loop's default executor.
+
+    async def astart(self) -> bool:
+        """``run()`` without blocking the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.run)
+
+    async def astop(self) -> bool:
+        """``stop()`` without blocking the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.stop)
+
+    async def __aenter__(self):
+        await self.astart()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.astop()
 
     def __del__(self) -> None:
         try:

@@ -34,13 +34,22 @@ class ServerError(KyotoTycoonError):
     """The server reported a failure.
 
     ``code`` is the HTTP status (Kyoto Tycoon RPC/REST) or the reply byte (binary protocols);
-    ``message`` is the server's own ERROR text when it sent one.
+    ``message`` is the server's own ERROR text when it sent one.  ``end``: when a reply parser
+    raised it for a complete error reply, the offset just past that reply in the parser's
+    buffer (a pipelining reader goes on from there); None when unknown.
     """
 
-    def __init__(self, message: str, code: Optional[int] = None, procedure: Optional[str] = None):
+    def __init__(
+        self,
+        message: str,
+        code: Optional[int] = None,
+        procedure: Optional[str] = None,
+        end: Optional[int] = None,
+    ):
         self.message = message
         self.code = code
         self.procedure = procedure
+        self.end = end
         where = f"{procedure}: " if procedure else ""
         status = f" (code {code})" if code is not None else ""
         super().__init__(f"{where}{message}{status}")

@@ -11,26 +11,30 @@ any other failure raises :class:`kt.errors.ServerError` carrying the server's ER
 from __future__ import annotations
 
 import threading
+from functools import partial
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
+from kt.errors import ServerConnectionError
 from kt.expiry import ExpireTime
-from kt.ops import Plan
+from kt.ops import Plan, run
 from kt.ops import kt as _ops
 from kt.ops.codec import Codec, check_db
 from kt.pooled import PooledClient
-from kt.serializers import KT_BINARY
-from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, Connection, Pool
+from kt.serializers import KT_BINARY, Serializer
+from kt.transport import DEFAULT_CONNECT_TIMEOUT, Connection, Pool
 
 __all__ = ["KyotoTycoon", "Cursor"]
 
 
-class KyotoTycoon(PooledClient):
-    """Client for one Kyoto Tycoon server (thread-safe; connections are pooled).
+class KyotoTycoonBase:
+    """What the sync and the asyncio KyotoTycoon share: settings, Codec, default database.
 
-    ``timeout`` bounds every wait for a reply (None: wait forever); ``connect_timeout``
-    bounds connecting; ``max_connections`` bounds the pool.  Every method runs one
-    operation of :mod:`kt.ops.kt` (the asyncio client runs the same ones).
+    ``_transport`` is the pool class (``Pool`` here, ``kt.aio.transport.AsyncPool`` there);
+    ``_bind`` attaches the driver that runs operations over it.  ``max_connections=None``
+    means the transport's default (32 sync, 4 asyncio).
     """
+
+    _transport: Any = Pool
 
     def __init__(
         self,
@@ -41,23 +45,30 @@ class KyotoTycoon(PooledClient):
         timeout: Optional[float] = None,
         default_db: int = 0,
         connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_SIZE,
+        max_connections: Optional[int] = None,
         connection_pool: bool = True,
     ) -> None:
         """``connection_pool`` is accepted for coleifer/kt code; connections are always pooled."""
-        self._pool = Pool(
-            host, port, timeout=timeout, connect_timeout=connect_timeout, max_size=max_connections
-        )
-        self._init_no_reply(self._pool)  # self._run: every operation goes through it
+        size = {} if max_connections is None else {"max_size": max_connections}
+        self._pool = self._transport(host, port, timeout=timeout, connect_timeout=connect_timeout, **size)
         self.host = self._pool.host
         self.port = port
         self.timeout = timeout
         self._codec = Codec(serializer, decode_keys, default_db, f"{self.host}:{port}")
         self.decode_keys = decode_keys
+        self._bind()
+
+    def _bind(self) -> None:
+        self._run = partial(run, self._pool.request)  # bound once: every operation goes through it
 
     def __repr__(self) -> str:
-        codec = self._codec
-        return f"<KyotoTycoon {self.host}:{self.port} db={codec.default_db} {codec.serializer.name}>"
+        name, codec = type(self).__name__, self._codec
+        return f"<{name} {self.host}:{self.port} db={codec.default_db} {codec.serializer.name}>"
+
+    @property
+    def serializer(self) -> Serializer:
+        """The value serializer (``KT_BINARY``, ``KT_JSON``... or a custom pair)."""
+        return self._codec.serializer
 
     @property
     def default_db(self) -> int:
@@ -67,16 +78,28 @@ class KyotoTycoon(PooledClient):
     def default_db(self, db: int) -> None:
         self._codec.default_db = check_db(db)
 
+    def set_database(self, db: int) -> Any:
+        """Make ``db`` the database used when a call passes ``db=None``."""
+        self.default_db = db
+        return self
+
+
+class KyotoTycoon(KyotoTycoonBase, PooledClient):
+    """Client for one Kyoto Tycoon server (thread-safe; connections are pooled).
+
+    ``timeout`` bounds every wait for a reply (None: wait forever); ``connect_timeout``
+    bounds connecting; ``max_connections`` bounds the pool (default 32).  Every method runs
+    one operation of :mod:`kt.ops.kt` (the asyncio client runs the same ones).
+    """
+
+    def _bind(self) -> None:
+        self._init_no_reply(self._pool)  # kt.pooled: no-reply writes, close/checkin/open/lua
+
     # -- connection management (close, checkin, open, close_idle, lua: kt.pooled) -------
 
     def __iter__(self) -> Iterator[Any]:
         """The keys of the default database (``list(db)``)."""
         return self.keys()
-
-    def set_database(self, db: int) -> KyotoTycoon:
-        """Make ``db`` the database used when a call passes ``db=None``."""
-        self.default_db = db
-        return self
 
     def _rpc(self, procedure: str, params: List[Tuple[bytes, bytes]], db: Optional[int] = None) -> bool:
         """Call any RPC procedure: True on success, False on a logical failure (450)."""
@@ -390,7 +413,35 @@ class KyotoTycoon(PooledClient):
         return self.exists(key, db)
 
 
-class Cursor:
+class CursorBase:
+    """What the sync and the asyncio cursor share: the client's codec and the cursor's state."""
+
+    def __init__(self, client: Any, db: Optional[int] = None, cursor_id: Optional[int] = None):
+        self._client = client
+        self._codec = client._codec
+        self._state = _ops.CursorState(self._codec, db, cursor_id)
+
+    @property
+    def cursor_id(self) -> int:
+        return self._state.cursor_id
+
+    @property
+    def db(self) -> int:
+        return self._state.db
+
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        if self.closed:
+            state = "closed"
+        else:
+            state = "positioned" if self._state.positioned else "unpositioned"
+        return f"<{type(self).__name__} {self.cursor_id} db={self.db} {state}>"
+
+
+class Cursor(CursorBase):
     """A Kyoto Tycoon cursor: server-side state, so it keeps one connection for its life.
 
     Methods answer False/None when the cursor is not positioned or walked off the end;
@@ -402,33 +453,31 @@ class Cursor:
     """
 
     def __init__(self, client: KyotoTycoon, db: Optional[int] = None, cursor_id: Optional[int] = None):
-        self._client = client
-        self._codec = client._codec
-        self._state = _ops.CursorState(self._codec, db, cursor_id)
+        super().__init__(client, db, cursor_id)
         self._lock = threading.Lock()
         self._conn: Optional[Connection] = client._pool.acquire()
 
     @property
-    def cursor_id(self) -> int:
-        return self._state.cursor_id
-
-    @property
-    def db(self) -> int:
-        return self._state.db
-
-    def __repr__(self) -> str:
-        if self._conn is None:
-            state = "closed"
-        else:
-            state = "positioned" if self._state.positioned else "unpositioned"
-        return f"<Cursor {self.cursor_id} db={self.db} {state}>"
+    def closed(self) -> bool:
+        return self._conn is None
 
     def _run(self, plan: Plan) -> Any:
         with self._lock:
             conn = self._conn
             if conn is None:
                 raise ValueError("operation on a closed cursor")
+            if conn.inherited:
+                self._forked(conn)
             return plan.finish(conn.request(plan.data, plan.parse))
+
+    def _forked(self, conn: Connection) -> None:
+        """This process is a fork of the one that opened the cursor's connection."""
+        conn.forget()  # never read the parent's replies; the parent's cursor is untouched
+        if self._state.created:
+            raise ServerConnectionError(
+                f"cursor {self.cursor_id} lives on a connection of the parent process (it was "
+                "used before os.fork()); open a new cursor in this process"
+            )
 
     def jump(self, key: Any = None) -> bool:
         """Go to the first record (``key`` None) or the first record >= ``key``."""
@@ -504,7 +553,7 @@ class Cursor:
                 return
             try:
                 plan = _ops.cur_delete(self._codec, self._state)
-                if plan is not None and not conn.closed:
+                if plan is not None and not conn.closed:  # (closed too when inherited across fork)
                     try:
                         conn.request(plan.data, plan.parse)
                     except Exception:

@@ -28,8 +28,7 @@ from typing import Any, Optional, TypeVar
 
 from kt.lua import ScriptRunner
 from kt.ops import run
-from kt.serializers import Serializer
-from kt.transport import Pool
+from kt.transport import ConnectionDroppedError, Pool
 
 __all__ = ["PooledClient"]
 
@@ -75,13 +74,21 @@ class PooledClient:
         self._pending_lock = threading.Lock()
 
     def _request(self, data: bytes, parse: Any, idempotent: bool = False) -> Any:
-        conn = self._reclaim()
-        if conn is None:
-            return self._pool.request(data, parse, idempotent=idempotent)
-        try:  # the connection that carried this thread's no-reply writes: they go first
-            return conn.request(data, parse)
-        finally:
-            self._pool.release(conn)
+        """Pool.request, but first on this thread's no-reply connection (when it has one)."""
+        if self._pending_threads:
+            conn = self._reclaim()
+            if conn is not None:
+                if conn.is_stale():  # dropped: nothing to wait for, nothing sent yet
+                    self._pool.release(conn)
+                else:
+                    try:
+                        return conn.request(data, parse)
+                    except ConnectionDroppedError:
+                        if not idempotent:
+                            raise
+                    finally:
+                        self._pool.release(conn)
+        return self._pool.request(data, parse, idempotent=idempotent)
 
     def _take_pending(self) -> Optional[_PendingWrites]:
         pending = getattr(self._local, "pending", None)
@@ -172,11 +179,6 @@ class PooledClient:
         idle = self._pool.idle
         self._pool.close()
         return idle
-
-    @property
-    def serializer(self) -> Serializer:
-        """The value serializer (``KT_BINARY``, ``KT_JSON``... or a custom pair)."""
-        return self._codec.serializer
 
     @property
     def lua(self) -> ScriptRunner:

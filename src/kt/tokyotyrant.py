@@ -6,8 +6,14 @@ sans-IO codec ``kt.protocol.tt_binary`` and hands it to the shared transport
 ``add`` of an existing key is ``False``); failures that can only mean trouble raise
 ``ServerError`` / ``ScriptError``.
 
-No-reply writes (``setnr``/``setnr_bulk``, ``set(no_reply=True)``) go out at once; a later
-read from the same thread sees them (see :mod:`kt.noreply`).
+No-reply writes (``setnr``/``setnr_bulk``, ``set(no_reply=True)``) never hold a connection,
+and a later read from the same thread sees them (:mod:`kt.pooled`, shared with KT).
+
+Only requests whose repetition cannot change the outcome are resent after a dropped
+connection (``idempotent=True`` below; the table is in docs/reliability.md): reads, ``set``,
+``remove_bulk``, ``clear``, ``sync``, ``optimize``, ``copy``, read-only ``misc`` and
+``search``.  Every other write that loses its connection after being sent raises
+``ConnectionDroppedError``: it may or may not have been applied.
 """
 
 from __future__ import annotations
@@ -19,8 +25,8 @@ from kt.ops import tt as _ops
 from kt.ops.codec import Codec, check_int
 from kt.pooled import PooledClient
 from kt.protocol import tt_binary as tt
-from kt.serializers import KT_BINARY
-from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, Pool
+from kt.serializers import KT_BINARY, Serializer
+from kt.transport import DEFAULT_CONNECT_TIMEOUT, Pool
 
 __all__ = [
     "TokyoTyrant",
@@ -104,12 +110,15 @@ Key = _ops.Key
 _text = Codec.arg
 
 
-class TokyoTyrant(PooledClient):
-    """Client for a Tokyo Tyrant server (ttserver 1.1.41 protocol) or kt's bundled one.
+class TokyoTyrantBase:
+    """What the sync and the asyncio TokyoTyrant share: settings and Codec.
 
-    Every method runs one operation of :mod:`kt.ops.tt` (the asyncio client runs the same
-    ones).
+    ``_transport`` is the pool class (``Pool`` here, ``kt.aio.transport.AsyncPool`` there);
+    ``_bind`` attaches the driver that runs operations over it.  ``max_connections=None``
+    means the transport's default (32 sync, 4 asyncio).
     """
+
+    _transport: Any = Pool
 
     def __init__(
         self,
@@ -119,26 +128,43 @@ class TokyoTyrant(PooledClient):
         decode_keys: bool = True,
         timeout: Optional[float] = None,
         connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_SIZE,
+        max_connections: Optional[int] = None,
         connection_pool: bool = True,
     ) -> None:
         """``connection_pool`` is accepted for coleifer/kt code; connections are always pooled."""
         self._codec = Codec(serializer, decode_keys)
         self.decode_keys = decode_keys
-        self._pool = pool = Pool(
-            host, port, timeout=timeout, connect_timeout=connect_timeout, max_size=max_connections
-        )
-        self._init_no_reply(pool)
+        size = {} if max_connections is None else {"max_size": max_connections}
+        self._pool = self._transport(host, port, timeout=timeout, connect_timeout=connect_timeout, **size)
         self.host = self._pool.host
         self.port = port
         self.timeout = timeout
+        self._bind()
+
+    def _bind(self) -> None:
+        raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"<TokyoTyrant {self._pool.address} serializer={self._codec.serializer.name}>"
+        return f"<{type(self).__name__} {self._pool.address} serializer={self._codec.serializer.name}>"
 
     @property
-    def pool(self) -> Pool:
+    def serializer(self) -> Serializer:
+        return self._codec.serializer
+
+    @property
+    def pool(self) -> Any:
         return self._pool
+
+
+class TokyoTyrant(TokyoTyrantBase, PooledClient):
+    """Client for a Tokyo Tyrant server (ttserver 1.1.41 protocol) or kt's bundled one.
+
+    Every method runs one operation of :mod:`kt.ops.tt` (the asyncio client runs the same
+    ones).  ``max_connections`` bounds the pool (default 32).
+    """
+
+    def _bind(self) -> None:
+        self._init_no_reply(self._pool)  # kt.pooled: no-reply writes, close/checkin/open/lua
 
     # -- single records -------------------------------------------------------------------
 
@@ -495,6 +521,9 @@ class QueryBuilder:
 
     >>> query = QueryBuilder().filter('age', OP_NUM_GE, 18).order_by('name').limit(10)
     >>> query.execute(db)    # keys
+
+    Given a ``kt.aio.TokyoTyrant`` the four methods return an awaitable (they return what the
+    client's ``search`` returns): ``await query.execute(async_db)``.
     """
 
     def __init__(self) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from types import GeneratorType
 from typing import Any, Callable, Generator, NamedTuple, Optional, Tuple, Union
 
-__all__ = ["Plan", "Operation", "Parser", "Request", "finished", "nothing", "run"]
+__all__ = ["Plan", "Operation", "Parser", "Request", "arun", "finished", "nothing", "run"]
 
 # parse(buf, pos) -> (result, end) | None: the sans-IO reply-parser contract (docs/internals.md).
 Parser = Callable[[Any, int], Optional[Any]]
@@ -52,6 +52,28 @@ def finished(plan: Plan, result: Any) -> Any:
     """``plan.finish(result)``, or ``result`` when the plan has no finishing step."""
     finish = plan[2]
     return result if finish is None else finish(result)
+
+
+async def arun(request: Request, op: Operation) -> Any:
+    """Run ``op`` under asyncio: ``await request(...)`` for each plan; returns the op's result.
+
+    The twin of :func:`run` (the only other copy of the driving loop).
+    """
+    if type(op) is not GeneratorType:
+        data, parse, finish, idempotent = op
+        result = await request(data, parse, idempotent)
+        return result if finish is None else finish(result)
+    try:
+        plan = next(op)
+        while True:
+            try:
+                result = finished(plan, await request(plan[0], plan[1], plan[3]))
+            except Exception as exc:
+                plan = op.throw(exc)
+            else:
+                plan = op.send(result)
+    except StopIteration as stop:
+        return stop.value
 
 
 def run(request: Request, op: Operation) -> Any:

@@ -27,6 +27,7 @@ from kt.ops import Operation, Plan, nothing
 from kt.ops.codec import Codec, check_db
 from kt.protocol import http, kt_rpc
 from kt.protocol.kt_binary import (
+    DATA_MAX_SIZE,
     MAGIC_GET_BULK,
     MAGIC_REMOVE_BULK,
     encode_get_bulk,
@@ -49,6 +50,7 @@ from kt.serializers import encode_key
 _parse_response = http.parse_response
 _build_rpc = kt_rpc.build_rpc_request
 _EMPTY_BULK = 9  # magic + flags + count: a bulk request with no records
+_INT64_LIMIT = 1 << 63
 
 # -- shaping RPC replies ------------------------------------------------------------------
 
@@ -109,7 +111,18 @@ def rpc(
         if dbidx:
             params.append((b"DB", b"%d" % dbidx))
     data = _build_rpc(procedure, params, c.host_header)
+    if len(data) > DATA_MAX_SIZE:
+        check_size(len(data) - data.index(b"\r\n\r\n") - 4, procedure)
     return (data, _parse_response, finish or _ok_for(procedure), idempotent)  # a bare Plan: hot
+
+
+def check_size(size: int, procedure: str) -> None:
+    """ktserver answers 413 and hangs up on a body over 256 MiB: refuse before sending."""
+    if size > DATA_MAX_SIZE:
+        raise ValueError(
+            f"{procedure}: the request body would be over {size} bytes; Kyoto Tycoon accepts "
+            f"at most {DATA_MAX_SIZE} (256 MiB)"
+        )
 
 
 def _as_text_dict(output: Mapping[bytes, bytes]) -> Dict[str, str]:
@@ -156,9 +169,15 @@ def get_raw(c: Codec, key: Any, db: Optional[int] = None) -> Plan:
     return Plan(get(c, key, db)[0], parse_get_value_reply, None, True)
 
 
+get_bytes = get_raw
+
+
 def set(
-    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None
+    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+    no_reply: bool = False,
 ) -> Operation:
+    if no_reply:
+        return set_no_reply(c, key, value, db, expire_time)
     return (  # a Plan as a bare tuple: the hot path
         encode_set_one(
             c.default_db if db is None else check_db(db),
@@ -291,8 +310,9 @@ def _store(
     c: Codec, procedure: str, key: Any, value: Any, db: Optional[int], expire_time: ExpireTime,
     idempotent: bool = False, encode_value: bool = True,
 ) -> Operation:
-    v = c.encode_value(value) if encode_value else _plain(c, value)
-    params = _with_xt([(b"key", c.key(key)), (b"value", v)], expire_time)
+    encoded = c.encode_value(value) if encode_value else _plain(c, value)
+    check_size(len(encoded), procedure)  # before building a request of that size
+    params = _with_xt([(b"key", c.key(key)), (b"value", encoded)], expire_time)
     return rpc(c, procedure, params, db, idempotent=idempotent)
 
 
@@ -373,6 +393,8 @@ def incr(
 ) -> Operation:
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, not {type(n).__name__}")
+    if not -_INT64_LIMIT < n < _INT64_LIMIT:
+        raise ValueError(f"n must satisfy |n| < 2**63 (the server's 64-bit counter), not {n}")
     return _increment(c, "increment", key, b"%d" % n, orig, db, expire_time, int)
 
 
@@ -382,7 +404,18 @@ def incr_double(
 ) -> Operation:
     if isinstance(n, bool) or not isinstance(n, (int, float)):
         raise TypeError(f"n must be a number, not {type(n).__name__}")
-    return _increment(c, "increment_double", key, repr(float(n)).encode(), orig, db, expire_time, float)
+    return _increment(c, "increment_double", key, repr(float(n)).encode(), orig, db, expire_time, _double)
+
+
+def _double(num: bytes) -> float:
+    try:
+        return float(num)
+    except ValueError:  # ktserver cuts a %f longer than its buffer and ends it with "*"
+        raise ServerError(
+            f"the new value was stored but the server could not format it: {num[:40]!r}...",
+            code=200,
+            procedure="increment_double",
+        ) from None
 
 
 # -- HTTP RPC: database operations --------------------------------------------------------
@@ -500,12 +533,12 @@ def _cursor_rpc(
     params.append((b"CUR", state.cur))
     if state.db:
         params.append((b"DB", b"%d" % state.db))
-    state.created = True
-    return Plan(
-        _build_rpc(procedure, params, c.host_header),
-        _parse_response,
-        lambda response: finish(*rpc_outcome(response, procedure)),
-    )
+
+    def finished(response: http.Response) -> Any:
+        state.created = True  # the server made it on this first use: cur_delete it on close
+        return finish(*rpc_outcome(response, procedure))
+
+    return Plan(_build_rpc(procedure, params, c.host_header), _parse_response, finished)
 
 
 def _cursor_move(c: Codec, state: CursorState, procedure: str, params: List[Tuple[bytes, bytes]]) -> Plan:

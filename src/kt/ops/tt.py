@@ -7,9 +7,11 @@ only run them.  ``setnr``/``setnr_bulk`` return a plan whose ``parse`` is None: 
 has no reply, and the drivers send it without waiting.
 
 ``idempotent``: True for reads and for writes whose repeat leaves the same stored state and
-reply (``put``, ``putlist``, ``outlist``, ``vanish``, ``sync``...).  Writes whose reply or
-effect depends on the previous state (``putkeep``, ``putcat``, ``out``, ``addint``, ``ext``,
-``genuid``, ``iternext``...) and arbitrary ``misc`` calls are never resent.
+reply (``put``, ``outlist``, ``vanish``, ``sync``, ``optimize``, ``copy``, read-only ``misc``
+and ``search``).  Writes whose reply or effect depends on the previous state (``putkeep``,
+``putcat``, ``out``, ``addint``, ``ext``, ``genuid``, ``iternext``, ``putlist`` on a B+ tree
+with duplicates, ``setindex``...) and other ``misc`` calls are never resent (the table is in
+docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ _parse_get = tt.parse_get
 _parse_put = tt.parse_put
 _LOG = 0
 _NO_LOG = tt.MISC_NO_UPDATE_LOG
+# misc functions that only read: safe to resend after a dropped connection.
+READ_ONLY_MISC = frozenset((b"get", b"getlist", b"getpart", b"range", b"regex", b"error"))
 
 
 def merge(data: Optional[Dict[Any, Any]], kwargs: Dict[str, Any], what: str) -> Dict[Any, Any]:
@@ -89,7 +93,12 @@ def get_raw(c: Codec, key: Key) -> Plan:
     return Plan(_encode_get(c.key(key)), _parse_get, None, True)
 
 
-def set(c: Codec, key: Key, value: Any) -> Operation:
+get_bytes = get_raw
+
+
+def set(c: Codec, key: Key, value: Any, no_reply: bool = False) -> Operation:
+    if no_reply:
+        return setnr(c, key, value)
     return (  # a Plan as a bare tuple: the hot path
         _encode_put(key.encode("utf-8") if type(key) is str else c.key(key), c.encode_value(value)),
         _parse_put,
@@ -193,7 +202,8 @@ def set_bulk(
         return Plan(tt.encode_putnr_bulk([(c.key(k), encode(v)) for k, v in data.items()]), None)  # type: ignore[arg-type]
     if not data:
         return nothing(True)
-    return _misc_ok(b"putlist", [part for k, v in data.items() for part in (c.key(k), encode(v))], True)
+    # Not idempotent: on a B+ tree database with duplicates a repeated putlist adds records.
+    return _misc_ok(b"putlist", [part for k, v in data.items() for part in (c.key(k), encode(v))])
 
 
 def update(
@@ -239,7 +249,10 @@ def misc(
     def decoded(result: Optional[List[bytes]]) -> Optional[List[Any]]:
         return None if result is None else [c.decode_value(item) for item in result]
 
-    return _misc(name, encoded, _LOG if update_log else _NO_LOG, decoded if decode_values else None)
+    return _misc(
+        name, encoded, _LOG if update_log else _NO_LOG, decoded if decode_values else None,
+        name in READ_ONLY_MISC,
+    )
 
 
 def script(
@@ -431,15 +444,15 @@ def set_index(c: Codec, name: Union[str, bytes], index_type: int, check_exists: 
             )
         return result is not None
 
-    return _misc(b"setindex", [c.arg(name, "column"), b"%d" % kind], _LOG, finish, not check_exists)
+    return _misc(b"setindex", [c.arg(name, "column"), b"%d" % kind], _LOG, finish)
 
 
 def optimize_index(c: Codec, name: Union[str, bytes]) -> Plan:
-    return _misc_ok(b"setindex", [c.arg(name, "column"), b"%d" % INDEX_OPTIMIZE], True)
+    return _misc_ok(b"setindex", [c.arg(name, "column"), b"%d" % INDEX_OPTIMIZE])
 
 
 def delete_index(c: Codec, name: Union[str, bytes]) -> Plan:
-    return _misc_ok(b"setindex", [c.arg(name, "column"), b"%d" % INDEX_VOID], True)
+    return _misc_ok(b"setindex", [c.arg(name, "column"), b"%d" % INDEX_VOID])
 
 
 def _search_record(c: Codec, item: bytes) -> Tuple[Any, Dict[Any, Any]]:
@@ -505,6 +518,9 @@ def seize(c: Codec, key: Key, decode_value: bool = True) -> Generator[Plan, Any,
         return None
     yield Plan(tt.encode_out(bkey), tt.parse_out)
     return c.decode_value(raw) if decode_value else raw
+
+
+pop = seize
 
 
 def _restore_ts(timestamp: Any) -> int:
