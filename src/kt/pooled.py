@@ -10,8 +10,9 @@ reply count: its next request takes that very connection back while it is idle (
 handles one connection's requests in order, so the request sees the writes), or goes to
 any connection once that one has read another reply since (the writes were processed
 before it).  While another thread is using it, the request waits for it, at most
-``timeout`` (or ``connect_timeout``).  This is branch h9c's design for TT ``setnr``, here
-shared by both clients.
+``timeout`` (or ``connect_timeout``).  A request on the taken-back connection is not resent
+if that connection drops (elsewhere it could overtake the writes).  This is branch h9c's
+design for TT ``setnr``, here shared by both clients.
 
 ``PooledClient`` is a base class: a client calls ``_init_no_reply(pool)`` in its constructor,
 runs operations with ``self._run`` (switched to the pending-aware driver only while some
@@ -28,7 +29,7 @@ from typing import Any, Optional, TypeVar
 
 from kt.lua import ScriptRunner
 from kt.ops import run
-from kt.transport import ConnectionDroppedError, Pool
+from kt.transport import ConnectionDroppedError, Pool, outcome_unknown
 
 __all__ = ["PooledClient"]
 
@@ -83,9 +84,15 @@ class PooledClient:
                 else:
                     try:
                         return conn.request(data, parse)
-                    except ConnectionDroppedError:
+                    except ConnectionDroppedError as exc:
+                        # Not resent even if idempotent: on another connection it could
+                        # overtake the no-reply writes this one may have delivered.
                         if not idempotent:
-                            raise
+                            raise outcome_unknown(exc) from exc
+                        raise ConnectionDroppedError(
+                            f"{exc}; it carried this thread's no-reply writes, which may or may "
+                            "not have been applied"
+                        ) from exc
                     finally:
                         self._pool.release(conn)
         return self._pool.request(data, parse, idempotent=idempotent)
