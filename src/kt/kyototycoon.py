@@ -87,8 +87,8 @@ class KyotoTycoonBase:
 class KyotoTycoon(KyotoTycoonBase, PooledClient):
     """Client for one Kyoto Tycoon server (thread-safe; connections are pooled).
 
-    ``timeout`` bounds every wait for a reply (None: wait forever); ``connect_timeout``
-    bounds connecting; ``max_connections`` bounds the pool (default 32).  Every method runs
+    ``timeout`` bounds each whole request, from sending to the reply's last byte (None: wait
+    forever); ``connect_timeout`` bounds connecting; ``max_connections`` bounds the pool (default 32).  Every method runs
     one operation of :mod:`kt.ops.kt` (the asyncio client runs the same ones).
     """
 
