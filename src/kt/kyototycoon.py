@@ -88,8 +88,9 @@ class KyotoTycoon(KyotoTycoonBase, PooledClient):
     """Client for one Kyoto Tycoon server (thread-safe; connections are pooled).
 
     ``timeout`` bounds each whole request, from sending to the reply's last byte (None: wait
-    forever); ``connect_timeout`` bounds connecting; ``max_connections`` bounds the pool (default 32).  Every method runs
-    one operation of :mod:`kt.ops.kt` (the asyncio client runs the same ones).
+    forever); ``connect_timeout`` bounds connecting; ``max_connections`` bounds the pool
+    (default 32).  Every method runs one operation of :mod:`kt.ops.kt` (the asyncio client
+    runs the same ones).
     """
 
     def _bind(self) -> None:
