@@ -150,8 +150,12 @@ def _kt(farm: ServerFarm, flavour: str, kind: str = "mem") -> RunningServer:
 def _tt(farm: ServerFarm, flavour: str, kind: str) -> RunningServer:
     name = TT_DATABASES[kind]
     database = name if name == "*" else os.path.join(farm.tmp_dir, f"{flavour}-{name}")
+    # A replication timestamp file of its own: a test that calls set_master makes ttserver
+    # write it, and without -rts that would land in the directory pytest runs in.
+    rts = ["-rts", os.path.join(farm.tmp_dir, f"tt-{flavour}-{kind}.rts")]
     return farm.get(
-        f"tt-{flavour}-{kind}", lambda: _start(EmbeddedTokyoTyrantServer, flavour, database=database)
+        f"tt-{flavour}-{kind}",
+        lambda: _start(EmbeddedTokyoTyrantServer, flavour, database=database, server_args=rts),
     )
 
 
