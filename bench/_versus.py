@@ -59,7 +59,7 @@ def server_rss(pid: int) -> int:
 
 
 def connect(target: Target) -> socket.socket:
-    sock = socket.create_connection((target.host, target.port), 30)
+    sock = socket.create_connection((target.host, target.port), 600)  # a slow search
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 

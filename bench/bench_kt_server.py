@@ -145,6 +145,8 @@ def run_versus(args) -> None:
         with servers("kt", "*") as targets:
             for target in targets:
                 results[target.name].append(load_records(target, requests, kb.parse_set_bulk_reply))
+            print(f"  loaded {args.load:,}: " + ", ".join(
+                f"{name} {runs[-1].seconds:.2f} s" for name, runs in results.items()), flush=True)
             cells.extend(versus(targets, [search], max(1, args.rounds // args.load_rounds), args.seconds))
     merged = cells[0]
     for cell in cells[1:]:
