@@ -201,7 +201,9 @@ def versus(
 def ratio_text(ours: Sequence[float], theirs: Sequence[float]) -> str:
     """Best ÷ best, and the range of the per-round ratios."""
     per_round = [a / b for a, b in zip(ours, theirs) if b]
-    best = max(ours) / max(theirs) if max(theirs) else float("inf")
+    if not per_round:
+        return "n/a (no reply from the real server)"
+    best = max(ours) / max(theirs)
     return f"{best:.2f} ({min(per_round):.2f}-{max(per_round):.2f})"
 
 

@@ -191,6 +191,9 @@ class TimedDB:
         # one the expirer has nothing to purge, so its sweep (a visitor per record) is skipped
         # and reads need not decode xt.
         self._xtrecs = self.db.count() > 0
+        # Whether a key with a NUL byte may exist: KC's C search calls hand keys back as C
+        # strings, so match_prefix uses them only while no stored key could be cut short.
+        self._nul_keys = self._xtrecs
         if (mode & kc.OWRITER) and not self.persistent:
             self._xcur = self.db.cursor()
             if self.db.count() > 0:
@@ -290,14 +293,23 @@ class TimedDB:
             self._xtrecs = True
         return stored.to_bytes(8, "big")[3:]
 
+    def _note_keys(self, keys: bytes) -> None:
+        """Before storing under ``keys`` (one key, or several joined): note a NUL byte."""
+        if b"\0" in keys:
+            self._nul_keys = True
+
     def accept(self, key: bytes, visitor, writable: bool = True) -> None:
         """Visit ``key``: ``visitor(key, value, xt)`` (value None when absent or expired)."""
+        if writable:
+            self._note_keys(key)
         now = int(time.time())
         self.db.accept(key, self._wrap(visitor, now, [False, False]), writable)
         self._expire(XTSCUNIT if writable else XTSCUNIT // XTREADFREQ)
 
     def accept_bulk(self, keys: list[bytes], visitor, writable: bool = True) -> None:
         """``accept`` over several keys atomically."""
+        if writable:
+            self._note_keys(b"".join(keys))
         now = int(time.time())
         self.db.accept_bulk(keys, self._wrap(visitor, now, [False, False]), writable)
         self._expire(XTSCUNIT if writable else XTSCUNIT // XTREADFREQ)
@@ -315,6 +327,7 @@ class TimedDB:
             key, stored = body[off:off + ksiz], body[off + ksiz:]
             if len(stored) < XTWIDTH or int.from_bytes(stored[:XTWIDTH], "big") < XTMAX:
                 self._xtrecs = True
+            self._note_keys(key)
             self.db.set(key, stored)
             self._log(update_message(USET, key, stored))
         elif op == UREMOVE:
@@ -428,6 +441,7 @@ class TimedDB:
     # -- writes -------------------------------------------------------------------------------
     def set(self, key: bytes, value: bytes, xt: int = INT64MAX) -> None:
         if self.update_trigger is None:
+            self._note_keys(key)
             now = int(time.time())
             if self.persistent:
                 self.db.set(key, value)
@@ -602,6 +616,7 @@ class TimedDB:
         with self._xlock:
             self._xsc = 0
             self._xtrecs = self.db.count() > 0  # a record stored since the clear may expire
+            self._nul_keys = self._xtrecs
 
     # -- reads --------------------------------------------------------------------------------
     def get(self, key: bytes) -> Optional[tuple[bytes, int]]:
@@ -638,6 +653,7 @@ class TimedDB:
             for key, value, xt in records:
                 self.set(key, value, xt)
             return
+        self._note_keys(b"".join([rec[0] for rec in records]))
         if self.persistent:
             pairs = [(key, value) for key, value, _ in records]
         else:
@@ -770,6 +786,8 @@ class TimedDB:
 
     def match_prefix(self, prefix: bytes, max: int = -1) -> list[bytes]:
         """Keys starting with ``prefix`` like ``PolyDB::match_prefix`` (binary-safe, KC's order)."""
+        if not self._nul_keys and b"\0" not in prefix:
+            return self.db.match_prefix(prefix, max)  # KC's own scan, as ktserver's
         if max < 0:
             max = INT64MAX
         out: list[bytes] = []

@@ -165,17 +165,14 @@ def _declare_gil_holding(lib: ctypes.PyDLL) -> None:
     Under concurrency this is what keeps a 1000-record bulk request from handing the GIL to
     another thread 1000 times.
     """
-    vp, sz = c_void_p, c_size_t
-    for name, restype, argtypes in (
-        ("kcfree", None, [vp]),
-        ("kcdbecode", c_int32, [vp]),
-        ("kcdbset", c_int32, [vp, c_char_p, sz, c_char_p, sz]),
-        ("kcdbremove", c_int32, [vp, c_char_p, sz]),
-        ("kcdbgetbuf", c_int32, [vp, c_char_p, sz, c_void_p, sz]),
-    ):
-        fn = getattr(lib, name)
-        fn.restype = restype
-        fn.argtypes = argtypes
+    lib.kcfree.restype = None
+    lib.kcfree.argtypes = [c_void_p]
+    # The batch calls have no argtypes: converting arguments through argtypes costs more than
+    # the call itself.  Callers pass the handle as a c_void_p, keys/values as bytes and sizes
+    # as small ints (< 2**31: libffi widens a C int argument to the register, so a size_t
+    # parameter receives the same value).
+    for name in ("kcdbecode", "kcdbset", "kcdbgetbuf"):
+        getattr(lib, name).restype = c_int32
 
 
 _pylib = None
@@ -439,11 +436,10 @@ class KCDB:
                 err.applied = 0
                 raise err
             return
-        kcset = _pylib.kcdbset
-        kcset = _pylib.kcdbset
+        kcset, handle = _pylib.kcdbset, c_void_p(h)
         with self._visit_lock:
             for i, (key, value) in enumerate(records):
-                if not kcset(h, key, len(key), value, len(value)):
+                if not kcset(handle, key, len(key), value, len(value)):
                     err = self.error()
                     err.applied = i
                     raise err
@@ -460,7 +456,7 @@ class KCDB:
 
     def get_many(self, keys: Sequence[bytes]) -> list[Optional[bytes]]:
         """The value of each key (None when missing), in order."""
-        h = self._handle()
+        h = c_void_p(self._handle())
         buf = getattr(_tls, "getbuf", None)
         if buf is None:
             buf = _tls.getbuf = ctypes.create_string_buffer(_GETBUF_SIZE)
