@@ -716,7 +716,6 @@ class TimedDB:
         return len(records)
 
     def remove_bulk(self, keys, atomic: bool = False) -> int:
-        n = 0
         if atomic and keys:
             hits = []
 
@@ -727,14 +726,7 @@ class TimedDB:
 
             self.accept_bulk(list(keys), visit)
             return len(hits)
-        for key in keys:
-            try:
-                self.remove(key)
-                n += 1
-            except KCError as exc:
-                if exc.code != NOREC:
-                    raise
-        return n
+        return self.remove_many(list(keys))
 
     def get_bulk(self, keys, atomic: bool = False) -> dict[bytes, bytes]:
         out = {}
