@@ -615,8 +615,8 @@ class TimedDB:
         self._log(update_message(UCLEAR))
         with self._xlock:
             self._xsc = 0
-            self._xtrecs = self.db.count() > 0  # a record stored since the clear may expire
-            self._nul_keys = self._xtrecs
+            # _xtrecs/_nul_keys stay as they are: a store racing with the clear may have set
+            # them (before storing) just before a reset would have cleared them
 
     # -- reads --------------------------------------------------------------------------------
     def get(self, key: bytes) -> Optional[tuple[bytes, int]]:

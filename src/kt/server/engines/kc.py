@@ -159,9 +159,9 @@ def _declare_gil_holding(lib: ctypes.PyDLL) -> None:
 
     ``kcfree`` (malloc's own locks are never held across a Python callback) and the per-thread
     error getter are always safe.  The record calls below take database locks, and a visitor
-    callback holds a record lock while it waits for the GIL; so they run only inside
-    ``KCDB._batch`` (the database's visitor lock, which every visitor call also holds): then no
-    callback of this database can be waiting for the GIL while a batch waits for its lock.
+    callback holds a record lock while it waits for the GIL; so they run only under the
+    database's ``_visit_lock`` (``set_many``/``get_many``), which every visitor call also
+    holds: then no callback can be waiting for the GIL while a batch waits for a KC lock.
     Under concurrency this is what keeps a 1000-record bulk request from handing the GIL to
     another thread 1000 times.
     """
@@ -430,8 +430,8 @@ class KCDB:
         if len(keys) > 1 and all(map(bytes.__lt__, keys, keys[1:])):
             # kcdbsetbulk sets its records in ascending key order, one by one: the same as
             # ours when the keys already ascend (order matters: it is a hash DB's cursor order)
-            blob, array = _str_array(itertools.chain.from_iterable(records), 2 * len(keys))
-            if self._lib.kcdbsetbulk(h, array.buffer_info()[0], len(keys), 0) < 0:
+            blob, strs = _str_array(itertools.chain.from_iterable(records), 2 * len(keys))
+            if self._lib.kcdbsetbulk(h, strs.buffer_info()[0], len(keys), 0) < 0:
                 err = self.error()
                 err.applied = 0
                 raise err
@@ -448,8 +448,8 @@ class KCDB:
         """Remove each key in order; how many existed.  Failures other than NOREC raise."""
         if not keys:
             return 0
-        blob, array = _str_array(keys, len(keys))
-        hits = self._lib.kcdbremovebulk(self._handle(), array.buffer_info()[0], len(keys), 0)
+        blob, strs = _str_array(keys, len(keys))
+        hits = self._lib.kcdbremovebulk(self._handle(), strs.buffer_info()[0], len(keys), 0)
         if hits < 0:
             raise self.error()
         return hits
