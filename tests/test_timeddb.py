@@ -274,7 +274,7 @@ def _cursor_keys(tdb) -> list:
 def test_set_many_matches_one_set_per_record(keys, tmp_path):
     """Same records, values, xt and (hash DB) cursor order as a set per record."""
     one, many = TimedDB("*"), TimedDB("*")
-    records = [(key, b"v%d" % i, 100 if i % 3 else INT64MAX) for i, key in enumerate(keys)]
+    records = [(key, b"v%d" % i, -2000000000 if i % 3 else INT64MAX) for i, key in enumerate(keys)]
     for key, value, xt in records:
         one.set(key, value, xt)
     many.set_many(records)
