@@ -5,6 +5,8 @@ Each peer runs in a background thread on its own raw socket, so a test can measu
 
 * :class:`SlowHeadPeer` sends an HTTP request line and ~``head_bytes`` of header lines, then one
   more header byte every ``drip`` seconds (the head never ends);
+* :class:`SlowItemsPeer` sends a TT ``misc putlist`` announcing 2^20 arguments, ~1 MB of tiny
+  ones, then one more byte every ``drip`` seconds (the request never completes);
 * :class:`EndlessBulkPeer` sends a KT binary ``set_bulk`` announcing ``rnum`` (2^31) records and
   streams small records as fast as the server takes them;
 * :func:`get_latencies` times ``get`` calls of a normal client; :func:`rss_bytes` reads a
@@ -13,11 +15,19 @@ Each peer runs in a background thread on its own raw socket, so a test can measu
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
 import time
 from typing import Callable, List, Optional
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by process ``pid`` (Linux ``/proc/PID/stat``)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_bytes(pid: int) -> int:
@@ -124,3 +134,23 @@ class EndlessBulkPeer(_Peer):
             data = b"".join(chunk)
             self.sock.sendall(data)
             self.sent += len(data)
+
+
+class SlowItemsPeer(_Peer):
+    """TT ``misc putlist`` with 2^20 arguments announced, ``items`` one-byte ones sent, then one
+    more byte every ``drip`` seconds."""
+
+    def __init__(self, host: str, port: int, items: int = 200_000, drip: float = 0.2):
+        super().__init__(host, port)
+        self.items = items
+        self.drip = drip
+
+    def run(self) -> None:
+        name = b"putlist"
+        head = struct.pack(">BBiii", 0xC8, 0x90, len(name), 0, 1 << 20) + name
+        self.sock.sendall(head + (struct.pack(">i", 1) + b"x") * self.items)
+        self.sent = len(head) + 5 * self.items
+        self.ready.set()
+        while not self._stop.wait(self.drip):
+            self.sock.sendall(b"\0")
+            self.sent += 1

@@ -1,4 +1,4 @@
-"""Hostile peers against the KT servers (issue 9, points 3 and 4): one connection must not stall
+"""Hostile peers against the servers (issue 9, points 3 and 4): one connection must not stall
 the others or grow the server without bound.
 
 Bounds are generous (the test box is shared); the measured figures are in the issue's notes.
@@ -10,9 +10,12 @@ import socket
 import statistics
 import time
 
-from attack_peers import EndlessBulkPeer, SlowHeadPeer, get_latencies, rss_bytes
+import pytest
+
+from attack_peers import EndlessBulkPeer, SlowHeadPeer, SlowItemsPeer, cpu_seconds, get_latencies, rss_bytes
 from kt.protocol import http_server as hs
 from kt.protocol import kt_binary as kb
+from kt.protocol import tt_binary as tt
 
 NO_XT = 0x7FFFFFFFFFFFFFFF
 
@@ -48,7 +51,8 @@ def test_slow_heads_do_not_stall_other_clients(kt_servers):
 
 
 def test_endless_header_line_is_dropped_at_the_head_limit(kt_server):
-    """A 100 MB header line: the bundled server hangs up once the head passes HEAD_MAX."""
+    """A 100 MB header line: the bundled server hangs up once the head passes HEAD_MAX (was ~4 s
+    of copying the buffer for each 8 KB piece of the line; now ~0.1 s)."""
     kt = kt_server.client()
     kt.set("attack-k", "v")
     sock = socket.create_connection((kt_server.host, kt_server.port), timeout=10)
@@ -60,7 +64,7 @@ def test_endless_header_line_is_dropped_at_the_head_limit(kt_server):
     finally:
         sock.close()
     assert sent < 32 * hs.HEAD_MAX, f"the server took {sent} bytes of one header line"
-    assert elapsed < 10
+    assert elapsed < 2, f"{elapsed:.2f}s to refuse the line (each cut piece re-copied the buffer)"
     assert kt.get("attack-k") == "v"
 
 
@@ -163,3 +167,64 @@ def test_cut_off_set_bulk_applies_what_arrived_and_answers_error(kt_servers):
     kt.remove_bulk(["cut-0", "cut-1", "cut-2"])
     assert _exchange(kt_servers, full[:two + 10], half_close=True) == b"\xbf"
     assert kt.get_bulk(["cut-0", "cut-1", "cut-2"]) == {"cut-0": "v0", "cut-1": "v1"}
+
+
+def test_tt_dripped_big_misc_is_not_reparsed(tt_servers):
+    """3 peers each with a putlist of 200k tiny arguments that never completes, one more byte
+    every 0.2 s: the server walks only new bytes (was: ~50% of a core re-parsing, gets p90 ~60 ms)."""
+    client = tt_servers.client()
+    client.set("attack-k", "v")
+    pid = tt_servers.embedded.pid
+    peers = [SlowItemsPeer(tt_servers.host, tt_servers.port).start() for _ in range(3)]
+    try:
+        for peer in peers:
+            assert peer.ready.wait(20)
+        time.sleep(0.5)
+        cpu_before, start = cpu_seconds(pid), time.monotonic()
+        latencies = sorted(get_latencies(lambda: client.get("attack-k"), 80, pause=0.02))
+        cpu_share = (cpu_seconds(pid) - cpu_before) / (time.monotonic() - start)
+    finally:
+        for peer in peers:
+            peer.stop()
+    assert latencies[int(len(latencies) * 0.9)] < 0.1, latencies
+    assert cpu_share < 0.2, f"the server used {cpu_share:.0%} of a core while the peers dripped"
+
+
+def _tt_requests():
+    return [
+        tt.encode_mget([b"a", b"bb", b""]),
+        tt.encode_misc(b"putlist", [b"k", b"v", b"k2", b""]),
+        tt.encode_misc(b"getlist", []),
+    ]
+
+
+def test_tt_scan_request_agrees_with_parse_request_on_every_prefix():
+    for request in _tt_requests():
+        state = None
+        for n in range(len(request) + 1):
+            decidable, state = tt.scan_request(request[:n], 0, state)
+            assert decidable == (tt.parse_request(request[:n], 0) is not None), (request, n)
+        assert decidable
+    oversized = b"\xc8\x31" + (2).to_bytes(4, "big") + (1 << 29).to_bytes(4, "big")
+    assert tt.scan_request(oversized, 0)[0] is True
+    with pytest.raises(tt.RequestError):
+        tt.parse_request(oversized, 0)
+
+
+def test_a_long_head_is_parsed_in_slices():
+    """With max_lines the parser stops after that many head lines (paused) and resumes, so the
+    event loop serves other connections between slices of a 10,000-line head."""
+    line = b"X-Pad: " + b"p" * 90 + b"\r\n"
+    data = b"GET /x HTTP/1.1\r\n" + line * 10_000 + b"X-Last: 1\r\n\r\n"
+    parser = hs.RequestParser()
+    calls = 0
+    while True:
+        calls += 1
+        result = parser.parse(data, 0, max_lines=128)
+        if result is not None:
+            break
+        assert parser.paused
+    assert calls >= 10_000 // 128
+    request, end = result
+    assert end == len(data) and request.headers[b"x-last"] == b"1"
+    assert request.headers == hs.parse_request(data, 0)[0].headers

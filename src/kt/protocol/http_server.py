@@ -179,56 +179,51 @@ def kc_strnrmspc(s: bytes) -> bytes:
 
 # ---------------------------------------------------------------------------- request parser
 
+_CUT = re.compile(rb"(?:\r*[^\r]){%d}" % LINE_MAX, re.S)  # LINE_MAX bytes that are not CR
+
+
 def _read_line(buf, pos: int, end: int, eof: bool):
     """``Socket::receive_line``: up to LINE_MAX non-CR bytes or up to ``\\n``.
 
     Returns ``(line, next_pos)``; the line is cut at a NUL like the C string it becomes.
-    Raises ``_NeedMore`` (or ``DropConnection`` at EOF) when the line is incomplete.
+    Raises ``_NeedMore`` (or ``DropConnection`` at EOF) when the line is incomplete.  Looks at
+    no more than LINE_MAX + 1 bytes, or :data:`HEAD_MAX` when the line holds CRs (which do not
+    count): a 100 MB line costs what its first 8 KB cost.
     """
-    nl = buf.find(b"\n", pos, end)
-    if nl >= 0:
-        raw = bytes(buf[pos:nl])
-        if b"\r" in raw:
-            raw = raw.replace(b"\r", b"")
-        if len(raw) <= LINE_MAX:
-            line, nxt = raw, nl + 1
-        else:
-            line, nxt = _cut_long_line(buf, pos, end)
+    window = min(end, pos + LINE_MAX + 1)
+    nl = buf.find(b"\n", pos, window)
+    if nl < 0 and window < end and b"\r" in buf[pos:window]:
+        window = min(end, pos + HEAD_MAX + 1)
+        nl = buf.find(b"\n", pos, window)
+    raw = bytes(buf[pos:nl if nl >= 0 else window])
+    kept = len(raw) - raw.count(b"\r")
+    if kept > LINE_MAX or (nl < 0 and kept >= LINE_MAX):
+        cut = _CUT.match(raw)
+        line, nxt = cut.group().replace(b"\r", b""), pos + cut.end()
+    elif nl >= 0:
+        line, nxt = (raw.replace(b"\r", b"") if b"\r" in raw else raw), nl + 1
+    elif window < end:
+        raise DropConnection("a line of carriage returns longer than the head limit")
+    elif eof:
+        raise DropConnection("end of input inside a line")
     else:
-        raw = bytes(buf[pos:end])
-        if len(raw) - raw.count(b"\r") >= LINE_MAX:
-            line, nxt = _cut_long_line(buf, pos, end)
-        elif eof:
-            raise DropConnection("end of input inside a line")
-        else:
-            raise _NeedMore
+        raise _NeedMore
     if b"\0" in line:
         line = line[:line.index(b"\0")]
     return line, nxt
 
 
-def _cut_long_line(buf, pos: int, end: int):
-    out = bytearray()
-    i = pos
-    while len(out) < LINE_MAX:
-        c = buf[i]
-        i += 1
-        if c != 0x0D:
-            out.append(c)
-    return bytes(out), i
-
-
 _NAME_SPACE = re.compile(rb"[\x01-\x20\x7f]")
 
 
-def _fast_head(buf, pos: int):
+def _fast_head(buf, pos: int, max_lines: Optional[int] = None):
     """The header block split into lines when it is plain CRLF text (the common case).
 
     Returns ``(lines, body_start)`` or None when the slow, byte-exact path must decide
     (bare ``\n`` or stray ``\r``, NUL bytes, over-long lines, incomplete head).
     """
     hend = buf.find(b"\r\n\r\n", pos, pos + HEAD_MAX + 4)
-    if hend < 0:
+    if hend < 0 or (max_lines is not None and buf.count(b"\n", pos, hend) >= max_lines):
         return None
     head = bytes(buf[pos:hend])
     crlf = head.count(b"\r\n")
@@ -248,6 +243,15 @@ def parse_request(buf, pos: int = 0, eof: bool = False):
 _HEAD_LINE, _HEADERS, _BODY = range(3)
 
 
+def _arrived(have: int, need: int, eof: bool) -> bool:
+    """Whether ``need`` body bytes are there; missing at EOF, ktserver answers 400."""
+    if have >= need:
+        return True
+    if eof:
+        raise HTTPErrorReply(400, "receiving data failed")
+    return False
+
+
 class RequestParser:
     """:func:`parse_request` for a request that arrives in pieces: it resumes where it stopped.
 
@@ -260,20 +264,26 @@ class RequestParser:
     """
 
     __slots__ = ("phase", "start", "next", "method", "kind", "target", "path", "query", "version",
-                 "keep", "clen", "chunked", "headers", "parts", "total")
+                 "keep", "clen", "chunked", "headers", "parts", "total", "paused")
 
     def __init__(self) -> None:
         self.phase = _HEAD_LINE
+        self.paused = False
         self.headers: dict = {}
         self.parts: list = []
         self.total = 0
 
-    def parse(self, buf, pos: int = 0, eof: bool = False):
-        """``(HTTPRequest, end)`` once complete, else None; raises like :func:`parse_request`."""
+    def parse(self, buf, pos: int = 0, eof: bool = False, max_lines: Optional[int] = None):
+        """``(HTTPRequest, end)`` once complete, else None; raises like :func:`parse_request`.
+
+        With ``max_lines``, at most that many head lines are parsed per call; ``paused`` is then
+        true when it stopped for that reason (call again) rather than for missing bytes.
+        """
         end = len(buf)
+        self.paused = False
         if self.phase == _HEAD_LINE:
             self.start = pos
-            fast = _fast_head(buf, pos)
+            fast = _fast_head(buf, pos, max_lines)  # None with too many lines: sliced below
             if fast is not None:
                 lines, body_start = fast
                 self._request_line(lines[0])
@@ -291,7 +301,12 @@ class RequestParser:
                 self.phase = _HEADERS
         if self.phase == _HEADERS:
             limit = self.start + HEAD_MAX
+            budget = -1 if max_lines is None else max_lines
             while True:
+                if budget == 0:
+                    self.paused = True
+                    return None
+                budget -= 1
                 got = self._line(buf, self.next, end, eof)
                 if got is None:
                     return None
@@ -373,9 +388,7 @@ class RequestParser:
             if clen >= 0:
                 if clen > BODY_MAX:
                     raise HTTPErrorReply(413, "request entity too large")
-                if end - p < clen:
-                    if eof:
-                        raise HTTPErrorReply(400, "receiving data failed")
+                if not _arrived(end - p, clen, eof):
                     return None
                 body = bytes(buf[p:p + clen])
                 p += clen
@@ -404,9 +417,7 @@ class RequestParser:
             if self.total + csiz > BODY_MAX:
                 raise HTTPErrorReply(413, "request entity too large")
             if csiz > 0:
-                if end - p < csiz:
-                    if eof:
-                        raise HTTPErrorReply(400, "receiving data failed")
+                if not _arrived(end - p, csiz, eof):
                     return False
                 chunk = bytes(buf[p:p + csiz])
                 p += csiz

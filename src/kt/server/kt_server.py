@@ -31,6 +31,7 @@ from kt.protocol import http_server as hs
 from kt.protocol import kt_binary as kb
 from kt.protocol import kt_rpc
 from kt.server.common import (
+    AGAIN,
     LOG_INFO,
     Connection,
     EventLoopServer,
@@ -83,7 +84,8 @@ _SLOW_PROCEDURES = frozenset((
 _REPLICATION_DUMMY_FREQ = 256  # Slave::DUMMYFREQ: a heartbeat after this many skipped records
 _STREAMED = frozenset((kb.MAGIC_SET_BULK, kb.MAGIC_REMOVE_BULK, kb.MAGIC_GET_BULK))
 _BULK_HEAD = struct.Struct(">BII")  # magic, flags, rnum
-_BULK_BATCH = 4096  # records applied per step of a streamed bulk request
+_BULK_BATCH = 1024  # records parsed (in the loop) and applied (in a worker) per step of a bulk request
+_HEAD_LINES_PER_STEP = 128  # a longer head is parsed in slices, other connections served between
 
 
 class _BulkStream:
@@ -177,13 +179,13 @@ class KTServerHandler:
         if parser is None:  # a new request; kept while it arrives, so no byte is parsed twice
             parser = conn.state = hs.RequestParser()
         try:
-            parsed = parser.parse(conn.buf, 0, eof)
+            parsed = parser.parse(conn.buf, 0, eof, _HEAD_LINES_PER_STEP)
         except hs.DropConnection:
             return b"", False
         except hs.HTTPErrorReply as exc:
             return exc.reply, False
         if parsed is None:
-            return None
+            return AGAIN if parser.paused else None
         conn.state = None
         request, end = parsed
         conn.consume(end)
