@@ -39,7 +39,10 @@ def kt_sub(server, *args, input=None, env=None):
     environ.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "kt.cli", "-h", server.host, "-p", str(server.port), *args],
-        input=input, capture_output=True, env=environ, timeout=120,
+        input=input,
+        capture_output=True,
+        env=environ,
+        timeout=120,
     )
 
 
@@ -97,7 +100,10 @@ def test_binary_keys_and_values_are_printed_raw(kt):
     db = kt.client(serializer=KT_NONE, decode_keys=False)
     db.set(b"bin", b"\x00\xff\tz", db=1)
     assert run(kt, "--db", "1", "get", "bin").stdout_bytes == b"\x00\xff\tz\n"
-    assert json.loads(run(kt, "--db", "1", "get", "bin", "--json").stdout) == {"key": "bin", "value_b64": "AP8Jeg=="}
+    assert json.loads(run(kt, "--db", "1", "get", "bin", "--json").stdout) == {
+        "key": "bin",
+        "value_b64": "AP8Jeg==",
+    }
 
 
 def test_tt_record_commands(tt):
@@ -141,7 +147,9 @@ def test_server_commands(kt, tt):
 def test_ulog_lists_update_logs(tmp_path):
     from kt import EmbeddedServer
 
-    server = EmbeddedServer(server=None, database="*", server_args=["-ulog", str(tmp_path / "ulog"), "-sid", "1"])
+    server = EmbeddedServer(
+        server=None, database="*", server_args=["-ulog", str(tmp_path / "ulog"), "-sid", "1"]
+    )
     server.run()
     try:
         server.client.set("k", "v")
@@ -156,16 +164,29 @@ def test_ulog_lists_update_logs(tmp_path):
 def test_search_with_readable_filters(tt_servers_table):
     table = tt_servers_table.client(serializer=TT_TABLE)
     table.clear()
-    table.set_bulk({
-        "ada": {"name": "Ada", "age": "36"}, "alan": {"name": "Alan", "age": "41"},
-        "bob": {"name": "Bob", "age": "20"}, "carl": {"name": "Carl", "age": "30"},
-    })
-    result = run(tt_servers_table, "search", "age>=30", "name^=A", "--order", "age:num-desc", "--limit", "10", "--json")
+    table.set_bulk(
+        {
+            "ada": {"name": "Ada", "age": "36"},
+            "alan": {"name": "Alan", "age": "41"},
+            "bob": {"name": "Bob", "age": "20"},
+            "carl": {"name": "Carl", "age": "30"},
+        }
+    )
+    result = run(
+        tt_servers_table, "search", "age>=30", "name^=A", "--order", "age:num-desc", "--limit", "10", "--json"
+    )
     assert [row["key"] for row in json.loads(result.stdout)] == ["alan", "ada"]
     assert json.loads(result.stdout)[0] == {"key": "alan", "name": "Alan", "age": "41"}
-    assert run(tt_servers_table, "search", "name!^=A", "--keys", "--order", "name").stdout.split() == ["bob", "carl"]
+    assert run(tt_servers_table, "search", "name!^=A", "--keys", "--order", "name").stdout.split() == [
+        "bob",
+        "carl",
+    ]
     assert run(tt_servers_table, "search", "age><25,35", "--count").stdout == "1\n"
-    assert run(tt_servers_table, "search", "name*=a", "--keys", "--order", "name").stdout.split() == ["ada", "alan", "carl"]
+    assert run(tt_servers_table, "search", "name*=a", "--keys", "--order", "name").stdout.split() == [
+        "ada",
+        "alan",
+        "carl",
+    ]
     table_out = run(tt_servers_table, "search", "age<25")
     assert "Bob" in table_out.stdout and "name" in table_out.stdout
     assert run(tt_servers_table, "search", "age").exit_code == 2
@@ -189,8 +210,12 @@ def test_debug_shows_the_traceback(free_port):
 
 def test_subprocess_exit_codes_and_env(kt_server, free_port):
     environ = {"KT_HOST": kt_server.host, "KT_PORT": str(kt_server.port)}
-    ok = subprocess.run([sys.executable, "-m", "kt.cli", "set", "envkey", "v"], capture_output=True,
-                        env=dict(os.environ, PYTHONPATH=SRC, **environ), timeout=60)
+    ok = subprocess.run(
+        [sys.executable, "-m", "kt.cli", "set", "envkey", "v"],
+        capture_output=True,
+        env=dict(os.environ, PYTHONPATH=SRC, **environ),
+        timeout=60,
+    )
     assert ok.returncode == 0, ok.stderr
     assert kt_server.client().get("envkey") == "v"
     missing = kt_sub(kt_server, "get", "no-such-key")
@@ -264,8 +289,9 @@ def test_round_trip_through_a_pipe_of_two_processes(kt):
     base = [sys.executable, "-m", "kt.cli", "-h", kt.host, "-p", str(kt.port)]
     before = run(kt, "--db", "1", "export", "-q").stdout_bytes
     exporter = subprocess.Popen([*base, "--db", "1", "export"], stdout=subprocess.PIPE, env=env)
-    importer = subprocess.run([*base, "--db", "0", "import"], stdin=exporter.stdout, capture_output=True,
-                              env=env, timeout=120)
+    importer = subprocess.run(
+        [*base, "--db", "0", "import"], stdin=exporter.stdout, capture_output=True, env=env, timeout=120
+    )
     exporter.stdout.close()
     assert exporter.wait(timeout=60) == 0 and importer.returncode == 0, importer.stderr
     assert b"imported 1,000 records" in importer.stderr
@@ -313,7 +339,7 @@ def test_bad_tsv_lines_are_reported_with_their_numbers(kt, tmp_path, content, me
     [
         (".jsonl", b'{"key":"a","value":"1"}\n{"key":"b","val', "2: truncated"),
         (".jsonl", b'{"key":"a","value":"1"}\n{"key":"b"}\n', '2: missing "value"'),
-        (".jsonl", b'{"key":"a","value":"1"}\n{"key":"b","value_b64":"!!"}\n', "2: \"value_b64\" is not valid"),
+        (".jsonl", b'{"key":"a","value":"1"}\n{"key":"b","value_b64":"!!"}\n', '2: "value_b64" is not valid'),
         (".jsonl", b'{"key":"a","value":"1"}\n{"key":"b",\n', "2: invalid JSON"),
         (".csv", b'key,value,xt\na,1,\nb,"2\n', "3: bad CSV"),
         (".csv", b"key,value,xt\na,1,\nb,2,3,4\n", "3: wrong column count: 4"),
@@ -335,7 +361,10 @@ def test_on_error_skip_imports_every_good_line(kt, tmp_path):
     assert result.exit_code == 1
     assert f"{path}:2: wrong column count" in result.stderr and f"{path}:3: bad escape" in result.stderr
     assert "imported 2 records" in result.stderr and "2 bad lines" in result.stderr
-    assert kt.client(serializer=KT_NONE, decode_keys=False).get_bulk([b"a", b"d"], db=1) == {b"a": b"1", b"d": b"4"}
+    assert kt.client(serializer=KT_NONE, decode_keys=False).get_bulk([b"a", b"d"], db=1) == {
+        b"a": b"1",
+        b"d": b"4",
+    }
 
 
 def test_import_xt_overrides_the_file(kt, tmp_path):
@@ -359,19 +388,31 @@ def test_progress_bar_shows_rate_and_eta(kt, tmp_path):
 
 def test_serve_runs_the_bundled_server(free_port):
     env = dict(os.environ, PYTHONPATH=SRC)
-    proc = subprocess.Popen([sys.executable, "-m", "kt.cli", "serve", "tt", "-port", str(free_port), "*"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kt.cli", "serve", "tt", "-port", str(free_port), "*"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     try:
         deadline = time.time() + 30
         while time.time() < deadline:
-            probe = subprocess.run([sys.executable, "-m", "kt.cli", "-p", str(free_port), "count"],
-                                   capture_output=True, env=env, timeout=30)
+            probe = subprocess.run(
+                [sys.executable, "-m", "kt.cli", "-p", str(free_port), "count"],
+                capture_output=True,
+                env=env,
+                timeout=30,
+            )
             if probe.returncode == 0:
                 break
             time.sleep(0.2)
         assert probe.stdout == b"0\n"
-        assert subprocess.run([sys.executable, "-m", "kt.cli", "serve", "xx"], capture_output=True,
-                              env=env, timeout=30).returncode == 2
+        assert (
+            subprocess.run(
+                [sys.executable, "-m", "kt.cli", "serve", "xx"], capture_output=True, env=env, timeout=30
+            ).returncode
+            == 2
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=30)

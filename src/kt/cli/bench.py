@@ -17,7 +17,9 @@ PREFIX = b"kt-bench:"
 def _client(target: Target) -> Any:
     if target.is_tt:
         return TokyoTyrant(target.host, target.port, serializer=KT_NONE, timeout=target.timeout)
-    return KyotoTycoon(target.host, target.port, serializer=KT_NONE, timeout=target.timeout, default_db=target.db)
+    return KyotoTycoon(
+        target.host, target.port, serializer=KT_NONE, timeout=target.timeout, default_db=target.db
+    )
 
 
 def _run(target: Target, connections: int, requests: int, work: Callable[[Any, int, int], None]) -> float:
@@ -51,16 +53,33 @@ def _key(i: int) -> bytes:
 
 
 @click.command()
-@click.option("-n", "--requests", type=click.IntRange(min=1), default=20000, show_default=True,
-              help="Operations per test (records for the bulk tests).")
-@click.option("-c", "--connections", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Concurrent connections (one thread each).")
-@click.option("--value-size", type=click.IntRange(min=0), default=100, show_default=True, help="Bytes per value.")
-@click.option("--batch", type=click.IntRange(min=1), default=100, show_default=True,
-              help="Records per bulk call.")
+@click.option(
+    "-n",
+    "--requests",
+    type=click.IntRange(min=1),
+    default=20000,
+    show_default=True,
+    help="Operations per test (records for the bulk tests).",
+)
+@click.option(
+    "-c",
+    "--connections",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Concurrent connections (one thread each).",
+)
+@click.option(
+    "--value-size", type=click.IntRange(min=0), default=100, show_default=True, help="Bytes per value."
+)
+@click.option(
+    "--batch", type=click.IntRange(min=1), default=100, show_default=True, help="Records per bulk call."
+)
 @json_option
 @click.pass_obj
-def bench(target: Target, requests: int, connections: int, value_size: int, batch: int, as_json: bool) -> None:
+def bench(
+    target: Target, requests: int, connections: int, value_size: int, batch: int, as_json: bool
+) -> None:
     """Measure set/get/bulk throughput; writes and then removes kt-bench:* keys."""
     value = b"v" * value_size
     per_conn = max(1, requests // connections)
@@ -83,14 +102,24 @@ def bench(target: Target, requests: int, connections: int, value_size: int, batc
             client.get_bulk([_key(i) for i in range(start, min(start + batch, first + count))])
 
     tests: List[Tuple[str, Callable[[Any, int, int], None]]] = [
-        ("set", sets), ("get", gets), (f"set_bulk x{batch}", set_bulks), (f"get_bulk x{batch}", get_bulks),
+        ("set", sets),
+        ("get", gets),
+        (f"set_bulk x{batch}", set_bulks),
+        (f"get_bulk x{batch}", get_bulks),
     ]
     rows = []
     try:
         for name, work in tests:
             seconds = _run(target, connections, total, work)
-            rows.append({"test": name, "connections": connections, "records": total,
-                         "seconds": round(seconds, 3), "records_per_s": round(total / seconds)})
+            rows.append(
+                {
+                    "test": name,
+                    "connections": connections,
+                    "records": total,
+                    "seconds": round(seconds, 3),
+                    "records_per_s": round(total / seconds),
+                }
+            )
     finally:
         _cleanup(target, total)
     if as_json:
@@ -99,8 +128,16 @@ def bench(target: Target, requests: int, connections: int, value_size: int, batc
     target.table(
         f"kt bench {target.host}:{target.port} ({target.flavour}, {value_size}-byte values)",
         ["test", "connections", "records", "seconds", "records/s"],
-        [[r["test"], r["connections"], f"{r['records']:,}", f"{r['seconds']:.3f}", f"{r['records_per_s']:,}"]
-         for r in rows],
+        [
+            [
+                r["test"],
+                r["connections"],
+                f"{r['records']:,}",
+                f"{r['seconds']:.3f}",
+                f"{r['records_per_s']:,}",
+            ]
+            for r in rows
+        ],
     )
 
 

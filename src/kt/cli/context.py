@@ -93,15 +93,21 @@ class Target:
                 )
             else:
                 self._client = KyotoTycoon(
-                    self.host, self.port, serializer=KT_NONE, decode_keys=False,
-                    timeout=self.timeout, default_db=self.db,
+                    self.host,
+                    self.port,
+                    serializer=KT_NONE,
+                    decode_keys=False,
+                    timeout=self.timeout,
+                    default_db=self.db,
                 )
         return self._client
 
     def require(self, flavour: str, what: str) -> None:
         if self.flavour != flavour:
             name = {"kt": "Kyoto Tycoon", "tt": "Tokyo Tyrant"}[flavour]
-            raise click.UsageError(f"{what} needs a {name} server ({self.host or '127.0.0.1'}:{self.port} is not one)")
+            raise click.UsageError(
+                f"{what} needs a {name} server ({self.host or '127.0.0.1'}:{self.port} is not one)"
+            )
 
     def close(self) -> None:
         if self._client is not None:

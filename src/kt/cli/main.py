@@ -21,21 +21,44 @@ class KtGroup(click.Group):
 
 
 @click.group(cls=KtGroup, context_settings=CONTEXT_SETTINGS)
-@click.option("-h", "--host", default="127.0.0.1", show_default=True, envvar="KT_HOST",
-              help="Server host (or $KT_HOST).")
-@click.option("-p", "--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
-              envvar="KT_PORT", help="Server port (or $KT_PORT).")
-@click.option("--db", type=click.IntRange(0, 65535), default=0, show_default=True,
-              help="Kyoto Tycoon database index.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Seconds to wait for each reply (default: no limit).")
+@click.option(
+    "-h",
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="KT_HOST",
+    help="Server host (or $KT_HOST).",
+)
+@click.option(
+    "-p",
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_PORT,
+    show_default=True,
+    envvar="KT_PORT",
+    help="Server port (or $KT_PORT).",
+)
+@click.option(
+    "--db", type=click.IntRange(0, 65535), default=0, show_default=True, help="Kyoto Tycoon database index."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Seconds to wait for each reply (default: no limit).",
+)
 @click.option("--tt", "flavour", flag_value="tt", help="The server is Tokyo Tyrant.")
 @click.option("--kt", "flavour", flag_value="kt", help="The server is Kyoto Tycoon.")
 @click.option("--debug", is_flag=True, help="Show the traceback of an error.")
 @click.version_option(package_name="kt-tycoon", prog_name="kt")
 @click.pass_context
 def cli(
-    ctx: click.Context, host: str, port: int, db: int, timeout: Optional[float], flavour: Optional[str],
+    ctx: click.Context,
+    host: str,
+    port: int,
+    db: int,
+    timeout: Optional[float],
+    flavour: Optional[str],
     debug: bool,
 ) -> None:
     """Work with a Kyoto Tycoon or Tokyo Tyrant server from the shell.

@@ -34,7 +34,9 @@ def get(target: Target, key: str, as_json: bool) -> None:
 @click.command("set")
 @click.argument("key")
 @click.argument("value")
-@click.option("--xt", type=click.FloatRange(min=0, min_open=True), help="Expire after this many seconds (KT).")
+@click.option(
+    "--xt", type=click.FloatRange(min=0, min_open=True), help="Expire after this many seconds (KT)."
+)
 @click.option("--add", "mode", flag_value="add", help="Only if KEY does not exist.")
 @click.option("--replace", "mode", flag_value="replace", help="Only if KEY exists (KT).")
 @click.option("--append", "mode", flag_value="append", help="Append VALUE to the stored value.")
@@ -77,7 +79,9 @@ def remove(target: Target, keys: Tuple[str, ...]) -> None:
 @click.argument("key")
 @click.argument("n", default="1")
 @click.option("--float", "as_float", is_flag=True, help="Add a floating point number.")
-@click.option("--xt", type=click.FloatRange(min=0, min_open=True), help="Expire after this many seconds (KT).")
+@click.option(
+    "--xt", type=click.FloatRange(min=0, min_open=True), help="Expire after this many seconds (KT)."
+)
 @json_option
 @click.pass_obj
 def incr(target: Target, key: str, n: str, as_float: bool, xt: Optional[float], as_json: bool) -> None:
@@ -85,7 +89,8 @@ def incr(target: Target, key: str, n: str, as_float: bool, xt: Optional[float], 
     try:
         amount = float(n) if as_float else int(n)
     except ValueError:
-        raise click.BadParameter(f"{n!r} is not a{' ' if as_float else 'n '}{'float' if as_float else 'integer'}")
+        kind = "a number" if as_float else "an integer"
+        raise click.BadParameter(f"{n!r} is not {kind}", param_hint="N") from None
     client = target.client
     if target.is_tt:
         if xt is not None:
@@ -107,14 +112,19 @@ def incr(target: Target, key: str, n: str, as_float: bool, xt: Optional[float], 
 @click.option("--max", "max_keys", type=click.IntRange(min=0), help="At most this many keys.")
 @json_option
 @click.pass_obj
-def list_(target: Target, prefix: Optional[str], regex: Optional[str], max_keys: Optional[int],
-          as_json: bool) -> None:
+def list_(
+    target: Target, prefix: Optional[str], regex: Optional[str], max_keys: Optional[int], as_json: bool
+) -> None:
     """List keys: all, those starting with PREFIX, or those matching --regex."""
     if prefix is not None and regex is not None:
         raise click.UsageError("give a PREFIX or --regex, not both")
     client = target.client
     if regex is not None:
-        keys = client.match_regex(regex, max_keys) if target.is_tt else client.match_regex(regex, max_keys, target.db)
+        keys = (
+            client.match_regex(regex, max_keys)
+            if target.is_tt
+            else client.match_regex(regex, max_keys, target.db)
+        )
     elif target.is_tt:
         keys = client.match_prefix(_key(prefix or ""), max_keys)
     else:

@@ -74,7 +74,9 @@ def parse_order(text: str) -> Tuple[str, int]:
         ) from None
 
 
-def build_query(filters: Tuple[str, ...], order: Optional[str], limit: Optional[int], offset: Optional[int]) -> QueryBuilder:
+def build_query(
+    filters: Tuple[str, ...], order: Optional[str], limit: Optional[int], offset: Optional[int]
+) -> QueryBuilder:
     query = QueryBuilder()
     for word in filters:
         query.filter(*parse_filter(word))
@@ -87,12 +89,10 @@ def build_query(filters: Tuple[str, ...], order: Optional[str], limit: Optional[
     return query
 
 
-_OPERATOR_HELP = "\n".join(f"  {op:<3} {desc}" for op, (_, desc) in OPERATORS.items())
+_OPERATOR_HELP = ", ".join(f"``{op}`` {desc}" for op, (_, desc) in OPERATORS.items())
 
 
-@click.command(
-    epilog="\b\nOperators (put ! before one to negate it, e.g. name!^=A):\n" + _OPERATOR_HELP
-)
+@click.command(epilog=f"Operators: {_OPERATOR_HELP}.  Put ``!`` before one to negate it (``name!^=A``).")
 @click.argument("filters", nargs=-1)
 @click.option("--order", help="COLUMN[:str|str-desc|num|num-desc] to sort by.")
 @click.option("--limit", type=click.IntRange(min=0), help="At most this many records.")
@@ -101,8 +101,16 @@ _OPERATOR_HELP = "\n".join(f"  {op:<3} {desc}" for op, (_, desc) in OPERATORS.it
 @click.option("--keys", "only_keys", is_flag=True, help="Print only the matching keys.")
 @json_option
 @click.pass_obj
-def search(target: Target, filters: Tuple[str, ...], order: Optional[str], limit: Optional[int],
-           offset: Optional[int], only_count: bool, only_keys: bool, as_json: bool) -> None:
+def search(
+    target: Target,
+    filters: Tuple[str, ...],
+    order: Optional[str],
+    limit: Optional[int],
+    offset: Optional[int],
+    only_count: bool,
+    only_keys: bool,
+    as_json: bool,
+) -> None:
     """Search a Tokyo Tyrant table database: FILTERS like age>=30 name^=A."""
     target.require("tt", "search")
     query = build_query(filters, order, limit, offset)

@@ -83,12 +83,18 @@ def _open_input(path: str) -> IO[bytes]:
     return sys.stdin.buffer if path == "-" else open(path, "rb")
 
 
-_FORMAT = click.option("--format", "fmt", type=click.Choice(formats.FORMATS),
-                       help="File format (default: from the file name's suffix, else tsv).")
-_HEX = click.option("--hex", "hex_", is_flag=True,
-                    help="tsv with hex keys and values (ktremotemgr list -px / import -sx).")
-_PROGRESS = click.option("--progress/--no-progress", default=None,
-                         help="Show a progress bar (default: when stderr is a terminal).")
+_FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(formats.FORMATS),
+    help="File format (default: from the file name's suffix, else tsv).",
+)
+_HEX = click.option(
+    "--hex", "hex_", is_flag=True, help="tsv with hex keys and values (ktremotemgr list -px / import -sx)."
+)
+_PROGRESS = click.option(
+    "--progress/--no-progress", default=None, help="Show a progress bar (default: when stderr is a terminal)."
+)
 _QUIET = click.option("-q", "--quiet", is_flag=True, help="No summary line.")
 
 
@@ -99,8 +105,9 @@ _QUIET = click.option("-q", "--quiet", is_flag=True, help="No summary line.")
 @_PROGRESS
 @_QUIET
 @click.pass_obj
-def export(target: Target, file: str, fmt: Optional[str], hex_: bool, progress: Optional[bool],
-           quiet: bool) -> None:
+def export(
+    target: Target, file: str, fmt: Optional[str], hex_: bool, progress: Optional[bool], quiet: bool
+) -> None:
     """Write every record to FILE (default: stdout) as tsv, jsonl or csv.
 
     Each line holds a key, its value and, when it expires, the absolute Unix time it expires
@@ -215,18 +222,36 @@ class BatchWriter:
 @click.argument("file", default="-")
 @_FORMAT
 @_HEX
-@click.option("--xt", type=click.FloatRange(min=0, min_open=True),
-              help="Expire every record after this many seconds (instead of the file's expiries; KT).")
-@click.option("--batch", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Records per set_bulk call.")
-@click.option("--on-error", type=click.Choice(["stop", "skip"]), default="stop", show_default=True,
-              help="What a bad line does: end the import (after storing every good line before it) "
-                   "or get reported and skipped.")
+@click.option(
+    "--xt",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Expire every record after this many seconds (instead of the file's expiries; KT).",
+)
+@click.option(
+    "--batch", type=click.IntRange(min=1), default=1000, show_default=True, help="Records per set_bulk call."
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(["stop", "skip"]),
+    default="stop",
+    show_default=True,
+    help="What a bad line does: end the import (after storing every good line before it) "
+    "or get reported and skipped.",
+)
 @_PROGRESS
 @_QUIET
 @click.pass_obj
-def import_(target: Target, file: str, fmt: Optional[str], hex_: bool, xt: Optional[float], batch: int,
-            on_error: str, progress: Optional[bool], quiet: bool) -> None:
+def import_(
+    target: Target,
+    file: str,
+    fmt: Optional[str],
+    hex_: bool,
+    xt: Optional[float],
+    batch: int,
+    on_error: str,
+    progress: Optional[bool],
+    quiet: bool,
+) -> None:
     """Store the records of FILE (default: stdin), as written by ``kt export``.
 
     Lines hold ``key, value[, xt]`` with xt an absolute Unix time.  A bad line is reported
