@@ -436,3 +436,11 @@ def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def test_tt_import_warns_that_expiries_are_ignored(tt, tmp_path):
+    path = tmp_path / "with-xt.tsv"
+    path.write_bytes(encode_tsv(Record(b"x", b"1", 4_000_000_000)))
+    result = run(tt, "import", str(path))
+    assert result.exit_code == 0 and "expiries are ignored" in result.stderr
+    assert tt.client(serializer=KT_NONE).get(b"x") == b"1"

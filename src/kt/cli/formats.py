@@ -39,9 +39,6 @@ class RecordError(ValueError):
 
 # -- escaping (tsv and csv) ------------------------------------------------------------------
 
-_ESCAPES = {ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
-# Bytes that are not UTF-8 survive decoding as lone surrogates U+DC80..U+DCFF: write them \xHH.
-_ESCAPES.update({0xDC00 + b: f"\\x{b:02X}" for b in range(0x80, 0x100)})
 _NEEDS_ESCAPE = re.compile(rb"[\\\t\n\r\x80-\xff]")
 _UNESCAPE = re.compile(rb"\\(x[0-9A-Fa-f]{2}|.|$)", re.DOTALL)
 _SIMPLE_UNESCAPES = {b"\\": b"\\", b"t": b"\t", b"n": b"\n", b"r": b"\r"}
@@ -51,7 +48,11 @@ def escape(data: bytes) -> bytes:
     """``data`` as one line-safe, UTF-8 field (unchanged when it is plain ASCII text)."""
     if not _NEEDS_ESCAPE.search(data):
         return data
-    return data.decode("utf-8", "surrogateescape").translate(_ESCAPES).encode("utf-8")
+    # The four ASCII bytes are never part of a multi-byte UTF-8 sequence, so escaping them
+    # first leaves the rest as it was; "backslashreplace" then writes each byte that is not
+    # UTF-8 as \xhh.  Every step runs in C.
+    data = data.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+    return data.decode("utf-8", "backslashreplace").encode("utf-8")
 
 
 def _unescape_one(match: re.Match) -> bytes:

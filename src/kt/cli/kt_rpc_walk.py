@@ -98,7 +98,7 @@ def walk_records(
         in_flight = 0
         ended = False
         while True:
-            if not ended and in_flight < window:
+            if not ended and in_flight <= window // 2:  # top up in one send, not one per reply
                 rpc.send(step * (window - in_flight))
                 in_flight = window
             status, output = rpc.receive()

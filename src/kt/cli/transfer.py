@@ -136,7 +136,7 @@ def export(
                     batch.clear()
             out.write(b"".join(batch))
             written += len(batch)
-            bar.update(task, completed=written, total=max(total, written))
+            bar.update(task, completed=written, total=written)  # count includes unpurged expired
         out.flush()
     finally:
         if file != "-":
@@ -189,6 +189,7 @@ class BatchWriter:
         self.expire = expire
         self.pending: Dict[bytes, Tuple[bytes, Optional[int]]] = {}
         self.stored = 0
+        self.warned = False
 
     def add(self, record: Record) -> None:
         self.pending[record.key] = (record.value, record.xt)
@@ -200,6 +201,9 @@ class BatchWriter:
             return
         target, client = self.target, self.target.client
         if target.is_tt:
+            if not self.warned and any(xt is not None for _, xt in self.pending.values()):
+                target.err.print("kt: Tokyo Tyrant records do not expire: the file's expiries are ignored")
+                self.warned = True
             client.set_bulk({k: v for k, (v, _) in self.pending.items()})
         else:
             groups: Dict[Optional[int], Dict[bytes, bytes]] = {}
