@@ -119,10 +119,31 @@ def test_tt_record_commands(tt):
     assert run(tt, "clear", "--yes").exit_code == 0 and db.count() == 0
 
 
-def test_script_on_kt_runs_a_lua_procedure(kt_server, tmp_path):
-    result = run(kt_server, "script", "no_such_procedure", "a=1")
-    assert result.exit_code == 1 and "no_such_procedure" in result.stderr
-    assert run(kt_server, "script", "proc", "not-a-pair").exit_code == 2
+LUA_ECHO = """kt = __kyototycoon__
+function echo(inmap, outmap)
+  for k, v in pairs(inmap) do outmap[k] = v .. "!" end
+  return kt.RVSUCCESS
+end
+"""
+
+
+def test_script_on_kt_runs_a_lua_procedure(tmp_path):
+    from kt import EmbeddedServer
+
+    script_path = tmp_path / "echo.lua"
+    script_path.write_text(LUA_ECHO)
+    server = EmbeddedServer(server=None, database="*", server_args=["-scr", str(script_path)])
+    server.run()
+    try:
+        result = run(server, "script", "echo", "a=1", "b=x=y")
+        assert result.exit_code == 0, result.stderr
+        assert sorted(result.stdout.splitlines()) == ["a\t1!", "b\tx=y!"]
+        assert json.loads(run(server, "script", "echo", "a=1", "--json").stdout) == {"a": "1!"}
+        missing = run(server, "script", "no_such_procedure", "a=1")
+        assert missing.exit_code == 1 and "no_such_procedure" in missing.stderr
+        assert run(server, "script", "echo", "not-a-pair").exit_code == 2
+    finally:
+        server.stop()
 
 
 # -- server commands -----------------------------------------------------------------------------
@@ -444,3 +465,21 @@ def test_tt_import_warns_that_expiries_are_ignored(tt, tmp_path):
     result = run(tt, "import", str(path))
     assert result.exit_code == 0 and "expiries are ignored" in result.stderr
     assert tt.client(serializer=KT_NONE).get(b"x") == b"1"
+
+
+def test_script_on_tt_calls_an_ext_function(tmp_path):
+    from kt import EmbeddedTokyoTyrantServer
+
+    script_path = tmp_path / "ext.lua"
+    script_path.write_text("function join(key, value)\n  return key .. '=' .. value\nend\n")
+    server = EmbeddedTokyoTyrantServer(server=None, database="*", server_args=["-ext", str(script_path)])
+    server.run()
+    try:
+        result = run(server, "script", "join", "key=a", "value=1")
+        assert (result.exit_code, result.stdout) == (0, "a=1\n")
+        assert json.loads(run(server, "script", "join", "key=a", "value=1", "--json").stdout) == {
+            "result": "a=1"
+        }
+        assert run(server, "script", "join", "other=1").exit_code == 2
+    finally:
+        server.stop()

@@ -54,7 +54,7 @@ def detect_flavour(host: str, port: int, timeout: Optional[float]) -> str:
         return "kt"
     except OSError as exc:
         raise ServerConnectionError(f"{host or '127.0.0.1'}:{port}: {exc.strerror or exc}") from None
-    return "tt" if first[:1] == b"\x00" and not first.startswith(b"HTTP") else "kt"
+    return "tt" if first[:1] == b"\x00" else "kt"  # KT answers "HTTP/1.1 400"
 
 
 class Target:
