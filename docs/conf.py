@@ -51,9 +51,22 @@ nitpick_ignore_regex = [
 _COMPAT = os.path.exists(os.path.join(HERE, "compat.md"))
 
 
-def _migration_toctree(app, docname, source):
+def _aio_classes():
+    """The asyncio clients of ``kt.aio`` (issue 12) once they exist, else none."""
+    try:
+        import kt.aio as aio
+    except ImportError:
+        return []
+    return [name for name in ("KyotoTycoon", "Cursor", "TokyoTyrant") if hasattr(aio, name)]
+
+
+def _add_to_pages(app, docname, source):
     if docname == "migration" and _COMPAT:
         source[0] += "\n\n```{toctree}\n:maxdepth: 2\n\ncompat\n```\n"
+    if docname == "asyncio" and _aio_classes():
+        source[0] += "\n\n## API\n\n" + "".join(
+            f"```{{eval-rst}}\n.. autoclass:: kt.aio.{name}\n```\n\n" for name in _aio_classes()
+        )
 
 
 def _seed_names():
@@ -89,5 +102,5 @@ def _check_seed(app, exception):
 
 
 def setup(app):
-    app.connect("source-read", _migration_toctree)
+    app.connect("source-read", _add_to_pages)
     app.connect("build-finished", _check_seed)
