@@ -60,7 +60,28 @@ def _aio_classes():
     return [name for name in ("KyotoTycoon", "Cursor", "TokyoTyrant") if hasattr(aio, name)]
 
 
+def _unlisted_pages():
+    """Pages in docs/ that index.md's toctrees do not name (another branch's new page): listed
+    under "More" so that every page is reachable and the -W build does not fail on them."""
+    with open(os.path.join(HERE, "index.md"), encoding="utf-8") as f:
+        listed = {line.strip() for line in f}
+    pages = []
+    for name in sorted(os.listdir(HERE)):
+        stem, ext = os.path.splitext(name)
+        if (
+            ext in (".md", ".rst")
+            and stem not in listed | {"index", "compat"}
+            and not stem.startswith("README")
+        ):
+            pages.append(stem)
+    return pages
+
+
 def _add_to_pages(app, docname, source):
+    if docname == "index" and _unlisted_pages():
+        source[0] += (
+            "\n\n```{toctree}\n:maxdepth: 2\n:caption: More\n\n" + "\n".join(_unlisted_pages()) + "\n```\n"
+        )
     if docname == "migration" and _COMPAT:
         source[0] += "\n\n```{toctree}\n:maxdepth: 2\n\ncompat\n```\n"
     if docname == "asyncio" and _aio_classes():

@@ -19,6 +19,7 @@ it.  Clients made by the factory are closed after each test.
 | ``real_tt_server`` (``_btree``, ``_table``) | ``$TTSERVER`` | as the bundled ones |
 | ``kt_servers`` | params ``bundled``, ``real`` | as ``kt_server`` |
 | ``tt_servers`` (``_btree``, ``_table``) | params ``bundled``, ``real`` | hash / B+ tree / table |
+| ``any_server`` | params kt/tt × bundled/real (``.product`` says which) | as above (TT: hash) |
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class RunningServer:
         self.port: int = embedded.port
         self.databases: List[str] = list(embedded.databases)
         self._clients: List[Any] = []
+        self.product: str = embedded.product  # "kt" or "tt"
 
     def client(self, **kwargs: Any) -> Any:
         """A new client bound to this server (closed after the test)."""
@@ -225,3 +227,15 @@ def tt_servers_btree(request, server_farm) -> RunningServer:
 @pytest.fixture(params=["bundled", "real"])
 def tt_servers_table(request, server_farm) -> RunningServer:
     return _tt(server_farm, request.param, "table")
+
+
+@pytest.fixture(
+    params=[("kt", "bundled"), ("kt", "real"), ("tt", "bundled"), ("tt", "real")],
+    ids=lambda param: "-".join(param),
+)
+def any_server(request, server_farm) -> RunningServer:
+    """Every product and flavour in turn (KT with two databases, TT hash); check ``.product``."""
+    product, flavour = request.param
+    if product == "kt":
+        return _kt(server_farm, flavour)
+    return _tt(server_farm, flavour, "hash")

@@ -5,6 +5,7 @@ This module only re-exports the public names of the API reference (seed-api.rst)
 
 from kt.embedded import EmbeddedServer, EmbeddedTokyoTyrantServer
 from kt.errors import (
+    ConnectionDroppedError,
     KyotoTycoonError,
     ProtocolError,
     ScriptError,
@@ -67,6 +68,7 @@ __all__ = [
     "ProtocolError",
     "ScriptError",
     "ServerConnectionError",
+    "ConnectionDroppedError",
     "ServerError",
     "ServerTimeoutError",
     "TokyoTyrant",

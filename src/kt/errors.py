@@ -22,6 +22,14 @@ class ServerConnectionError(KyotoTycoonError, builtins.ConnectionError):
     """The server could not be reached, or the connection broke mid-request."""
 
 
+class ConnectionDroppedError(ServerConnectionError):
+    """The peer closed or reset the connection before any byte of the reply arrived.
+
+    When the request was sent and is not safe to repeat, its outcome is unknown: the server
+    may or may not have applied it (the message says so).  See docs/reliability.md.
+    """
+
+
 class ServerTimeoutError(ServerConnectionError, builtins.TimeoutError):
     """Connecting or waiting for a reply took longer than the configured timeout."""
 
@@ -58,6 +66,7 @@ __all__ = [
     "KyotoTycoonError",
     "TokyoTyrantError",
     "ServerConnectionError",
+    "ConnectionDroppedError",
     "ServerTimeoutError",
     "ProtocolError",
     "ServerError",

@@ -6,18 +6,26 @@ connections.  Keys are encoded by :func:`kt.serializers.encode_key` and decoded 
 ``decode_keys``; values go through the client's serializer; ``expire_time`` goes through
 :mod:`kt.expiry` only.  Logical outcomes (missing key, failed add/cas...) are return values;
 any other failure raises :class:`kt.errors.ServerError` carrying the server's ERROR text.
+
+Only requests whose repetition cannot change the outcome (stored state and reply) are resent
+after a dropped connection (``idempotent=True`` below; the table is in docs/reliability.md):
+reads, ``set``, ``set_bulk``, ``replace``, ``clear``, ``vacuum``, ``synchronize`` without a
+command.  Any other write that loses its connection after being sent raises
+``ConnectionDroppedError``: it may or may not have been applied.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
-from kt.errors import ScriptError, ServerError
+from kt.errors import ScriptError, ServerConnectionError, ServerError
 from kt.expiry import NO_EXPIRY_XT, ExpireTime, to_binary_xt, to_xt
 from kt.protocol import http, kt_rpc
 from kt.protocol.kt_binary import (
+    DATA_MAX_SIZE,
     MAGIC_GET_BULK,
     MAGIC_REMOVE_BULK,
     encode_get_one,
@@ -40,6 +48,7 @@ __all__ = ["KyotoTycoon", "Cursor"]
 _parse_response = http.parse_response
 _rpc_result = kt_rpc.parse_rpc_response
 _build_rpc = kt_rpc.build_rpc_request
+_INT64_LIMIT = 1 << 63
 
 
 def _key(key: Any) -> bytes:
@@ -78,6 +87,19 @@ def _rpc_call(
     raise ServerError(message, code=status, procedure=procedure)
 
 
+def _check_body_size(data: bytes, procedure: str) -> None:
+    """ktserver answers 413 and hangs up on a body over 256 MiB: refuse before sending."""
+    _check_size(len(data) - data.index(b"\r\n\r\n") - 4, procedure)
+
+
+def _check_size(size: int, procedure: str) -> None:
+    if size > DATA_MAX_SIZE:
+        raise ValueError(
+            f"{procedure}: the request body would be over {size} bytes; Kyoto Tycoon accepts "
+            f"at most {DATA_MAX_SIZE} (256 MiB)"
+        )
+
+
 def _as_text_dict(output: Mapping[bytes, bytes]) -> Dict[str, str]:
     return {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in output.items()}
 
@@ -99,8 +121,8 @@ def _ranked_keys(output: Mapping[bytes, bytes]) -> List[bytes]:
 class KyotoTycoon:
     """Client for one Kyoto Tycoon server (thread-safe; connections are pooled).
 
-    ``timeout`` bounds every wait for a reply (None: wait forever); ``connect_timeout``
-    bounds connecting; ``max_connections`` bounds the pool.
+    ``timeout`` bounds each whole request, from sending to the reply's last byte (None: wait
+    forever); ``connect_timeout`` bounds connecting; ``max_connections`` bounds the pool.
     """
 
     def __init__(
@@ -118,6 +140,7 @@ class KyotoTycoon:
             host, port, timeout=timeout, connect_timeout=connect_timeout, max_size=max_connections
         )
         self._request = self._pool.request  # bound once: the hot paths call it per operation
+        self._request_idempotent = functools.partial(self._pool.request, idempotent=True)
         self.host = self._pool.host
         self.port = port
         self.timeout = timeout
@@ -166,13 +189,17 @@ class KyotoTycoon:
         db: Optional[int] = None,
         allow_logical: bool = True,
         use_db: bool = True,
+        idempotent: bool = False,
     ) -> Tuple[bool, Dict[bytes, bytes]]:
         if use_db:
             dbidx = self.default_db if db is None else _check_db(db)
             if dbidx:
                 params.append((b"DB", b"%d" % dbidx))
         data = _build_rpc(procedure, params, self._host_header)
-        return _rpc_call(self._request, data, procedure, allow_logical)
+        if len(data) > DATA_MAX_SIZE:
+            _check_body_size(data, procedure)
+        request = self._request_idempotent if idempotent else self._request
+        return _rpc_call(request, data, procedure, allow_logical)
 
     # -- binary protocol: single records ------------------------------------------------
 
@@ -184,6 +211,7 @@ class KyotoTycoon:
                 key.encode("utf-8") if type(key) is str else encode_key(key),
             ),
             parse_get_value_reply,
+            idempotent=True,
         )
 
     def get(self, key: Any, db: Optional[int] = None) -> Any:
@@ -194,6 +222,7 @@ class KyotoTycoon:
                 key.encode("utf-8") if type(key) is str else encode_key(key),
             ),
             parse_get_value_reply,
+            idempotent=True,
         )
         if value is None or self._raw_values:
             return value
@@ -207,7 +236,7 @@ class KyotoTycoon:
             value if (type(value) is bytes and self._bytes_pass_through) else self._encode_value(value),
             NO_EXPIRY_XT if expire_time is None else to_binary_xt(expire_time),
         )
-        return self._request(data, parse_set_bulk_reply)
+        return self._request(data, parse_set_bulk_reply, idempotent=True)  # same value, same reply (1)
 
     def remove(self, key: Any, db: Optional[int] = None) -> int:
         """Remove ``key``; returns the number of records removed (0 or 1)."""
@@ -219,13 +248,13 @@ class KyotoTycoon:
     def get_bulk_raw(self, keys: Iterable[Any], db: Optional[int] = None) -> Dict[Any, bytes]:
         """``{key: raw bytes}`` for every key that exists."""
         data = encode_key_bulk(MAGIC_GET_BULK, keys, self._db(db), encode_key)
-        pairs = self._request(data, parse_get_bulk_pairs)
+        pairs = self._request(data, parse_get_bulk_pairs, idempotent=True)
         return self._bulk_result(pairs, True)
 
     def get_bulk(self, keys: Iterable[Any], db: Optional[int] = None) -> Dict[Any, Any]:
         """``{key: value}`` for every key that exists."""
         data = encode_key_bulk(MAGIC_GET_BULK, keys, self._db(db), encode_key)
-        pairs = self._request(data, parse_get_bulk_pairs)
+        pairs = self._request(data, parse_get_bulk_pairs, idempotent=True)
         return self._bulk_result(pairs, self._raw_values)
 
     def _bulk_result(self, pairs: List[Tuple[bytes, bytes]], raw: bool) -> Dict[Any, Any]:
@@ -260,7 +289,7 @@ class KyotoTycoon:
         )
         if len(data) == 9:
             return 0  # nothing to store
-        return self._request(data, parse_set_bulk_reply)
+        return self._request(data, parse_set_bulk_reply, idempotent=True)
 
     update = set_bulk
 
@@ -305,13 +334,21 @@ class KyotoTycoon:
     # -- HTTP RPC: record operations ----------------------------------------------------
 
     def _store(
-        self, procedure: str, key: Any, value: Any, db: Optional[int], expire_time: ExpireTime
+        self,
+        procedure: str,
+        key: Any,
+        value: Any,
+        db: Optional[int],
+        expire_time: ExpireTime,
+        idempotent: bool = False,
     ) -> bool:
-        params = [(b"key", _key(key)), (b"value", self._encode_value(value))]
+        encoded = self._encode_value(value)
+        _check_size(len(encoded), procedure)  # before building a request of that size
+        params = [(b"key", _key(key)), (b"value", encoded)]
         xt = to_xt(expire_time)
         if xt is not None:
             params.append((b"xt", b"%d" % xt))
-        return self._rpc(procedure, params, db)[0]
+        return self._rpc(procedure, params, db, idempotent=idempotent)[0]
 
     def add(self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None) -> bool:
         """Store only if ``key`` does not exist (expired counts as absent)."""
@@ -319,7 +356,7 @@ class KyotoTycoon:
 
     def replace(self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None) -> bool:
         """Store only if ``key`` exists."""
-        return self._store("replace", key, value, db, expire_time)
+        return self._store("replace", key, value, db, expire_time, idempotent=True)
 
     def append(self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None) -> bool:
         """Append the serialized ``value`` to the stored bytes (creates a missing key)."""
@@ -327,7 +364,7 @@ class KyotoTycoon:
 
     def exists(self, key: Any, db: Optional[int] = None) -> bool:
         """True when ``key`` exists (and has not expired)."""
-        return self._rpc("check", [(b"key", _key(key))], db)[0]
+        return self._rpc("check", [(b"key", _key(key))], db, idempotent=True)[0]
 
     check = exists
 
@@ -385,6 +422,8 @@ class KyotoTycoon:
         """
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"n must be an int, not {type(n).__name__}")
+        if not -_INT64_LIMIT < n < _INT64_LIMIT:
+            raise ValueError(f"n must satisfy |n| < 2**63 (the server's 64-bit counter), not {n}")
         return int(self._increment("increment", key, b"%d" % n, orig, db, expire_time))
 
     def incr_double(
@@ -398,21 +437,31 @@ class KyotoTycoon:
         """Add ``n`` to the fixed-point number at ``key``; returns the new value."""
         if isinstance(n, bool) or not isinstance(n, (int, float)):
             raise TypeError(f"n must be a number, not {type(n).__name__}")
-        return float(self._increment("increment_double", key, repr(float(n)).encode(), orig, db, expire_time))
+        num = self._increment("increment_double", key, repr(float(n)).encode(), orig, db, expire_time)
+        try:
+            return float(num)
+        except ValueError:  # ktserver cuts a %f longer than its buffer and ends it with "*"
+            raise ServerError(
+                f"the new value was stored but the server could not format it: {num[:40]!r}...",
+                code=200,
+                procedure="increment_double",
+            ) from None
 
     # -- HTTP RPC: database operations --------------------------------------------------
 
     def clear(self, db: Optional[int] = None) -> bool:
         """Remove every record of the database."""
-        return self._rpc("clear", [], db, allow_logical=False)[0]
+        return self._rpc("clear", [], db, allow_logical=False, idempotent=True)[0]
 
     def status(self, db: Optional[int] = None) -> Dict[str, str]:
         """The database's status fields (count, size, path, type...)."""
-        return _as_text_dict(self._rpc("status", [], db, allow_logical=False)[1])
+        return _as_text_dict(self._rpc("status", [], db, allow_logical=False, idempotent=True)[1])
 
     def report(self) -> Dict[str, str]:
         """The server-wide report (every database, counters, versions)."""
-        return _as_text_dict(self._rpc("report", [], use_db=False, allow_logical=False)[1])
+        return _as_text_dict(
+            self._rpc("report", [], use_db=False, allow_logical=False, idempotent=True)[1]
+        )
 
     def synchronize(
         self, hard: bool = False, command: Optional[str] = None, db: Optional[int] = None
@@ -423,12 +472,12 @@ class KyotoTycoon:
             params.append((b"hard", b""))
         if command is not None:
             params.append((b"command", _text(command, "command")))
-        return self._rpc("synchronize", params, db)[0]
+        return self._rpc("synchronize", params, db, idempotent=command is None)[0]
 
     def vacuum(self, step: int = 0, db: Optional[int] = None) -> bool:
         """Purge expired records (``step`` > 0: only that many steps)."""
         params = [(b"step", b"%d" % step)] if step else []
-        return self._rpc("vacuum", params, db, allow_logical=False)[0]
+        return self._rpc("vacuum", params, db, allow_logical=False, idempotent=True)[0]
 
     def count(self, db: Optional[int] = None) -> int:
         """Number of records in the database (expired but unpurged ones included)."""
@@ -450,7 +499,7 @@ class KyotoTycoon:
     def _match(self, procedure: str, params: List[Tuple[bytes, bytes]], max_keys: Optional[int], db) -> list:
         if max_keys is not None:
             params.append((b"max", b"%d" % max_keys))
-        output = self._rpc(procedure, params, db, allow_logical=False)[1]
+        output = self._rpc(procedure, params, db, allow_logical=False, idempotent=True)[1]
         decode_key = self._decode_key
         return [decode_key(k) for k in _ranked_keys(output)]
 
@@ -580,6 +629,8 @@ class Cursor:
             conn = self._conn
             if conn is None:
                 raise ValueError("operation on a closed cursor")
+            if conn.inherited:
+                self._forked(conn)
             params.append((b"CUR", self._cur))
             if self.db:
                 params.append((b"DB", b"%d" % self.db))
@@ -587,6 +638,15 @@ class Cursor:
             self._created = True
             ok, output = _rpc_call(conn.request, data, procedure, True)
             return ok, output
+
+    def _forked(self, conn: Connection) -> None:
+        """This process is a fork of the one that opened the cursor's connection."""
+        conn.forget()  # never read the parent's replies; the parent's cursor is untouched
+        if self._created:
+            raise ServerConnectionError(
+                f"cursor {self.cursor_id} lives on a connection of the parent process (it was "
+                "used before os.fork()); open a new cursor in this process"
+            )
 
     def _move(self, procedure: str, params: List[Tuple[bytes, bytes]]) -> bool:
         ok = self._call(procedure, params)[0]
@@ -673,7 +733,7 @@ class Cursor:
             if conn is None:
                 return
             try:
-                if self._created and not conn.closed:
+                if self._created and not conn.closed:  # (closed too when inherited across fork)
                     data = _build_rpc("cur_delete", [(b"CUR", self._cur)], self._client._host_header)
                     try:
                         conn.request(data, _parse_response)

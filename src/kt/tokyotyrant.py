@@ -6,10 +6,20 @@ sans-IO codec ``kt.protocol.tt_binary`` and hands it to the shared transport
 ``add`` of an existing key is ``False``); failures that can only mean trouble raise
 ``ServerError`` / ``ScriptError``.
 
-No-reply writes (``setnr``/``setnr_bulk``) go out at once.  The connection that carried
-them stays with the calling thread until that thread's next request, which uses it, so
-every later read from the same thread sees the writes (a server handles one connection's
-requests in order).
+No-reply writes (``setnr``/``setnr_bulk``) go out at once and their connection goes straight
+back to the pool, so they never hold one.  The calling thread remembers which connection
+carried them: its next request takes that very connection back if it is idle (a server
+handles one connection's requests in order, so the request sees the writes), or goes
+anywhere once that connection has answered someone else's request since (the writes were
+processed before that answer).  While another thread is using it, the request waits for
+it, at most ``timeout`` (or ``connect_timeout``).  A request on the taken-back connection is
+not resent if that connection drops (elsewhere it could overtake the writes).
+
+Only requests whose repetition cannot change the outcome are resent after a dropped
+connection (``idempotent=True`` below; the table is in docs/reliability.md): reads, ``set``,
+``remove_bulk``, ``clear``, ``sync``, ``optimize``, ``copy``, read-only ``misc`` and
+``search``.  Every other write that loses its connection after being sent raises
+``ConnectionDroppedError``: it may or may not have been applied.
 """
 
 from __future__ import annotations
@@ -28,7 +38,13 @@ from kt.serializers import (
     key_decoder,
     resolve_serializer,
 )
-from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, Pool
+from kt.transport import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_SIZE,
+    ConnectionDroppedError,
+    Pool,
+    outcome_unknown,
+)
 
 __all__ = [
     "TokyoTyrant",
@@ -120,6 +136,8 @@ _encode_putnr = tt.encode_putnr
 _encode_misc = tt.encode_misc
 _LOG = 0
 _NO_LOG = tt.MISC_NO_UPDATE_LOG
+# misc functions that only read: safe to resend after a dropped connection.
+_READ_ONLY_MISC = frozenset((b"get", b"getlist", b"getpart", b"range", b"regex", b"error"))
 
 
 def _key(key: Any) -> bytes:
@@ -168,30 +186,24 @@ def _merge(data: Optional[Dict[Any, Any]], kwargs: Dict[str, Any], what: str) ->
 
 
 class _PendingWrites:
-    """A connection that carried no-reply writes, held by one thread until its next request.
+    """Which connection carried this thread's latest no-reply writes, and its reply count then.
 
-    Released back to the pool when the thread's next request is done, when the client is
-    closed, or when the thread ends (its thread-local storage is dropped, running ``__del__``).
+    Holds no connection checked out.  ``__del__`` (the thread ended) keeps the client's count
+    of threads with pending writes right.
     """
 
-    __slots__ = ("pool", "conn", "owner")
+    __slots__ = ("conn", "replies", "owner")
 
-    def __init__(self, pool: Pool, conn: Any) -> None:
-        self.pool = pool
+    def __init__(self, conn: Any, replies: int, owner: TokyoTyrant) -> None:
         self.conn = conn
-        self.owner: Optional[TokyoTyrant] = None  # set while counted in owner._pending_threads
-
-    def release(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            self.pool.release(conn)
+        self.replies = replies
+        self.owner: Optional[TokyoTyrant] = owner  # set while counted in owner._pending_threads
 
     def __del__(self) -> None:
         try:
             owner, self.owner = self.owner, None
             if owner is not None:
                 owner._count_pending(-1)
-            self.release()
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
 
@@ -241,12 +253,27 @@ class TokyoTyrant:
 
     # -- transport ------------------------------------------------------------------------
 
-    def _request(self, data: bytes, parse: Any) -> Any:
+    def _request(self, data: bytes, parse: Any, idempotent: bool = False) -> Any:
         if self._pending_threads:
-            pending = getattr(self._local, "pending", None)
-            if pending is not None:
-                return self._request_pending(pending, data, parse)
-        return self._pool.request(data, parse)
+            conn = self._reclaim()
+            if conn is not None:
+                if conn.is_stale():  # dropped: nothing to wait for, nothing sent yet
+                    self._pool.release(conn)
+                else:
+                    try:
+                        return conn.request(data, parse)
+                    except ConnectionDroppedError as exc:
+                        # Not resent even if idempotent: on another connection it could
+                        # overtake the setnr writes this one may have delivered.
+                        if not idempotent:
+                            raise outcome_unknown(exc) from exc
+                        raise ConnectionDroppedError(
+                            f"{exc}; it carried this thread's no-reply writes, which may or may "
+                            "not have been applied"
+                        ) from exc
+                    finally:
+                        self._pool.release(conn)
+        return self._pool.request(data, parse, idempotent=idempotent)
 
     def _take_pending(self) -> Optional[_PendingWrites]:
         pending = getattr(self._local, "pending", None)
@@ -261,31 +288,28 @@ class TokyoTyrant:
         with self._pending_lock:
             self._pending_threads += delta
 
-    def _request_pending(self, pending: _PendingWrites, data: bytes, parse: Any) -> Any:
-        self._take_pending()
-        conn = pending.conn
-        pending.conn = None
-        try:
-            return conn.request(data, parse)
-        finally:
-            self._pool.release(conn)
-
-    def _send_no_reply(self, data: bytes) -> None:
+    def _reclaim(self) -> Any:
+        """The connection of this thread's unprocessed no-reply writes, checked out, or None."""
         pending = self._take_pending()
         if pending is None:
-            conn = self._pool.acquire()
-            if conn.is_stale():
-                self._pool.release(conn)  # closed by is_stale(): the pool discards it
-                conn = self._pool.acquire()
-            pending = _PendingWrites(self._pool, conn)
+            return None
+        return self._pool.reclaim(pending.conn, pending.replies)
+
+    def _send_no_reply(self, data: bytes) -> None:
+        pool = self._pool
+        conn = self._reclaim()  # keeps this thread's no-reply writes in order
+        if conn is None:
+            conn = pool.acquire()
+        if conn.is_stale():  # a write to a peer that hung up would be lost silently
+            pool.release(conn)  # closed by is_stale(): the pool discards it
+            conn = pool.acquire()
         try:
-            pending.conn.send(data)
-        except BaseException:
-            pending.release()
-            raise
+            conn.send(data)
+            replies = conn.replies
+        finally:
+            pool.release(conn)
         self._count_pending(1)
-        pending.owner = self
-        self._local.pending = pending
+        self._local.pending = _PendingWrites(conn, replies, self)
 
     def checkin(self) -> None:
         """Return this thread's pinned connection (if any) to the pool."""
@@ -298,9 +322,7 @@ class TokyoTyrant:
         self._pool.close()
 
     def _release_pending(self) -> None:
-        pending = self._take_pending()
-        if pending is not None:
-            pending.release()
+        self._take_pending()
 
     def __enter__(self) -> TokyoTyrant:
         return self
@@ -325,21 +347,21 @@ class TokyoTyrant:
         # The hot path: the transport is called directly unless no-reply writes are pending.
         data = _encode_get(key.encode("utf-8") if type(key) is str else _key(key))
         if self._pending_threads:
-            raw = self._request(data, _parse_get)
+            raw = self._request(data, _parse_get, idempotent=True)
         else:
-            raw = self._pool_request(data, _parse_get)
+            raw = self._pool_request(data, _parse_get, idempotent=True)
         return None if raw is None else self._decode_value(raw)
 
     def get_raw(self, key: Key) -> Optional[bytes]:
         """The stored bytes at ``key``, or None."""
-        return self._request(_encode_get(_key(key)), _parse_get)
+        return self._request(_encode_get(_key(key)), _parse_get, idempotent=True)
 
     def set(self, key: Key, value: Any) -> bool:
         """Store ``value`` at ``key`` (overwriting); True, or ServerError if the server refused."""
         data = _encode_put(key.encode("utf-8") if type(key) is str else _key(key), self._encode_value(value))
         if self._pending_threads:
-            return self._request(data, _parse_put)
-        return self._pool_request(data, _parse_put)
+            return self._request(data, _parse_put, idempotent=True)
+        return self._pool_request(data, _parse_put, idempotent=True)
 
     def add(self, key: Key, value: Any) -> bool:
         """Store only if ``key`` is new; False when it already exists."""
@@ -372,11 +394,11 @@ class TokyoTyrant:
         return 1 if self._request(tt.encode_out(_key(key)), tt.parse_out) else 0
 
     def exists(self, key: Key) -> bool:
-        return self._request(tt.encode_vsiz(_key(key)), tt.parse_vsiz) is not None
+        return self._request(tt.encode_vsiz(_key(key)), tt.parse_vsiz, idempotent=True) is not None
 
     def length(self, key: Key) -> Optional[int]:
         """The size in bytes of the value at ``key`` (None when missing)."""
-        return self._request(tt.encode_vsiz(_key(key)), tt.parse_vsiz)
+        return self._request(tt.encode_vsiz(_key(key)), tt.parse_vsiz, idempotent=True)
 
     def incr(self, key: Key, n: int = 1) -> int:
         """Add ``n`` (may be negative) to a 4-byte integer record; returns the new value."""
@@ -397,7 +419,7 @@ class TokyoTyrant:
             args.append(b"%d" % (0 if start is None else _int(start, "start")))
         if end is not None:
             args.append(b"%d" % _int(end, "end"))
-        result = self._misc(b"getpart", args, _NO_LOG)
+        result = self._misc(b"getpart", args, _NO_LOG, idempotent=True)
         if not result:
             return False
         if self._serializer in (KT_BINARY, KT_NONE):
@@ -408,11 +430,11 @@ class TokyoTyrant:
 
     def get_bulk(self, keys: Iterable[Key]) -> Dict[Any, Any]:
         """Dict of the keys found (deserialized values); missing keys are left out."""
-        records = self._request(tt.encode_mget(_keys(keys)), tt.parse_mget)
+        records = self._request(tt.encode_mget(_keys(keys)), tt.parse_mget, idempotent=True)
         return self._records_to_dict(records, self._raw_values)
 
     def get_bulk_raw(self, keys: Iterable[Key]) -> Dict[Any, bytes]:
-        records = self._request(tt.encode_mget(_keys(keys)), tt.parse_mget)
+        records = self._request(tt.encode_mget(_keys(keys)), tt.parse_mget, idempotent=True)
         return self._records_to_dict(records, True)
 
     def _decode_keys(self, keys: List[bytes]) -> List[Any]:
@@ -467,7 +489,7 @@ class TokyoTyrant:
         args = _keys(keys)
         if not args:
             return True
-        return self._misc(b"outlist", args, _LOG) is not None
+        return self._misc(b"outlist", args, _LOG, idempotent=True) is not None
 
     def setdup(self, key: Key, value: Any) -> bool:
         """B+ tree: add ``value`` after the key's existing values (False on other databases)."""
@@ -489,10 +511,12 @@ class TokyoTyrant:
         """
         name = _text(cmd, "misc command")
         encoded = [] if args is None else [_text(arg, "misc argument") for arg in args]
-        return self._misc(name, encoded, _LOG if update_log else _NO_LOG)
+        return self._misc(name, encoded, _LOG if update_log else _NO_LOG, name in _READ_ONLY_MISC)
 
-    def _misc(self, name: bytes, args: List[bytes], opts: int) -> Optional[List[bytes]]:
-        return self._request(_encode_misc(name, args, opts), tt.parse_misc)
+    def _misc(
+        self, name: bytes, args: List[bytes], opts: int, idempotent: bool = False
+    ) -> Optional[List[bytes]]:
+        return self._request(_encode_misc(name, args, opts), tt.parse_misc, idempotent)
 
     def script(
         self,
@@ -525,29 +549,29 @@ class TokyoTyrant:
 
     def clear(self) -> bool:
         """Remove every record."""
-        return self._request(tt.encode_vanish(), tt.parse_ok)
+        return self._request(tt.encode_vanish(), tt.parse_ok, idempotent=True)
 
     def status(self) -> Dict[str, str]:
         """The server's ``stat`` report as a dict of str."""
-        return self._request(tt.encode_stat(), tt.parse_stat)
+        return self._request(tt.encode_stat(), tt.parse_stat, idempotent=True)
 
     def count(self) -> int:
         """Number of records."""
-        return self._request(tt.encode_rnum(), tt.parse_rnum)
+        return self._request(tt.encode_rnum(), tt.parse_rnum, idempotent=True)
 
     def __len__(self) -> int:
-        return self._request(tt.encode_rnum(), tt.parse_rnum)
+        return self._request(tt.encode_rnum(), tt.parse_rnum, idempotent=True)
 
     @property
     def size(self) -> int:
         """Size of the database (file size, or memory use for on-memory databases)."""
-        return self._request(tt.encode_size(), tt.parse_size)
+        return self._request(tt.encode_size(), tt.parse_size, idempotent=True)
 
     @property
     def error(self) -> Optional[Tuple[int, str]]:
         """(code, message) of the server's last error, or None where the database has none
         (on-memory databases do not keep one)."""
-        result = self._misc(b"error", [], _NO_LOG)
+        result = self._misc(b"error", [], _NO_LOG, idempotent=True)
         if not result:
             return None
         text = result[0].decode("utf-8", "replace")
@@ -559,15 +583,15 @@ class TokyoTyrant:
 
     def optimize(self, options: Union[str, bytes] = "") -> bool:
         """Rebuild the database with Tokyo Cabinet tuning ``options`` (e.g. ``'bnum=1000'``)."""
-        return self._request(tt.encode_optimize(_text(options, "options")), tt.parse_ok)
+        return self._request(tt.encode_optimize(_text(options, "options")), tt.parse_ok, idempotent=True)
 
     def synchronize(self) -> bool:
         """Write the database to disk."""
-        return self._request(tt.encode_sync(), tt.parse_ok)
+        return self._request(tt.encode_sync(), tt.parse_ok, idempotent=True)
 
     def copy(self, path: Union[str, bytes]) -> bool:
         """Copy the database file to ``path`` on the server's machine."""
-        return self._request(tt.encode_copy(_text(path, "path")), tt.parse_ok)
+        return self._request(tt.encode_copy(_text(path, "path")), tt.parse_ok, idempotent=True)
 
     def genuid(self) -> int:
         """A new unique ID (table databases)."""
@@ -590,7 +614,7 @@ class TokyoTyrant:
         args = [b"" if start is None else _key(start), b"%d" % (_int(max_keys or 0, "max_keys"))]
         if stop is not None:
             args.append(_key(stop))
-        result = self._misc(b"range", args, _NO_LOG)
+        result = self._misc(b"range", args, _NO_LOG, idempotent=True)
         if result is None:
             raise ServerError(
                 "range failed (only B+ tree databases support ranges)", code=1, procedure="range"
@@ -600,7 +624,7 @@ class TokyoTyrant:
     def match_prefix(self, prefix: Key, max_keys: Optional[int] = 1024) -> List[Any]:
         """Keys starting with ``prefix`` (at most ``max_keys``; None = all)."""
         limit = -1 if max_keys is None else _int(max_keys, "max_keys")
-        keys = self._request(tt.encode_fwmkeys(_key(prefix), limit), tt.parse_fwmkeys)
+        keys = self._request(tt.encode_fwmkeys(_key(prefix), limit), tt.parse_fwmkeys, idempotent=True)
         return self._decode_keys(keys)
 
     def match_regex(self, regex: Union[str, bytes], max_keys: Optional[int] = 1024) -> List[Any]:
@@ -608,7 +632,7 @@ class TokyoTyrant:
         args = [_text(regex, "regex")]
         if max_keys is not None:
             args.append(b"%d" % _int(max_keys, "max_keys"))
-        result = self._misc(b"regex", args, _NO_LOG)
+        result = self._misc(b"regex", args, _NO_LOG, idempotent=True)
         if result is None:
             raise ServerError(f"regex {regex!r} was rejected by the server", code=1, procedure="regex")
         return self._decode_keys(result[::2])
@@ -618,7 +642,7 @@ class TokyoTyrant:
 
         Uses the server's one shared iterator (as every Tokyo Tyrant client does).
         """
-        if self._misc(b"iterinit", [_key(start_key)], _NO_LOG) is None:
+        if self._misc(b"iterinit", [_key(start_key)], _NO_LOG, idempotent=True) is None:
             return {}
         decode_key = self._decode_key
         decode = self._decode_value
@@ -631,20 +655,20 @@ class TokyoTyrant:
 
     def keys(self) -> List[Any]:
         """Every key, in the database's order."""
-        return self._decode_keys(self._request(tt.encode_fwmkeys(b"", -1), tt.parse_fwmkeys))
+        return self._decode_keys(self._request(tt.encode_fwmkeys(b"", -1), tt.parse_fwmkeys, idempotent=True))
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())
 
     def items(self) -> List[Tuple[Any, Any]]:
         """Every ``(key, value)``, in the database's order (fetched in chunks with ``mget``)."""
-        keys = self._request(tt.encode_fwmkeys(b"", -1), tt.parse_fwmkeys)
+        keys = self._request(tt.encode_fwmkeys(b"", -1), tt.parse_fwmkeys, idempotent=True)
         decode_key = self._decode_key
         decode = self._decode_value
         result = []
         for offset in range(0, len(keys), _ITEMS_CHUNK):
             chunk = keys[offset : offset + _ITEMS_CHUNK]
-            records = self._request(tt.encode_mget(chunk), tt.parse_mget)
+            records = self._request(tt.encode_mget(chunk), tt.parse_mget, idempotent=True)
             result.extend((decode_key(k), decode(v)) for k, v in records)
         return result
 
@@ -712,7 +736,7 @@ class TokyoTyrant:
         if cmd is not None:
             args.append(cmd.encode("ascii"))
         opts = 0 if cmd == "out" else tt.MISC_NO_UPDATE_LOG
-        result = self._request(tt.encode_misc(b"search", args, opts), tt.parse_misc)
+        result = self._request(tt.encode_misc(b"search", args, opts), tt.parse_misc, cmd != "out")
         if result is None:
             raise ServerError(
                 "search failed (only table databases can be searched)", code=1, procedure="search"

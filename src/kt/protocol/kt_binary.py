@@ -79,6 +79,24 @@ ScriptRecord = Tuple[bytes, bytes]
 # --------------------------------------------------------------------------- client requests
 
 
+def _too_large(size: int) -> ValueError:
+    return ValueError(
+        f"a key, value or name of {size} bytes; Kyoto Tycoon accepts at most {DATA_MAX_SIZE} "
+        "(256 MiB) and drops the connection otherwise"
+    )
+
+
+def _join_checked(parts: List[bytes]) -> bytes:
+    """``b"".join(parts)``; ValueError when a key/value part exceeds DATA_MAX_SIZE (only a
+    request larger than the limit can hold one, so smaller requests are not scanned)."""
+    data = b"".join(parts)
+    if len(data) > DATA_MAX_SIZE:
+        largest = max(map(len, parts))
+        if largest > DATA_MAX_SIZE:
+            raise _too_large(largest)
+    return data
+
+
 def encode_set_bulk(records: Iterable[SetRecord], no_reply: bool = False) -> bytes:
     """``set_bulk`` (0xB8) for ``(dbidx, key, value, xt)`` records; xt as from ``to_binary_xt``."""
     parts: List[bytes] = [b""]
@@ -90,11 +108,13 @@ def encode_set_bulk(records: Iterable[SetRecord], no_reply: bool = False) -> byt
         append(value)
         n += 1
     parts[0] = _HEAD.pack(MAGIC_SET_BULK, FLAG_NO_REPLY if no_reply else 0, n)
-    return b"".join(parts)
+    return _join_checked(parts)
 
 
 def encode_set_one(dbidx: int, key: bytes, value: bytes, xt: int, no_reply: bool = False) -> bytes:
     """Fast path: ``set_bulk`` with exactly one record."""
+    if len(value) > DATA_MAX_SIZE or len(key) > DATA_MAX_SIZE:
+        raise _too_large(max(len(key), len(value)))
     return (
         _SET_ONE_HEAD.pack(
             MAGIC_SET_BULK, FLAG_NO_REPLY if no_reply else 0, 1, dbidx, len(key), len(value), xt
@@ -113,7 +133,7 @@ def _encode_key_records(magic: int, records: Iterable[KeyRecord], flags: int) ->
         append(key)
         n += 1
     parts[0] = _HEAD.pack(magic, flags, n)
-    return b"".join(parts)
+    return _join_checked(parts)
 
 
 def encode_get_bulk(records: Iterable[KeyRecord]) -> bytes:
@@ -123,6 +143,8 @@ def encode_get_bulk(records: Iterable[KeyRecord]) -> bytes:
 
 def encode_get_one(dbidx: int, key: bytes) -> bytes:
     """Fast path: ``get_bulk`` for one key; parse the reply with :func:`parse_get_one_reply`."""
+    if len(key) > DATA_MAX_SIZE:
+        raise _too_large(len(key))
     return _GET_ONE_HEAD.pack(MAGIC_GET_BULK, 0, 1, dbidx, len(key)) + key
 
 
@@ -142,7 +164,7 @@ def encode_play_script(name: bytes, records: Iterable[ScriptRecord], no_reply: b
         append(value)
         n += 1
     parts[0] = _SCRIPT_HEAD.pack(MAGIC_PLAY_SCRIPT, FLAG_NO_REPLY if no_reply else 0, len(name), n)
-    return b"".join(parts)
+    return _join_checked(parts)
 
 
 def encode_set_bulk_items(
@@ -173,7 +195,7 @@ def encode_set_bulk_items(
         append(v)
         n += 1
     parts[0] = _HEAD.pack(MAGIC_SET_BULK, FLAG_NO_REPLY if no_reply else 0, n)
-    return b"".join(parts)
+    return _join_checked(parts)
 
 
 def encode_key_bulk(
@@ -197,7 +219,7 @@ def encode_key_bulk(
         n += 1
     flags = FLAG_NO_REPLY if (no_reply and magic != MAGIC_GET_BULK) else 0
     parts[0] = _HEAD.pack(magic, flags, n)
-    return b"".join(parts)
+    return _join_checked(parts)
 
 
 def encode_replication(ts: int, sid: int, white_sid: bool = False) -> bytes:
@@ -553,38 +575,59 @@ def parse_request(
         return _finish(BinaryRequest(magic), TRUNCATED, size) if eof else None
     _, flags, rnum = _HEAD.unpack_from(buf, pos)
     req = BinaryRequest(magic, flags, rnum)
-    off = pos + 9
-    records = req.records
+    records, off, failure = parse_records(buf, pos + 9, magic, rnum)
+    req.records = records
+    if failure is not None:
+        return _finish(req, failure, off)
+    if len(records) < rnum:
+        return _finish(req, TRUNCATED, size) if eof else None
+    return req, off
+
+
+def parse_records(buf: Buffer, pos: int, magic: int, count: int) -> Tuple[list, int, Optional[str]]:
+    """Up to ``count`` complete records of a set/remove/get_bulk request from ``buf[pos:]``.
+
+    For servers that apply a bulk request as it arrives (ktserver reads and applies record by
+    record, so a request announcing 2^31 records needs no more memory than one record).
+    Returns ``(records, end, failure)``: the records (``(dbidx, key, value, xt)`` for set_bulk,
+    ``(dbidx, key)`` otherwise), the offset after the last one, and :data:`OVERSIZED` when the
+    next record announces a size over :data:`DATA_MAX_SIZE` (``end`` is then after its header;
+    the request is broken).  Fewer than ``count`` records without a failure: the next one has
+    not fully arrived.
+    """
+    size = len(buf)
+    off = pos
+    records: list = []
     append = records.append
     if magic == MAGIC_SET_BULK:
         unpack = _unpack_set_rec
-        for _ in range(rnum):
+        for _ in range(count):
             if size - off < 18:
-                return _finish(req, TRUNCATED, size) if eof else None
+                break
             dbidx, ksiz, vsiz, xt = unpack(buf, off)
             if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
-                return _finish(req, OVERSIZED, off + 18)
+                return records, off + 18, OVERSIZED
             kstart = off + 18
             vstart = kstart + ksiz
             end = vstart + vsiz
             if end > size:
-                return _finish(req, TRUNCATED, size) if eof else None
+                break
             append((dbidx, _bytes_view(buf, kstart, vstart), _bytes_view(buf, vstart, end), xt))
             off = end
-        return req, off
+        return records, off, None
     unpack_key = _KEY_REC.unpack_from
-    for _ in range(rnum):
+    for _ in range(count):
         if size - off < 6:
-            return _finish(req, TRUNCATED, size) if eof else None
+            break
         dbidx, ksiz = unpack_key(buf, off)
         if ksiz > DATA_MAX_SIZE:
-            return _finish(req, OVERSIZED, off + 6)
+            return records, off + 6, OVERSIZED
         end = off + 6 + ksiz
         if end > size:
-            return _finish(req, TRUNCATED, size) if eof else None
+            break
         append((dbidx, _bytes_view(buf, off + 6, end)))
         off = end
-    return req, off
+    return records, off, None
 
 
 def _parse_script_request(buf: Buffer, pos: int, eof: bool) -> Optional[Tuple[BinaryRequest, int]]:
@@ -754,6 +797,7 @@ __all__ = [
     "parse_replication_frame",
     "is_binary_start",
     "parse_request",
+    "parse_records",
     "scan_request",
     "encode_count_reply",
     "encode_set_bulk_reply",
