@@ -483,3 +483,41 @@ def test_script_on_tt_calls_an_ext_function(tmp_path):
         assert run(server, "script", "join", "other=1").exit_code == 2
     finally:
         server.stop()
+
+
+def test_no_xt_leaves_expiries_out(kt, tmp_path):
+    kt.client(serializer=KT_NONE).set(b"x", b"1", db=1, expire_time=600)
+    assert run(kt, "--db", "1", "export", "--no-xt").stdout_bytes == b"x\t1\n"
+    assert run(kt, "--db", "1", "export", "-q").stdout_bytes.count(b"\t") == 2
+
+
+def _ktremotemgr():
+    server = os.environ.get("KTSERVER")
+    tool = os.path.join(os.path.dirname(server), "ktremotemgr") if server else None
+    if not tool or not os.access(tool, os.X_OK):
+        pytest.skip("needs ktremotemgr beside $KTSERVER")
+    return tool
+
+
+def test_hex_tsv_is_ktremotemgrs_format(real_kt_server, tmp_path):
+    tool = _ktremotemgr()
+    port = ["-port", str(real_kt_server.port)]
+    db = real_kt_server.client(serializer=KT_NONE, decode_keys=False)
+    db.clear(db=1)
+    db.set_bulk({b"a key": b"plain", b"kb": b"\x00\xff\n\t"}, db=1)
+    listed = subprocess.run([tool, "list", *port, "-db", "1", "-pv", "-px"], capture_output=True, check=True)
+    (tmp_path / "px.tsv").write_bytes(listed.stdout)
+    assert run(real_kt_server, "--db", "1", "export", "--hex", "-q").stdout_bytes == listed.stdout
+    db.clear(db=1)
+    assert run(real_kt_server, "--db", "1", "import", "--hex", str(tmp_path / "px.tsv")).exit_code == 0
+    assert db.get_bulk([b"a key", b"kb"], db=1) == {b"a key": b"plain", b"kb": b"\x00\xff\n\t"}
+    (tmp_path / "ours.tsv").write_bytes(
+        run(real_kt_server, "--db", "1", "export", "--hex", "--no-xt").stdout_bytes
+    )
+    db.clear(db=1)
+    subprocess.run(
+        [tool, "import", *port, "-db", "1", "-sx", str(tmp_path / "ours.tsv")],
+        capture_output=True,
+        check=True,
+    )
+    assert db.get_bulk([b"a key", b"kb"], db=1) == {b"a key": b"plain", b"kb": b"\x00\xff\n\t"}

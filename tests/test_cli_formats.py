@@ -32,6 +32,7 @@ def test_every_record_survives_every_format(fmt, hex_, record):
 def test_plain_text_is_written_as_ktremotemgr_writes_it():
     assert formats.encode_tsv(Record(b"key", "värde".encode())) == "key\tvärde\n".encode()
     assert formats.encode_tsv(Record(b"k", b"a\tb\\\xff", 1700000000)) == b"k\ta\\tb\\\\\\xff\t1700000000\n"
+    assert formats.encode_tsv(Record(b"nul", b"a\x00b")) == b"nul\ta\\x00b\n"
     assert formats.encode_tsv_hex(Record(b"k1", b"\x00\xff")) == b"6B 31\t00 FF\n"  # ktremotemgr -px
 
 

@@ -5,7 +5,7 @@ the record expires at (None: never).  Each format has a line encoder and a line 
 pure functions, so the streaming loops in :mod:`kt.cli.transfer` stay format-blind.
 
 * ``tsv``: ``key<TAB>value[<TAB>xt]``, what ``ktremotemgr list -pv -pt`` prints.  Bytes that
-  would break a line are escaped (``\\t \\n \\r \\\\``, and ``\\xHH`` for bytes that are not
+  would break a line are escaped (``\\t \\n \\r \\\\``, and ``\\xHH`` for NUL and bytes that are not
   UTF-8), so plain text is written unchanged.  With ``hex=True`` every key and value is hex
   instead (``ktremotemgr list -px`` / ``import -sx``: ``"6B 31"``).
 * ``jsonl``: ``{"key": ..., "value": ..., "xt": ...}``; a key or value that is not UTF-8 is
@@ -39,7 +39,7 @@ class RecordError(ValueError):
 
 # -- escaping (tsv and csv) ------------------------------------------------------------------
 
-_NEEDS_ESCAPE = re.compile(rb"[\\\t\n\r\x80-\xff]")
+_NEEDS_ESCAPE = re.compile(rb"[\\\t\n\r\x00\x80-\xff]")
 _UNESCAPE = re.compile(rb"\\(x[0-9A-Fa-f]{2}|.|$)", re.DOTALL)
 _SIMPLE_UNESCAPES = {b"\\": b"\\", b"t": b"\t", b"n": b"\n", b"r": b"\r"}
 
@@ -52,6 +52,7 @@ def escape(data: bytes) -> bytes:
     # first leaves the rest as it was; "backslashreplace" then writes each byte that is not
     # UTF-8 as \xhh.  Every step runs in C.
     data = data.replace(b"\\", b"\\\\").replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+    data = data.replace(b"\x00", b"\\x00")  # NUL is UTF-8, but invisible and hard on text tools
     return data.decode("utf-8", "backslashreplace").encode("utf-8")
 
 

@@ -102,11 +102,18 @@ _QUIET = click.option("-q", "--quiet", is_flag=True, help="No summary line.")
 @click.argument("file", default="-")
 @_FORMAT
 @_HEX
+@click.option("--no-xt", is_flag=True, help="Leave the expiries out (ktremotemgr import reads 2 columns).")
 @_PROGRESS
 @_QUIET
 @click.pass_obj
 def export(
-    target: Target, file: str, fmt: Optional[str], hex_: bool, progress: Optional[bool], quiet: bool
+    target: Target,
+    file: str,
+    fmt: Optional[str],
+    hex_: bool,
+    no_xt: bool,
+    progress: Optional[bool],
+    quiet: bool,
 ) -> None:
     """Write every record to FILE (default: stdout) as tsv, jsonl or csv.
 
@@ -126,7 +133,7 @@ def export(
             task = bar.add_task("export", total=total)
             batch: List[bytes] = []
             for record in source_records(target):
-                line = encode(record)
+                line = encode(record._replace(xt=None) if no_xt and record.xt else record)
                 batch.append(line)
                 nbytes += len(record.key) + len(record.value)
                 if len(batch) >= 1000:
