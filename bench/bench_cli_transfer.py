@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_cli_transfer.py                 # 100k and 1M records
     .venv/bin/python bench/bench_cli_transfer.py --records 200000
+    KT_BENCH_REAL=1 KTSERVER=/path/to/ktserver .venv/bin/python bench/bench_cli_transfer.py
 
 Two bundled KT servers with an in-memory ``*`` database each: the first is filled with
 100-byte values (a third of them with an expiry), then ``kt export`` on it is piped into
@@ -125,7 +126,8 @@ def main() -> None:
     print_table(
         ["records", "copied", "seconds", "records/s", "export peak RSS MB", "import peak RSS MB"],
         rows,
-        title="kt export | kt import (two bundled KT servers, in-memory '*' databases, 100-byte values)",
+        title=f"kt export | kt import (two {'real' if os.environ.get('KT_BENCH_REAL') == '1' else 'bundled'} "
+        "KT servers, in-memory '*' databases, 100-byte values)",
     )
 
 
