@@ -6,6 +6,7 @@ This module only re-exports the public names of the API reference (seed-api.rst)
 from kt.embedded import EmbeddedServer, EmbeddedTokyoTyrantServer
 from kt.errors import (
     ConnectionDroppedError,
+    ImproperlyConfigured,
     KyotoTycoonError,
     ProtocolError,
     ScriptError,
@@ -64,6 +65,7 @@ __all__ = [
     "KT_PICKLE",
     "TT_TABLE",
     "KyotoTycoonError",
+    "ImproperlyConfigured",
     "TokyoTyrantError",
     "ProtocolError",
     "ScriptError",

@@ -17,7 +17,7 @@ request records ``(dbidx, key)``, play_script records ``(key, value)``.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from kt.errors import ProtocolError, ServerError
 
@@ -252,7 +252,9 @@ def _check_magic(buf: Buffer, pos: int, expected: int, procedure: str) -> bool:
     if magic == expected:
         return True
     if magic == MAGIC_ERROR:
-        raise ServerError("the server reported an error (0xBF)", code=MAGIC_ERROR, procedure=procedure)
+        raise ServerError(
+            "the server reported an error (0xBF)", code=MAGIC_ERROR, procedure=procedure, end=pos + 1
+        )
     raise _unexpected(buf, pos, expected)
 
 
@@ -595,6 +597,15 @@ def parse_records(buf: Buffer, pos: int, magic: int, count: int) -> Tuple[list, 
     the request is broken).  Fewer than ``count`` records without a failure: the next one has
     not fully arrived.
     """
+    if type(buf) is bytes:
+        return _records(buf, buf, pos, magic, count)
+    with memoryview(buf) as data:  # released before the caller resizes its buffer
+        return _records(buf, data, pos, magic, count)
+
+
+def _records(buf: Buffer, data: Any, pos: int, magic: int, count: int) -> Tuple[list, int, Optional[str]]:
+    """parse_records' loop.  ``bytes(data[a:b])`` copies once from a memoryview and not at
+    all from bytes, with no helper call per record: this runs for every bulk record."""
     size = len(buf)
     off = pos
     records: list = []
@@ -612,7 +623,7 @@ def parse_records(buf: Buffer, pos: int, magic: int, count: int) -> Tuple[list, 
             end = vstart + vsiz
             if end > size:
                 break
-            append((dbidx, _bytes_view(buf, kstart, vstart), _bytes_view(buf, vstart, end), xt))
+            append((dbidx, bytes(data[kstart:vstart]), bytes(data[vstart:end]), xt))
             off = end
         return records, off, None
     unpack_key = _KEY_REC.unpack_from
@@ -625,7 +636,7 @@ def parse_records(buf: Buffer, pos: int, magic: int, count: int) -> Tuple[list, 
         end = off + 6 + ksiz
         if end > size:
             break
-        append((dbidx, _bytes_view(buf, off + 6, end)))
+        append((dbidx, bytes(data[off + 6:end])))
         off = end
     return records, off, None
 
