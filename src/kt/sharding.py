@@ -1,0 +1,750 @@
+"""Many servers as one: ketama sharding over the clients, with primary/replica failover.
+
+``ShardedKyotoTycoon`` and ``ShardedTokyoTyrant`` take a list of shards.  A shard is one
+server (``"host:port"`` or ``(host, port)``) or a primary and its replicas
+(``("a:1978", "b:1978")``, typically a dual-master pair replicating through the update log).
+Keys are placed on shards by a libketama-compatible ring (:mod:`kt.hashring`) over the
+primaries' ``"host:port"`` names, so memcached-style clients in other languages agree.
+
+* Single-key operations have the single-server client's signature and run on the key's shard.
+* Bulk operations split the keys per shard, run the parts in parallel (a thread pool) and
+  merge the results.  If a shard fails the error is raised after every part has finished;
+  the other shards' parts have been applied.
+* Whole-database operations run on every shard in parallel.  Lists are merged shard by shard
+  in the order the shards were given (each in its server's own order); ``max_keys`` limits
+  every shard's part and then the merged list.  Counts and sizes are summed, booleans
+  and-ed, ``status()``/``report()`` come back as ``{shard name: dict}``.
+* Cursors are per shard: ``cursors(db)`` gives ``{shard name: Cursor}``; ``keys()`` /
+  ``items()`` / ``values()`` walk the shards one after the other.
+* Operations that have no sharded meaning raise :class:`UnshardableOperation` naming the way
+  to run them on one server (``client_for(key)``, ``clients()``).
+
+Failover (per shard): calls go to the shard's active server, the primary at first.  After
+``failover_after`` consecutive connection failures (refused, reset, timeout) the shard moves
+to the next replica; from then on, every ``recheck_interval`` seconds one call first runs the
+health check on the primary and moves back when it passes (by default: the primary answers
+and, with Kyoto Tycoon, has applied everything the replica logged).  A call that failed is
+sent again on the new server only when that cannot change its outcome: reads and idempotent
+writes (``set``, ``remove``, bulk set/remove...), or any call that never reached the old one
+(connection refused).  Otherwise the caller gets the connection error: the write may or may
+not have been applied.  A reply always comes from one request on one connection of one
+server, so no call can return another key's value.  docs/sharding.md says what a write during
+failover means with the servers' asynchronous replication.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+from kt.errors import KyotoTycoonError, ServerConnectionError
+from kt.hashring import KetamaRing
+from kt.kyototycoon import Cursor, KyotoTycoon
+from kt.serializers import encode_key
+from kt.tokyotyrant import TokyoTyrant
+
+__all__ = ["Shard", "ShardedKyotoTycoon", "ShardedTokyoTyrant", "UnshardableOperation"]
+
+log = logging.getLogger("kt.sharding")
+
+Address = Union[str, Tuple[str, int]]
+ShardSpec = Union[Address, Sequence[Address]]
+HealthCheck = Callable[[Any, Any], bool]
+DEFAULT_PORT = 1978
+
+
+class UnshardableOperation(KyotoTycoonError, NotImplementedError):
+    """The operation has no meaning across shards; run it on one server's client."""
+
+
+def parse_address(spec: Any) -> Tuple[str, int]:
+    """``"host:port"`` / ``"host"`` / ``(host, port)`` -> ``(host, port)``."""
+    if isinstance(spec, str):
+        host, sep, port = spec.rpartition(":")
+        if not sep:
+            host, port = spec, str(DEFAULT_PORT)
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"a server address is 'host:port', not {spec!r}")
+        return host, int(port)
+    if (
+        isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)
+        and isinstance(spec[1], int) and not isinstance(spec[1], bool)
+    ):
+        return spec[0], spec[1]
+    raise TypeError(f"a server address is 'host:port' or (host, port), not {spec!r}")
+
+
+def _shard_addresses(spec: Any) -> List[Tuple[str, int]]:
+    """One shard spec -> its servers, primary first."""
+    if isinstance(spec, str) or (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], int)):
+        return [parse_address(spec)]
+    if isinstance(spec, (tuple, list)) and spec:
+        return [parse_address(server) for server in spec]
+    raise TypeError(f"a shard is an address or a sequence of addresses (primary first), not {spec!r}")
+
+
+def _never_sent(exc: ServerConnectionError) -> bool:
+    """True when the request cannot have reached the server (it refused the connection)."""
+    return isinstance(exc.__cause__, ConnectionRefusedError)
+
+
+def _is_server_failure(exc: ServerConnectionError) -> bool:
+    """A waiting room full of our own threads is not the server's fault."""
+    return not str(exc).startswith("pool exhausted")
+
+
+class Shard:
+    """One place on the ring: a primary client and its replicas, with the failover state."""
+
+    def __init__(
+        self,
+        name: str,
+        clients: Sequence[Any],
+        failover_after: int,
+        recheck_interval: float,
+        health_check: HealthCheck,
+    ) -> None:
+        self.name = name
+        self.clients = list(clients)
+        self.failover_after = failover_after
+        self.recheck_interval = recheck_interval
+        self.health_check = health_check
+        self._active = 0
+        self._failures = 0
+        self._next_check = 0.0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        servers = ", ".join(f"{c.host}:{c.port}" for c in self.clients)
+        return f"<Shard {self.name} [{servers}] active={self._active}>"
+
+    @property
+    def active(self) -> Any:
+        """The client calls go to now."""
+        return self.clients[self._active]
+
+    @property
+    def active_index(self) -> int:
+        return self._active
+
+    def call(self, fn: Callable[[Any], Any], retry_safe: bool) -> Any:
+        """``fn(client)`` on the active server, failing over as the module docstring says."""
+        if self._active and time.monotonic() >= self._next_check:
+            self._maybe_switch_back()
+        for _ in range(len(self.clients)):
+            index = self._active
+            try:
+                result = fn(self.clients[index])
+            except ServerConnectionError as exc:
+                if not _is_server_failure(exc) or not self._failed(index, exc):
+                    raise
+                if not (retry_safe or _never_sent(exc)):
+                    raise
+                continue
+            if self._failures and index == self._active:
+                self._failures = 0
+            return result
+        return fn(self.clients[self._active])
+
+    def _failed(self, index: int, exc: Exception) -> bool:
+        """Count a failure of server ``index``; True when calls now go elsewhere."""
+        with self._lock:
+            if index != self._active:
+                return True  # another thread already moved on
+            self._failures += 1
+            if self._failures < self.failover_after or len(self.clients) < 2:
+                return False
+            self._active = (index + 1) % len(self.clients)
+            self._failures = 0
+            self._next_check = time.monotonic() + self.recheck_interval
+            new = self.clients[self._active]
+        log.warning("shard %s: %s failed (%s); calls go to %s:%s", self.name,
+                    f"{self.clients[index].host}:{self.clients[index].port}", exc, new.host, new.port)
+        return True
+
+    def _maybe_switch_back(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            if not self._active or now < self._next_check:
+                return
+            self._next_check = now + self.recheck_interval  # one probing thread per interval
+            current = self.clients[self._active]
+        primary = self.clients[0]
+        try:
+            healthy = self.health_check(primary, current)
+        except KyotoTycoonError as exc:
+            log.debug("shard %s: primary still unhealthy: %s", self.name, exc)
+            return
+        if healthy:
+            with self._lock:
+                self._active = 0
+                self._failures = 0
+            log.warning("shard %s: calls go back to the primary %s:%s", self.name, primary.host, primary.port)
+
+
+def kt_health_check(primary: KyotoTycoon, current: KyotoTycoon) -> bool:
+    """The primary answers and has applied every update the server we use now has logged.
+
+    Its ``report`` shows the timestamp of the last update it applied from its master
+    (``repl_timestamp``); when that master is ``current``, ``current``'s ``ulog_list`` shows
+    the newest timestamp it logged.  Moving back earlier could let a write on the primary be
+    overwritten by an older one still on its way from the replica.
+    """
+    report = primary.report()
+    applied = report.get("repl_timestamp")
+    master = (report.get("repl_master_host"), report.get("repl_master_port"))
+    if applied is None or master[1] != str(current.port):
+        return True  # not replicating from the server we use now: nothing to wait for
+    try:
+        _ok, files = current._rpc("ulog_list", [], use_db=False, allow_logical=False)
+    except KyotoTycoonError:
+        return True  # no update log there (or it is down): nothing the primary could miss
+    newest = 0
+    for info in files.values():
+        _size, _, ts = info.partition(b":")
+        newest = max(newest, int(ts or 0))
+    return int(applied) >= newest
+
+
+def tt_health_check(primary: TokyoTyrant, current: TokyoTyrant) -> bool:
+    """The primary answers (Tokyo Tyrant shows no master-side log position to compare)."""
+    primary.count()
+    return True
+
+
+def _key_bytes(key: Any) -> bytes:
+    return key.encode("utf-8") if type(key) is str else encode_key(key)
+
+
+def _arg_bytes(value: Any) -> bytes:
+    """How the TT client sends a misc argument (str, bytes or number)."""
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        return encode_key(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return b"%d" % value
+    return repr(value).encode("ascii")
+
+
+class _Sharded:
+    """Ring, shards, thread pool and the generic single-key / bulk / fan-out machinery."""
+
+    _client_class: Any = None
+    _default_health_check: HealthCheck
+
+    def __init__(
+        self,
+        servers: Union[Sequence[ShardSpec], Mapping[Any, int]],
+        weights: Optional[Mapping[str, int]] = None,
+        failover_after: int = 1,
+        recheck_interval: float = 1.0,
+        health_check: Optional[HealthCheck] = None,
+        max_workers: Optional[int] = None,
+        **client_kwargs: Any,
+    ) -> None:
+        if isinstance(failover_after, bool) or not isinstance(failover_after, int) or failover_after < 1:
+            raise ValueError(f"failover_after must be a positive int, not {failover_after!r}")
+        if not isinstance(recheck_interval, (int, float)) or recheck_interval < 0:
+            raise ValueError(f"recheck_interval must be >= 0 seconds, not {recheck_interval!r}")
+        if isinstance(servers, Mapping):
+            weights = {**{self._name(_shard_addresses(s)[0]): w for s, w in servers.items()}, **(weights or {})}
+            servers = list(servers)
+        if isinstance(servers, (str, bytes)) or not servers:
+            raise ValueError("servers must be a non-empty list of shards")
+        check = health_check or type(self)._default_health_check
+        self.shards: List[Shard] = []
+        self._by_name: Dict[str, Shard] = {}
+        for spec in servers:
+            addresses = _shard_addresses(spec)
+            name = self._name(addresses[0])
+            if name in self._by_name:
+                raise ValueError(f"shard {name} is listed twice")
+            clients = [self._client_class(host=h, port=p, **client_kwargs) for h, p in addresses]
+            shard = Shard(name, clients, failover_after, recheck_interval, check)
+            self.shards.append(shard)
+            self._by_name[name] = shard
+        weights = dict(weights or {})
+        unknown = set(weights) - set(self._by_name)
+        if unknown:
+            raise ValueError(f"weights name unknown shards {sorted(unknown)}; shards are {list(self._by_name)}")
+        self.ring = KetamaRing({name: weights.get(name, 1) for name in self._by_name})
+        self._max_workers = max_workers or len(self.shards)
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._pool_lock = threading.Lock()
+
+    @staticmethod
+    def _name(address: Tuple[str, int]) -> str:
+        return f"{address[0]}:{address[1]}"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {[s.name for s in self.shards]}>"
+
+    # -- placement ------------------------------------------------------------------------
+
+    def shard_for(self, key: Any) -> Shard:
+        """The shard that owns ``key`` (str is placed by its UTF-8 bytes)."""
+        return self._by_name[self.ring.node_of(_key_bytes(key))]
+
+    def client_for(self, key: Any) -> Any:
+        """The client of the server that serves ``key`` right now."""
+        return self.shard_for(key).active
+
+    def clients(self) -> Dict[str, Any]:
+        """``{shard name: the client calls go to now}``."""
+        return {shard.name: shard.active for shard in self.shards}
+
+    def _split(self, keys: Iterable[Any]) -> Dict[Shard, List[Any]]:
+        groups: Dict[Shard, List[Any]] = {}
+        node_of, by_name = self.ring.node_of, self._by_name
+        for key in keys:
+            shard = by_name[node_of(_key_bytes(key))]
+            groups.setdefault(shard, []).append(key)
+        return groups
+
+    # -- running --------------------------------------------------------------------------
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="kt-shard")
+        return self._pool
+
+    def _run_each(self, calls: List[Tuple[Shard, Callable[[Any], Any]]], retry_safe: bool) -> List[Any]:
+        """Run ``fn(client)`` on each shard (in parallel when more than one); results in order."""
+        if len(calls) == 1:
+            shard, fn = calls[0]
+            return [shard.call(fn, retry_safe)]
+        futures = [self._executor().submit(shard.call, fn, retry_safe) for shard, fn in calls]
+        wait_futures(futures)
+        return [future.result() for future in futures]
+
+    def _fan_out(self, name: str, *args: Any, retry_safe: bool = True, **kwargs: Any) -> List[Any]:
+        """``client.name(*args, **kwargs)`` on every shard, results in shard order."""
+        return self._on_every_shard(lambda c: getattr(c, name)(*args, **kwargs), retry_safe)
+
+    def _on_every_shard(self, fn: Callable[[Any], Any], retry_safe: bool = True) -> List[Any]:
+        return self._run_each([(shard, fn) for shard in self.shards], retry_safe)
+
+    def _per_shard(self, name: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        return dict(zip([s.name for s in self.shards], self._fan_out(name, *args, **kwargs)))
+
+    def _merge_lists(self, name: str, max_keys: Optional[int], *args: Any, **kwargs: Any) -> list:
+        merged: list = []
+        for part in self._fan_out(name, *args, **kwargs):
+            merged.extend(part)
+        return merged if max_keys is None else merged[:max_keys]
+
+    def _bulk_keys(self, name: str, keys: Iterable[Any], *args: Any, retry_safe: bool = True) -> List[Any]:
+        groups = self._split(keys)
+        return self._run_each(
+            [(shard, lambda c, part=part: getattr(c, name)(part, *args)) for shard, part in groups.items()],
+            retry_safe,
+        )
+
+    def _bulk_items(self, name: str, data: Mapping[Any, Any], *args: Any) -> List[Any]:
+        groups: Dict[Shard, Dict[Any, Any]] = {}
+        node_of, by_name = self.ring.node_of, self._by_name
+        for key, value in data.items():
+            groups.setdefault(by_name[node_of(_key_bytes(key))], {})[key] = value
+        return self._run_each(
+            [(shard, lambda c, part=part: getattr(c, name)(part, *args)) for shard, part in groups.items()],
+            True,
+        )
+
+    # -- connections ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every client's idle connections and stop the worker threads."""
+        for shard in self.shards:
+            for client in shard.clients:
+                client.close()
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+    def checkin(self) -> None:
+        for shard in self.shards:
+            for client in shard.clients:
+                client.checkin()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _merge_data(data: Optional[Mapping[Any, Any]], kwargs: Dict[str, Any]) -> Mapping[Any, Any]:
+    if data is None:
+        return kwargs
+    if not hasattr(data, "items"):
+        raise TypeError(f"expected a mapping of keys to values, not {type(data).__name__}")
+    return {**data, **kwargs} if kwargs else data
+
+
+def _key_op(client_class: Any, name: str, retry_safe: bool) -> Callable[..., Any]:
+    """A method running ``client.name(key, ...)`` on ``key``'s shard."""
+    target = getattr(client_class, name)
+
+    @functools.wraps(target)
+    def method(self: _Sharded, key: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.shard_for(key).call(lambda c: target(c, key, *args, **kwargs), retry_safe)
+
+    return method
+
+
+def _unshardable(name: str, hint: str) -> Callable[..., Any]:
+    def method(self: _Sharded, *args: Any, **kwargs: Any) -> Any:
+        raise UnshardableOperation(f"{type(self).__name__}.{name} cannot be sharded: {hint}")
+
+    method.__name__ = name
+    method.__doc__ = f"Not available on a sharded client: {hint}"
+    return method
+
+
+def _install(cls: Any, client_class: Any, safe: Iterable[str], unsafe: Iterable[str],
+             unshardable: Mapping[str, str]) -> None:
+    for name in safe:
+        setattr(cls, name, _key_op(client_class, name, True))
+    for name in unsafe:
+        setattr(cls, name, _key_op(client_class, name, False))
+    for name, hint in unshardable.items():
+        setattr(cls, name, _unshardable(name, hint))
+
+
+_ONE_SERVER = "run it on one server with client_for(key) or clients()"
+
+
+class ShardedKyotoTycoon(_Sharded):
+    """Kyoto Tycoon servers as one keyspace; see the module docstring.
+
+    ``servers``: a list of shards (``"host:port"`` or a tuple of them, primary first), or a
+    mapping ``{shard: weight}``.  ``weights``: ``{primary "host:port": int}`` (default 1).
+    ``failover_after`` connection failures move a shard to its next server; the primary is
+    health-checked every ``recheck_interval`` seconds.  Other keyword arguments go to every
+    ``KyotoTycoon`` (serializer, timeout, connect_timeout, default_db...).
+    """
+
+    _client_class = KyotoTycoon
+    _default_health_check = staticmethod(kt_health_check)
+
+    def set_database(self, db: int) -> ShardedKyotoTycoon:
+        for shard in self.shards:
+            for client in shard.clients:
+                client.set_database(db)
+        return self
+
+    # -- bulk -----------------------------------------------------------------------------
+
+    def get_bulk(self, keys: Iterable[Any], db: Optional[int] = None) -> Dict[Any, Any]:
+        """``{key: value}`` of the keys found, fetched from all shards in parallel."""
+        merged: Dict[Any, Any] = {}
+        for part in self._bulk_keys("get_bulk", keys, db):
+            merged.update(part)
+        return merged
+
+    def get_bulk_raw(self, keys: Iterable[Any], db: Optional[int] = None) -> Dict[Any, bytes]:
+        merged: Dict[Any, bytes] = {}
+        for part in self._bulk_keys("get_bulk_raw", keys, db):
+            merged.update(part)
+        return merged
+
+    def set_bulk(self, __data: Optional[Mapping[Any, Any]] = None, db: Optional[int] = None,
+                 expire_time: Any = None, **kwargs: Any) -> int:
+        """Store every pair (split per shard, in parallel); returns the number stored."""
+        return sum(self._bulk_items("set_bulk", _merge_data(__data, kwargs), db, expire_time))
+
+    update = set_bulk
+
+    def remove_bulk(self, keys: Iterable[Any], db: Optional[int] = None) -> int:
+        """Remove every key (split per shard, in parallel); returns the number removed."""
+        return sum(self._bulk_keys("remove_bulk", keys, db))
+
+    # -- whole database -------------------------------------------------------------------
+
+    def clear(self, db: Optional[int] = None) -> bool:
+        return all(self._fan_out("clear", db))
+
+    def count(self, db: Optional[int] = None) -> int:
+        return sum(self._fan_out("count", db))
+
+    def __len__(self) -> int:
+        return self.count()
+
+    @property
+    def size(self) -> int:
+        """Sum of the shards' database sizes."""
+        return sum(int(status["size"]) for status in self.status().values())
+
+    def status(self, db: Optional[int] = None) -> Dict[str, Dict[str, str]]:
+        """``{shard name: that server's status}``."""
+        return self._per_shard("status", db)
+
+    def report(self) -> Dict[str, Dict[str, str]]:
+        return self._per_shard("report")
+
+    def synchronize(self, hard: bool = False, command: Optional[str] = None, db: Optional[int] = None) -> bool:
+        return all(self._fan_out("synchronize", hard, command, db))
+
+    def vacuum(self, step: int = 0, db: Optional[int] = None) -> bool:
+        return all(self._fan_out("vacuum", step, db))
+
+    def match_prefix(self, prefix: Any, max_keys: Optional[int] = None, db: Optional[int] = None) -> list:
+        """Matching keys of every shard, shard by shard (at most ``max_keys`` in all)."""
+        return self._merge_lists("match_prefix", max_keys, prefix, max_keys, db)
+
+    def match_regex(self, regex: Any, max_keys: Optional[int] = None, db: Optional[int] = None) -> list:
+        return self._merge_lists("match_regex", max_keys, regex, max_keys, db)
+
+    def match_similar(self, origin: Any, distance: Optional[int] = None, max_keys: Optional[int] = None,
+                      db: Optional[int] = None) -> list:
+        """Keys within ``distance`` of ``origin``: nearest first within each shard's part."""
+        return self._merge_lists("match_similar", max_keys, origin, distance, max_keys, db)
+
+    def cursors(self, db: Optional[int] = None) -> Dict[str, Cursor]:
+        """One server-side cursor per shard (on the server each shard uses now)."""
+        return {shard.name: shard.active.cursor(db) for shard in self.shards}
+
+    def keys(self, db: Optional[int] = None) -> Iterator[Any]:
+        """Every key, shard after shard (each in its database's order), lazily."""
+        for shard in self.shards:
+            yield from shard.active.keys(db)
+
+    def values(self, db: Optional[int] = None) -> Iterator[Any]:
+        for shard in self.shards:
+            yield from shard.active.values(db)
+
+    def items(self, db: Optional[int] = None) -> Iterator[Tuple[Any, Any]]:
+        for shard in self.shards:
+            yield from shard.active.items(db)
+
+    # -- mapping protocol (``db[key]``, ``db[key, db_index]``) ----------------------------
+
+    def __getitem__(self, key_or_keydb: Any) -> Any:
+        key, db = KyotoTycoon._split_key(key_or_keydb)
+        return self.get(key, db)
+
+    def __setitem__(self, key_or_keydb: Any, value_or_valueexpire: Any) -> None:
+        key, db = KyotoTycoon._split_key(key_or_keydb)
+        if isinstance(value_or_valueexpire, tuple) and len(value_or_valueexpire) == 2:
+            self.set(key, value_or_valueexpire[0], db, value_or_valueexpire[1])
+        else:
+            self.set(key, value_or_valueexpire, db)
+
+    def __delitem__(self, key_or_keydb: Any) -> None:
+        key, db = KyotoTycoon._split_key(key_or_keydb)
+        self.remove(key, db)
+
+    def __contains__(self, key_or_keydb: Any) -> bool:
+        key, db = KyotoTycoon._split_key(key_or_keydb)
+        return self.exists(key, db)
+
+
+_install(
+    ShardedKyotoTycoon, KyotoTycoon,
+    safe=("get", "get_raw", "set", "remove", "exists", "check"),
+    unsafe=("add", "replace", "append", "seize", "pop", "cas", "incr", "incr_double"),
+    unshardable={
+        "script": f"a Lua procedure sees one server's records; {_ONE_SERVER}",
+        "cursor": "a cursor walks one server; use cursors(db) for one per shard",
+        "path": "every shard has its own; use status() for {shard: status}",
+    },
+)
+
+
+class ShardedTokyoTyrant(_Sharded):
+    """Tokyo Tyrant servers as one keyspace; see the module docstring and ShardedKyotoTycoon.
+
+    Other keyword arguments go to every ``TokyoTyrant`` (serializer, timeout...).
+    """
+
+    _client_class = TokyoTyrant
+    _default_health_check = staticmethod(tt_health_check)
+
+    # misc functions whose arguments are keys (or key/value pairs): split per shard
+    _MISC_KEY_LISTS = {b"getlist": 1, b"outlist": 1, b"putlist": 2}
+    # misc functions whose first argument is the one key they touch
+    _MISC_ONE_KEY = frozenset(
+        [b"put", b"putkeep", b"putcat", b"putdup", b"putdupback", b"out", b"get"]
+    )
+
+    # -- bulk -----------------------------------------------------------------------------
+
+    def get_bulk(self, keys: Iterable[Any]) -> Dict[Any, Any]:
+        merged: Dict[Any, Any] = {}
+        for part in self._bulk_keys("get_bulk", keys):
+            merged.update(part)
+        return merged
+
+    def get_bulk_raw(self, keys: Iterable[Any]) -> Dict[Any, bytes]:
+        merged: Dict[Any, bytes] = {}
+        for part in self._bulk_keys("get_bulk_raw", keys):
+            merged.update(part)
+        return merged
+
+    def set_bulk(self, __data: Optional[Mapping[Any, Any]] = None, **kwargs: Any) -> bool:
+        data = _merge_data(__data, kwargs)
+        return all(self._bulk_items("set_bulk", data)) if data else True
+
+    def update(self, __data: Optional[Mapping[Any, Any]] = None, db: Any = None, expire_time: Any = None,
+               **kwargs: Any) -> bool:
+        if db is not None or expire_time is not None:
+            raise ValueError("Tokyo Tyrant has no numbered databases and no expiry: pass db/expire_time as None")
+        return self.set_bulk(__data, **kwargs)
+
+    def setnr_bulk(self, __data: Optional[Mapping[Any, Any]] = None, **kwargs: Any) -> None:
+        data = _merge_data(__data, kwargs)
+        if data:
+            self._bulk_items("setnr_bulk", data)
+
+    def remove_bulk(self, keys: Iterable[Any]) -> bool:
+        keys = list(keys)
+        return all(self._bulk_keys("remove_bulk", keys)) if keys else True
+
+    def misc(self, cmd: Union[str, bytes], args: Optional[Sequence[Any]] = None, update_log: bool = True) -> Any:
+        """``getlist``/``putlist``/``outlist`` split per shard (results concatenated, None if any
+        shard failed); single-key functions go to the key's shard; others cannot be sharded."""
+        name = cmd.encode("utf-8") if isinstance(cmd, str) else bytes(cmd)
+        args = list(args or ())
+        stride = self._MISC_KEY_LISTS.get(name)
+        if stride is not None:
+            groups: Dict[Shard, List[Any]] = {}
+            node_of, by_name = self.ring.node_of, self._by_name
+            for i in range(0, len(args) - stride + 1, stride):
+                shard = by_name[node_of(_arg_bytes(args[i]))]
+                groups.setdefault(shard, []).extend(args[i:i + stride])
+            if not groups:
+                return []
+            parts = self._run_each(
+                [(s, lambda c, p=part: c.misc(name, p, update_log)) for s, part in groups.items()],
+                True,  # getlist/putlist/outlist: repeating them changes nothing
+            )
+            if any(part is None for part in parts):
+                return None
+            return [item for part in parts for item in part]
+        if name in self._MISC_ONE_KEY and args:
+            shard = self._by_name[self.ring.node_of(_arg_bytes(args[0]))]
+            return shard.call(lambda c: c.misc(name, args, update_log), name in (b"get", b"put", b"out"))
+        raise UnshardableOperation(
+            f"ShardedTokyoTyrant.misc({name.decode('utf-8', 'replace')!r}) cannot be sharded: {_ONE_SERVER}"
+        )
+
+    def script(self, name: Union[str, bytes], key: Any = None, value: Any = None, **kwargs: Any) -> Any:
+        """The Lua function runs on ``key``'s shard; without a key it cannot be sharded."""
+        if key is None:
+            raise UnshardableOperation(f"ShardedTokyoTyrant.script without a key cannot be sharded: {_ONE_SERVER}")
+        return self.shard_for(key).call(lambda c: c.script(name, key, value, **kwargs), False)
+
+    # -- whole database -------------------------------------------------------------------
+
+    def clear(self) -> bool:
+        return all(self._fan_out("clear"))
+
+    def count(self) -> int:
+        return sum(self._fan_out("count"))
+
+    def __len__(self) -> int:
+        return self.count()
+
+    @property
+    def size(self) -> int:
+        return sum(self._on_every_shard(lambda c: c.size))
+
+    def status(self) -> Dict[str, Dict[str, str]]:
+        return self._per_shard("status")
+
+    @property
+    def error(self) -> Dict[str, Any]:
+        """``{shard name: (code, message) or None}``."""
+        return dict(zip([s.name for s in self.shards], self._on_every_shard(lambda c: c.error)))
+
+    def synchronize(self) -> bool:
+        return all(self._fan_out("synchronize"))
+
+    def optimize(self, options: Union[str, bytes] = "") -> bool:
+        return all(self._fan_out("optimize", options))
+
+    def set_index(self, name: Union[str, bytes], index_type: int, check_exists: bool = False) -> bool:
+        return all(self._fan_out("set_index", name, index_type, check_exists))
+
+    def optimize_index(self, name: Union[str, bytes]) -> bool:
+        return all(self._fan_out("optimize_index", name))
+
+    def delete_index(self, name: Union[str, bytes]) -> bool:
+        return all(self._fan_out("delete_index", name))
+
+    def match_prefix(self, prefix: Any, max_keys: Optional[int] = 1024) -> List[Any]:
+        return self._merge_lists("match_prefix", max_keys, prefix, max_keys)
+
+    def match_regex(self, regex: Union[str, bytes], max_keys: Optional[int] = 1024) -> List[Any]:
+        return self._merge_lists("match_regex", max_keys, regex, max_keys)
+
+    def get_range(self, start: Any = None, stop: Any = None, max_keys: int = 0) -> Dict[Any, Any]:
+        """B+ tree ranges of every shard, merged in key (byte) order, at most ``max_keys``."""
+        records: List[Tuple[Any, Any]] = []
+        for part in self._fan_out("get_range", start, stop, max_keys):
+            records.extend(part.items())
+        records.sort(key=lambda kv: _key_bytes(kv[0]))
+        return dict(records[:max_keys] if max_keys else records)
+
+    def keys(self) -> List[Any]:
+        """Every key, shard after shard (each in its database's order)."""
+        return self._merge_lists("keys", None)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.keys())
+
+    def items(self) -> List[Tuple[Any, Any]]:
+        return self._merge_lists("items", None)
+
+    def values(self) -> List[Any]:
+        return self._merge_lists("values", None)
+
+    def search(self, expressions: Iterable[Sequence[Any]], cmd: Optional[str] = None) -> Any:
+        """The query on every shard: keys / records concatenated shard by shard, counts summed.
+
+        Ordering (``setorder``) and limits (``setlimit``) apply within each shard's part.
+        """
+        expressions = list(expressions)
+        parts = self._fan_out("search", expressions, cmd, retry_safe=cmd != "out")
+        if cmd == "count":
+            return sum(parts)
+        if cmd == "out":
+            return all(parts)
+        return [item for part in parts for item in part]
+
+    # -- mapping protocol -----------------------------------------------------------------
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, slice):
+            if key.step is not None:
+                raise ValueError("slices of a Tokyo Tyrant database take no step")
+            return self.get_range(key.start, key.stop)
+        return self.get(key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.set(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self.remove(key)
+
+    def __contains__(self, key: Any) -> bool:
+        return self.exists(key)
+
+
+_install(
+    ShardedTokyoTyrant, TokyoTyrant,
+    safe=("get", "get_raw", "set", "setnr", "remove", "exists", "length", "get_part"),
+    unsafe=("add", "append", "addshl", "incr", "incr_double", "setdup", "setdupback"),
+    unshardable={
+        "iter_from": f"the server iterator walks one database; {_ONE_SERVER}",
+        "copy": f"each server copies its own file; {_ONE_SERVER}",
+        "genuid": f"IDs are unique per server only; {_ONE_SERVER}",
+    },
+)
