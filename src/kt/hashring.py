@@ -59,12 +59,17 @@ class KetamaRing:
         """``(point, node)`` pairs in ring order (libketama's ``ketama_get_continuum``)."""
         return list(zip(self._points, self._names))
 
-    def point_of(self, key: bytes) -> Tuple[int, str]:
-        """``(point, node)`` serving ``key`` (libketama's ``ketama_get_server``)."""
-        index = bisect_left(self._points, ketama_hash(key))
+    def locate(self, key: bytes) -> Tuple[int, int, str]:
+        """``(hash of key, point, node)``: libketama's ``ketama_hashi`` + ``ketama_get_server``."""
+        digest = ketama_hash(key)
+        index = bisect_left(self._points, digest)
         if index == len(self._points):
             index = 0
-        return self._points[index], self._names[index]
+        return digest, self._points[index], self._names[index]
+
+    def point_of(self, key: bytes) -> Tuple[int, str]:
+        """``(point, node)`` serving ``key``."""
+        return self.locate(key)[1:]
 
     def node_of(self, key: bytes) -> str:
         """The node that owns ``key`` (its raw bytes)."""

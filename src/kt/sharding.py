@@ -415,7 +415,8 @@ def _install(cls: Any, client_class: Any, safe: Iterable[str], unsafe: Iterable[
     for name in unsafe:
         setattr(cls, name, _key_op(client_class, name, False))
     for name, hint in unshardable.items():
-        setattr(cls, name, _unshardable(name, hint))
+        method = _unshardable(name, hint)
+        setattr(cls, name, property(method) if isinstance(getattr(client_class, name), property) else method)
 
 
 _ONE_SERVER = "run it on one server with client_for(key) or clients()"

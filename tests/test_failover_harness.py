@@ -1,0 +1,169 @@
+"""The kill test: 3 shards x 2 servers in dual-master replication, one server killed mid-write.
+
+Writes ``KT_FAILOVER_KEYS`` keys (default 100,000) through ``ShardedKyotoTycoon`` in
+``set_bulk`` batches, rewrites some old keys and reads back a sample after every batch.  At 30 %
+the primary of one shard gets ``kill -9``; writing goes on through failover; at 65 % the server
+is started again (same files, update log and RTS file) and the client moves back to it once
+it has caught up.  Checks:
+
+* every read returns the key's latest acknowledged value, an earlier value of the same key,
+  or nothing -- never another key's value (values embed their key);
+* after catch-up both servers of every shard hold identical records (key sets and values),
+  and every acknowledged write is there with its latest value (missing count: 0).
+
+Bundled servers always; the real ktserver too when ``KTSERVER`` is set.  The numbers are
+printed (``-s`` shows them) for the issue's closing note.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from typing import Dict, List
+
+import pytest
+
+pytest.importorskip("uhashring")
+
+from kt import KT_NONE, KyotoTycoon, ShardedKyotoTycoon  # noqa: E402
+from kt.errors import ServerConnectionError  # noqa: E402
+from kt.hashring import KetamaRing  # noqa: E402
+
+from replicated import ReplicatedPair  # noqa: E402
+
+KEYS = int(os.environ.get("KT_FAILOVER_KEYS", "100000"))
+BATCH = 200
+SHARDS = 3
+
+
+def _flavours():
+    yield pytest.param(None, id="bundled")
+    yield pytest.param(os.environ.get("KTSERVER"), id="real", marks=pytest.mark.skipif(
+        not os.environ.get("KTSERVER"), reason="KTSERVER is not set"))
+
+
+def _value(key: bytes, version: int) -> bytes:
+    return key + b"=v%d" % version
+
+
+def _check_read(key: bytes, value, history: Dict[bytes, List[bytes]]) -> None:
+    """A read may see the latest acknowledged value, an earlier one of that key, or nothing."""
+    if value is None:
+        return
+    assert value.split(b"=")[0] == key, f"read of {key!r} returned another key's value {value!r}"
+    assert value in history[key], f"read of {key!r} returned {value!r}, which was never written"
+
+
+@pytest.mark.parametrize("server", list(_flavours()))
+def test_kill_one_server_of_a_shard_mid_write(server, tmp_path):
+    pairs = [ReplicatedPair("kt", str(tmp_path / f"shard{i}"), sids=(2 * i + 1, 2 * i + 2), server=server)
+             for i in range(SHARDS)]
+    starters = [threading.Thread(target=pair.start) for pair in pairs]
+    try:
+        for t in starters:
+            t.start()
+        for t in starters:
+            t.join()
+        for pair in pairs:
+            assert all(s.running for s in pair.servers), "a server did not start"
+        _run_kill_test(pairs)
+    finally:
+        for pair in pairs:
+            pair.stop()
+
+
+def _run_kill_test(pairs: List[ReplicatedPair]) -> None:
+    client = ShardedKyotoTycoon([tuple(pair.addresses) for pair in pairs], serializer=KT_NONE, decode_keys=False,
+                                failover_after=1, recheck_interval=0.3, timeout=10, connect_timeout=2)
+    victim_pair = pairs[1]
+    victim = client._by_name[victim_pair.addresses[0]]
+    rng = random.Random(15)
+    acked: Dict[bytes, bytes] = {}  # key -> latest acknowledged value
+    history: Dict[bytes, List[bytes]] = {}  # key -> every value written (acknowledged or not)
+    keys = [b"key:%07d" % i for i in range(KEYS)]
+    failed_batches = reads = acked_writes = 0
+    started = time.monotonic()
+    kill_at, restart_at = int(KEYS * 0.30), int(KEYS * 0.65)
+    killed_at = first_ok_after_kill = None
+    old_keys: List[bytes] = []  # written long before the kill: safe to rewrite (no replication race)
+    try:
+        written = 0
+        while written < KEYS:
+            batch = {k: _value(k, 1) for k in keys[written:written + BATCH]}
+            if killed_at is not None and old_keys:
+                for k in rng.sample(old_keys, 20):  # rewrite old keys during the outage too
+                    batch[k] = _value(k, len(history[k]) + 1)
+            for k, v in batch.items():
+                history.setdefault(k, []).append(v)
+            try:
+                stored = client.set_bulk(batch)
+            except ServerConnectionError:
+                failed_batches += 1
+                continue  # not acknowledged: write the batch again
+            assert stored == len(batch)
+            acked.update(batch)
+            acked_writes += len(batch)
+            if killed_at is not None and first_ok_after_kill is None:
+                first_ok_after_kill = time.monotonic()
+            written += BATCH
+            if written <= KEYS * 0.1:
+                old_keys.extend(k for k in batch if k not in old_keys)
+            # read back a sample, through get_bulk and single gets
+            sample = rng.sample(list(acked), min(30, len(acked)))
+            for k, v in client.get_bulk(sample).items():
+                _check_read(k, v, history)
+            for k in sample[:5]:
+                _check_read(k, client.get(k), history)
+            reads += len(sample) + 5
+            if killed_at is None and written >= kill_at:
+                victim_pair.kill(0)
+                killed_at = time.monotonic()
+            elif killed_at is not None and written >= restart_at and not victim_pair.servers[0].running:
+                victim_pair.start(0)
+        deadline = time.monotonic() + 30
+        while victim.active_index != 0 and time.monotonic() < deadline:
+            client.get(keys[0])  # calls drive the health check
+            time.sleep(0.1)
+        assert victim.active_index == 0, "the client never moved back to the restarted primary"
+        wrote = time.monotonic()
+        missing = _check_caught_up(pairs, acked)
+    finally:
+        client.close()
+    print(f"\nkill test: {KEYS} keys, {acked_writes} acknowledged writes ({len(acked)} keys), "
+          f"{failed_batches} failed batches, {reads} reads checked, kill -> first acknowledged write "
+          f"{(first_ok_after_kill or 0) - (killed_at or 0):.3f} s, writing {wrote - started:.1f} s, "
+          f"catch-up check {time.monotonic() - wrote:.1f} s, missing after catch-up: {missing}")
+    assert missing == 0
+
+
+def _check_caught_up(pairs: List[ReplicatedPair], acked: Dict[bytes, bytes], timeout: float = 40.0) -> int:
+    """Wait until both servers of every shard hold the same data; the count of lost writes."""
+    ring = KetamaRing({pair.addresses[0]: 1 for pair in pairs})  # the client's placement
+    missing = 0
+    for pair in pairs:
+        a, b = (KyotoTycoon("127.0.0.1", port, serializer=KT_NONE, decode_keys=False, timeout=20)
+                for port in pair.ports)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                keys_a, keys_b = set(a.match_prefix(b"")), set(b.match_prefix(b""))
+                if keys_a == keys_b:
+                    ordered = sorted(keys_a)
+                    values_a, values_b = {}, {}
+                    for i in range(0, len(ordered), 2000):
+                        values_a.update(a.get_bulk(ordered[i:i + 2000]))
+                        values_b.update(b.get_bulk(ordered[i:i + 2000]))
+                    if values_a == values_b:
+                        break
+                assert time.monotonic() < deadline, (
+                    f"shard {pair.addresses}: servers still differ after {timeout}s "
+                    f"({len(keys_a)} vs {len(keys_b)} keys)")
+                time.sleep(0.3)
+            mine = {k: v for k, v in acked.items() if ring.node_of(k) == pair.addresses[0]}
+            missing += sum(values_a.get(k) != v for k, v in mine.items())
+        finally:
+            a.close()
+            b.close()
+    return missing
