@@ -41,8 +41,14 @@ def free_ports(count: int, host: str = "127.0.0.1") -> List[int]:
 class ReplicatedPair:
     """Two servers, each the other's replication master (see the module docstring)."""
 
-    def __init__(self, product: str, workdir: str, sids: tuple = (1, 2), server: Optional[str] = None,
-                 ports: Optional[List[int]] = None) -> None:
+    def __init__(
+        self,
+        product: str,
+        workdir: str,
+        sids: tuple = (1, 2),
+        server: Optional[str] = None,
+        ports: Optional[List[int]] = None,
+    ) -> None:
         if product not in _DB_SUFFIX:
             raise ValueError(f"product must be 'kt' or 'tt', not {product!r}")
         self.product = product
@@ -63,17 +69,26 @@ class ReplicatedPair:
     def _embedded(self, i: int):
         peer = self.ports[1 - i]
         args = [
-            "-ulog", os.path.join(self.workdir, f"ulog-{i}"), "-sid", str(self.sids[i]),
-            "-mhost", "127.0.0.1", "-mport", str(peer), "-rts", os.path.join(self.workdir, f"{i}.rts"),
+            "-ulog",
+            os.path.join(self.workdir, f"ulog-{i}"),
+            "-sid",
+            str(self.sids[i]),
+            "-mhost",
+            "127.0.0.1",
+            "-mport",
+            str(peer),
+            "-rts",
+            os.path.join(self.workdir, f"{i}.rts"),
         ]
         if self.product == "kt":
             return EmbeddedServer(self.server, port=self.ports[i], database=self.db_path(i), server_args=args)
-        return EmbeddedTokyoTyrantServer(self.server, port=self.ports[i], database=self.db_path(i),
-                                         server_args=args)
+        return EmbeddedTokyoTyrantServer(
+            self.server, port=self.ports[i], database=self.db_path(i), server_args=args
+        )
 
     def start(self, i: Optional[int] = None) -> None:
         """Start server ``i`` (both when None)."""
-        for j in (range(2) if i is None else [i]):
+        for j in range(2) if i is None else [i]:
             self.servers[j].run()
 
     def kill(self, i: int) -> None:

@@ -30,18 +30,21 @@ pytest.importorskip("uhashring")
 from kt import KT_NONE, KyotoTycoon, ShardedKyotoTycoon  # noqa: E402
 from kt.errors import ServerConnectionError  # noqa: E402
 from kt.hashring import KetamaRing  # noqa: E402
-
+from kt.sharding import kt_health_check  # noqa: E402
 from replicated import ReplicatedPair  # noqa: E402
 
 KEYS = int(os.environ.get("KT_FAILOVER_KEYS", "100000"))
-BATCH = 200
+BATCH = 500
 SHARDS = 3
 
 
 def _flavours():
     yield pytest.param(None, id="bundled")
-    yield pytest.param(os.environ.get("KTSERVER"), id="real", marks=pytest.mark.skipif(
-        not os.environ.get("KTSERVER"), reason="KTSERVER is not set"))
+    yield pytest.param(
+        os.environ.get("KTSERVER"),
+        id="real",
+        marks=pytest.mark.skipif(not os.environ.get("KTSERVER"), reason="KTSERVER is not set"),
+    )
 
 
 def _value(key: bytes, version: int) -> bytes:
@@ -58,8 +61,10 @@ def _check_read(key: bytes, value, history: Dict[bytes, List[bytes]]) -> None:
 
 @pytest.mark.parametrize("server", list(_flavours()))
 def test_kill_one_server_of_a_shard_mid_write(server, tmp_path):
-    pairs = [ReplicatedPair("kt", str(tmp_path / f"shard{i}"), sids=(2 * i + 1, 2 * i + 2), server=server)
-             for i in range(SHARDS)]
+    pairs = [
+        ReplicatedPair("kt", str(tmp_path / f"shard{i}"), sids=(2 * i + 1, 2 * i + 2), server=server)
+        for i in range(SHARDS)
+    ]
     starters = [threading.Thread(target=pair.start) for pair in pairs]
     try:
         for t in starters:
@@ -75,8 +80,15 @@ def test_kill_one_server_of_a_shard_mid_write(server, tmp_path):
 
 
 def _run_kill_test(pairs: List[ReplicatedPair]) -> None:
-    client = ShardedKyotoTycoon([tuple(pair.addresses) for pair in pairs], serializer=KT_NONE, decode_keys=False,
-                                failover_after=1, recheck_interval=0.3, timeout=10, connect_timeout=2)
+    client = ShardedKyotoTycoon(
+        [tuple(pair.addresses) for pair in pairs],
+        serializer=KT_NONE,
+        decode_keys=False,
+        failover_after=1,
+        recheck_interval=0.3,
+        timeout=10,
+        connect_timeout=2,
+    )
     victim_pair = pairs[1]
     victim = client._by_name[victim_pair.addresses[0]]
     rng = random.Random(15)
@@ -91,9 +103,9 @@ def _run_kill_test(pairs: List[ReplicatedPair]) -> None:
     try:
         written = 0
         while written < KEYS:
-            batch = {k: _value(k, 1) for k in keys[written:written + BATCH]}
+            batch = {k: _value(k, 1) for k in keys[written : written + BATCH]}
             if killed_at is not None and old_keys:
-                for k in rng.sample(old_keys, 20):  # rewrite old keys during the outage too
+                for k in rng.sample(old_keys, 50):  # rewrite old keys during the outage too
                     batch[k] = _value(k, len(history[k]) + 1)
             for k, v in batch.items():
                 history.setdefault(k, []).append(v)
@@ -131,10 +143,12 @@ def _run_kill_test(pairs: List[ReplicatedPair]) -> None:
         missing = _check_caught_up(pairs, acked)
     finally:
         client.close()
-    print(f"\nkill test: {KEYS} keys, {acked_writes} acknowledged writes ({len(acked)} keys), "
-          f"{failed_batches} failed batches, {reads} reads checked, kill -> first acknowledged write "
-          f"{(first_ok_after_kill or 0) - (killed_at or 0):.3f} s, writing {wrote - started:.1f} s, "
-          f"catch-up check {time.monotonic() - wrote:.1f} s, missing after catch-up: {missing}")
+    print(
+        f"\nkill test: {KEYS} keys, {acked_writes} acknowledged writes ({len(acked)} keys), "
+        f"{failed_batches} failed batches, {reads} reads checked, kill -> first acknowledged write "
+        f"{(first_ok_after_kill or 0) - (killed_at or 0):.3f} s, writing {wrote - started:.1f} s, "
+        f"catch-up check {time.monotonic() - wrote:.1f} s, missing after catch-up: {missing}"
+    )
     assert missing == 0
 
 
@@ -143,23 +157,30 @@ def _check_caught_up(pairs: List[ReplicatedPair], acked: Dict[bytes, bytes], tim
     ring = KetamaRing({pair.addresses[0]: 1 for pair in pairs})  # the client's placement
     missing = 0
     for pair in pairs:
-        a, b = (KyotoTycoon("127.0.0.1", port, serializer=KT_NONE, decode_keys=False, timeout=20)
-                for port in pair.ports)
+        a, b = (
+            KyotoTycoon("127.0.0.1", port, serializer=KT_NONE, decode_keys=False, timeout=20)
+            for port in pair.ports
+        )
         try:
             deadline = time.monotonic() + timeout
             while True:
+                # caught up: each has applied everything the other logged (the failover check)
+                while not (kt_health_check(a, b) and kt_health_check(b, a)):
+                    assert time.monotonic() < deadline, f"shard {pair.addresses} never caught up"
+                    time.sleep(0.2)
                 keys_a, keys_b = set(a.match_prefix(b"")), set(b.match_prefix(b""))
                 if keys_a == keys_b:
                     ordered = sorted(keys_a)
                     values_a, values_b = {}, {}
                     for i in range(0, len(ordered), 2000):
-                        values_a.update(a.get_bulk(ordered[i:i + 2000]))
-                        values_b.update(b.get_bulk(ordered[i:i + 2000]))
+                        values_a.update(a.get_bulk(ordered[i : i + 2000]))
+                        values_b.update(b.get_bulk(ordered[i : i + 2000]))
                     if values_a == values_b:
                         break
                 assert time.monotonic() < deadline, (
                     f"shard {pair.addresses}: servers still differ after {timeout}s "
-                    f"({len(keys_a)} vs {len(keys_b)} keys)")
+                    f"({len(keys_a)} vs {len(keys_b)} keys)"
+                )
                 time.sleep(0.3)
             mine = {k: v for k, v in acked.items() if ring.node_of(k) == pair.addresses[0]}
             missing += sum(values_a.get(k) != v for k, v in mine.items())

@@ -36,7 +36,7 @@ def test_libketama_test_sh_reference_output():
     ring = KetamaRing(KETAMA_SERVERS)
     lines = ["\n"]
     for i in range(1_000_000):
-        lines.append("%d %d %s\n" % ring.locate(b"%d" % i))
+        lines.append("{} {} {}\n".format(*ring.locate(b"%d" % i)))
     assert hashlib.md5("".join(lines).encode()).hexdigest() == "5672b131391f5aa2b280936aec1eea74"
 
 

@@ -24,8 +24,11 @@ from kt.errors import ServerConnectionError, ServerError
 
 def _flavours(variable):
     yield pytest.param(None, id="bundled")
-    yield pytest.param(os.environ.get(variable), id="real", marks=pytest.mark.skipif(
-        not os.environ.get(variable), reason=f"{variable} is not set"))
+    yield pytest.param(
+        os.environ.get(variable),
+        id="real",
+        marks=pytest.mark.skipif(not os.environ.get(variable), reason=f"{variable} is not set"),
+    )
 
 
 @pytest.fixture(scope="module", params=list(_flavours("KTSERVER")))
@@ -40,7 +43,9 @@ def kt_master(request, tmp_path_factory):
 @pytest.fixture(scope="module", params=list(_flavours("TTSERVER")))
 def tt_master(request, tmp_path_factory):
     ulog = tmp_path_factory.mktemp("tt-ulog")
-    server = EmbeddedTokyoTyrantServer(request.param, database="*", server_args=["-ulog", str(ulog), "-sid", "1"])
+    server = EmbeddedTokyoTyrantServer(
+        request.param, database="*", server_args=["-ulog", str(ulog), "-sid", "1"]
+    )
     server.run()
     yield server
     server.stop()

@@ -26,7 +26,6 @@ from kt import (  # noqa: E402
 )
 from kt.errors import ServerConnectionError  # noqa: E402
 from kt.hashring import KetamaRing  # noqa: E402
-
 from replicated import ReplicatedPair  # noqa: E402
 
 
@@ -265,8 +264,13 @@ def _wait(predicate, timeout=15.0):
 
 
 def test_failover_after_n_failures_and_back_after_health_check(kt_pair):
-    client = ShardedKyotoTycoon([tuple(kt_pair.addresses)], failover_after=2, recheck_interval=0.2,
-                                serializer=KT_NONE, connect_timeout=2)
+    client = ShardedKyotoTycoon(
+        [tuple(kt_pair.addresses)],
+        failover_after=2,
+        recheck_interval=0.2,
+        serializer=KT_NONE,
+        connect_timeout=2,
+    )
     shard = client.shards[0]
     try:
         client.set("k", b"before")
@@ -287,6 +291,7 @@ def test_failover_after_n_failures_and_back_after_health_check(kt_pair):
         def back():
             client.get("k")
             return shard.active_index == 0
+
         _wait(back)
         assert client.get("k") == b"during" and client.incr("n", 1) == 3
     finally:

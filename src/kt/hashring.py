@@ -25,9 +25,7 @@ def _uhashring():
     try:
         from uhashring import HashRing
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ImportError(
-            "sharding needs the uhashring package: pip install 'kt-tycoon[sharding]'"
-        ) from exc
+        raise ImportError("sharding needs the uhashring package: pip install 'kt-tycoon[sharding]'") from exc
     return HashRing
 
 

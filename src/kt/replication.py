@@ -99,7 +99,11 @@ class ReplicationClient:
         if only_origin is not None:
             if server != "kt":
                 raise ValueError("only_origin needs Kyoto Tycoon (Tokyo Tyrant's stream has no such filter)")
-            if isinstance(only_origin, bool) or not isinstance(only_origin, int) or not 0 <= only_origin <= 0xFFFF:
+            if (
+                isinstance(only_origin, bool)
+                or not isinstance(only_origin, int)
+                or not 0 <= only_origin <= 0xFFFF
+            ):
                 raise ValueError(f"only_origin must be a server id 0..65535, not {only_origin!r}")
         self.server = server
         self.sid = sid
@@ -111,7 +115,9 @@ class ReplicationClient:
         self.last_ts = 0
 
     def __repr__(self) -> str:
-        return f"<ReplicationClient {self.server} {self.host}:{self.port} sid={self.sid} last_ts={self.last_ts}>"
+        return (
+            f"<ReplicationClient {self.server} {self.host}:{self.port} sid={self.sid} last_ts={self.last_ts}>"
+        )
 
     def timestamp(self, seconds: Optional[float] = None) -> int:
         """The server's timestamp for Unix time ``seconds`` (default: now)."""
@@ -132,7 +138,9 @@ class ReplicationClient:
 
     # -- the stream -----------------------------------------------------------------------
 
-    def updates(self, start_ts: Optional[int] = None, idle_timeout: Optional[float] = None) -> Iterator[UpdateEntry]:
+    def updates(
+        self, start_ts: Optional[int] = None, idle_timeout: Optional[float] = None
+    ) -> Iterator[UpdateEntry]:
         """Yield the updates logged after ``start_ts`` (default ``last_ts``; 0 = the whole log).
 
         Runs until the connection ends (ServerConnectionError) or, with ``idle_timeout``, until
@@ -158,7 +166,9 @@ class ReplicationClient:
                 self.last_ts = entry.ts
                 last_update = time.monotonic()
         except OSError as exc:
-            raise ServerConnectionError(f"replication stream from {self._conn.address} failed: {exc}") from exc
+            raise ServerConnectionError(
+                f"replication stream from {self._conn.address} failed: {exc}"
+            ) from exc
         finally:
             frames.close()
             self._conn.close()
@@ -177,7 +187,9 @@ class ReplicationClient:
         try:
             chunk = sock.recv(_RECV)
         except (socket.timeout, BlockingIOError) as exc:  # BlockingIOError: SO_RCVTIMEO expired
-            raise ServerTimeoutError(f"replication stream from {self._conn.address} was silent too long") from exc
+            raise ServerTimeoutError(
+                f"replication stream from {self._conn.address} was silent too long"
+            ) from exc
         if not chunk:
             raise ServerConnectionError(f"{self._conn.address} closed the replication stream")
         buf += chunk

@@ -72,8 +72,11 @@ def parse_address(spec: Any) -> Tuple[str, int]:
             raise ValueError(f"a server address is 'host:port', not {spec!r}")
         return host, int(port)
     if (
-        isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str)
-        and isinstance(spec[1], int) and not isinstance(spec[1], bool)
+        isinstance(spec, tuple)
+        and len(spec) == 2
+        and isinstance(spec[0], str)
+        and isinstance(spec[1], int)
+        and not isinstance(spec[1], bool)
     ):
         return spec[0], spec[1]
     raise TypeError(f"a server address is 'host:port' or (host, port), not {spec!r}")
@@ -163,8 +166,14 @@ class Shard:
             self._failures = 0
             self._next_check = time.monotonic() + self.recheck_interval
             new = self.clients[self._active]
-        log.warning("shard %s: %s failed (%s); calls go to %s:%s", self.name,
-                    f"{self.clients[index].host}:{self.clients[index].port}", exc, new.host, new.port)
+        log.warning(
+            "shard %s: %s failed (%s); calls go to %s:%s",
+            self.name,
+            f"{self.clients[index].host}:{self.clients[index].port}",
+            exc,
+            new.host,
+            new.port,
+        )
         return True
 
     def _maybe_switch_back(self) -> None:
@@ -251,7 +260,10 @@ class _Sharded:
         if not isinstance(recheck_interval, (int, float)) or recheck_interval < 0:
             raise ValueError(f"recheck_interval must be >= 0 seconds, not {recheck_interval!r}")
         if isinstance(servers, Mapping):
-            weights = {**{self._name(_shard_addresses(s)[0]): w for s, w in servers.items()}, **(weights or {})}
+            weights = {
+                **{self._name(_shard_addresses(s)[0]): w for s, w in servers.items()},
+                **(weights or {}),
+            }
             servers = list(servers)
         if isinstance(servers, (str, bytes)) or not servers:
             raise ValueError("servers must be a non-empty list of shards")
@@ -270,8 +282,11 @@ class _Sharded:
         weights = dict(weights or {})
         unknown = set(weights) - set(self._by_name)
         if unknown:
-            raise ValueError(f"weights name unknown shards {sorted(unknown)}; shards are {list(self._by_name)}")
+            raise ValueError(
+                f"weights name unknown shards {sorted(unknown)}; shards are {list(self._by_name)}"
+            )
         self.ring = KetamaRing({name: weights.get(name, 1) for name in self._by_name})
+        self._single = self.shards[0] if len(self.shards) == 1 else None  # no hashing needed
         self._max_workers = max_workers or len(self.shards)
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pool_lock = threading.Lock()
@@ -287,6 +302,9 @@ class _Sharded:
 
     def shard_for(self, key: Any) -> Shard:
         """The shard that owns ``key`` (str is placed by its UTF-8 bytes)."""
+        if self._single is not None:
+            _key_bytes(key)  # the same TypeError for a bad key as with many shards
+            return self._single
         return self._by_name[self.ring.node_of(_key_bytes(key))]
 
     def client_for(self, key: Any) -> Any:
@@ -298,6 +316,8 @@ class _Sharded:
         return {shard.name: shard.active for shard in self.shards}
 
     def _split(self, keys: Iterable[Any]) -> Dict[Shard, List[Any]]:
+        if self._single is not None:
+            return {self._single: list(keys)}  # the client checks the keys
         groups: Dict[Shard, List[Any]] = {}
         node_of, by_name = self.ring.node_of, self._by_name
         for key in keys:
@@ -347,6 +367,8 @@ class _Sharded:
         )
 
     def _bulk_items(self, name: str, data: Mapping[Any, Any], *args: Any) -> List[Any]:
+        if self._single is not None:
+            return [self._single.call(lambda c: getattr(c, name)(data, *args), True)]
         groups: Dict[Shard, Dict[Any, Any]] = {}
         node_of, by_name = self.ring.node_of, self._by_name
         for key, value in data.items():
@@ -408,8 +430,9 @@ def _unshardable(name: str, hint: str) -> Callable[..., Any]:
     return method
 
 
-def _install(cls: Any, client_class: Any, safe: Iterable[str], unsafe: Iterable[str],
-             unshardable: Mapping[str, str]) -> None:
+def _install(
+    cls: Any, client_class: Any, safe: Iterable[str], unsafe: Iterable[str], unshardable: Mapping[str, str]
+) -> None:
     for name in safe:
         setattr(cls, name, _key_op(client_class, name, True))
     for name in unsafe:
@@ -456,8 +479,13 @@ class ShardedKyotoTycoon(_Sharded):
             merged.update(part)
         return merged
 
-    def set_bulk(self, __data: Optional[Mapping[Any, Any]] = None, db: Optional[int] = None,
-                 expire_time: Any = None, **kwargs: Any) -> int:
+    def set_bulk(
+        self,
+        __data: Optional[Mapping[Any, Any]] = None,
+        db: Optional[int] = None,
+        expire_time: Any = None,
+        **kwargs: Any,
+    ) -> int:
         """Store every pair (split per shard, in parallel); returns the number stored."""
         return sum(self._bulk_items("set_bulk", _merge_data(__data, kwargs), db, expire_time))
 
@@ -490,7 +518,9 @@ class ShardedKyotoTycoon(_Sharded):
     def report(self) -> Dict[str, Dict[str, str]]:
         return self._per_shard("report")
 
-    def synchronize(self, hard: bool = False, command: Optional[str] = None, db: Optional[int] = None) -> bool:
+    def synchronize(
+        self, hard: bool = False, command: Optional[str] = None, db: Optional[int] = None
+    ) -> bool:
         return all(self._fan_out("synchronize", hard, command, db))
 
     def vacuum(self, step: int = 0, db: Optional[int] = None) -> bool:
@@ -503,8 +533,13 @@ class ShardedKyotoTycoon(_Sharded):
     def match_regex(self, regex: Any, max_keys: Optional[int] = None, db: Optional[int] = None) -> list:
         return self._merge_lists("match_regex", max_keys, regex, max_keys, db)
 
-    def match_similar(self, origin: Any, distance: Optional[int] = None, max_keys: Optional[int] = None,
-                      db: Optional[int] = None) -> list:
+    def match_similar(
+        self,
+        origin: Any,
+        distance: Optional[int] = None,
+        max_keys: Optional[int] = None,
+        db: Optional[int] = None,
+    ) -> list:
         """Keys within ``distance`` of ``origin``: nearest first within each shard's part."""
         return self._merge_lists("match_similar", max_keys, origin, distance, max_keys, db)
 
@@ -548,7 +583,8 @@ class ShardedKyotoTycoon(_Sharded):
 
 
 _install(
-    ShardedKyotoTycoon, KyotoTycoon,
+    ShardedKyotoTycoon,
+    KyotoTycoon,
     safe=("get", "get_raw", "set", "remove", "exists", "check"),
     unsafe=("add", "replace", "append", "seize", "pop", "cas", "incr", "incr_double"),
     unshardable={
@@ -571,9 +607,7 @@ class ShardedTokyoTyrant(_Sharded):
     # misc functions whose arguments are keys (or key/value pairs): split per shard
     _MISC_KEY_LISTS = {b"getlist": 1, b"outlist": 1, b"putlist": 2}
     # misc functions whose first argument is the one key they touch
-    _MISC_ONE_KEY = frozenset(
-        [b"put", b"putkeep", b"putcat", b"putdup", b"putdupback", b"out", b"get"]
-    )
+    _MISC_ONE_KEY = frozenset([b"put", b"putkeep", b"putcat", b"putdup", b"putdupback", b"out", b"get"])
 
     # -- bulk -----------------------------------------------------------------------------
 
@@ -593,10 +627,17 @@ class ShardedTokyoTyrant(_Sharded):
         data = _merge_data(__data, kwargs)
         return all(self._bulk_items("set_bulk", data)) if data else True
 
-    def update(self, __data: Optional[Mapping[Any, Any]] = None, db: Any = None, expire_time: Any = None,
-               **kwargs: Any) -> bool:
+    def update(
+        self,
+        __data: Optional[Mapping[Any, Any]] = None,
+        db: Any = None,
+        expire_time: Any = None,
+        **kwargs: Any,
+    ) -> bool:
         if db is not None or expire_time is not None:
-            raise ValueError("Tokyo Tyrant has no numbered databases and no expiry: pass db/expire_time as None")
+            raise ValueError(
+                "Tokyo Tyrant has no numbered databases and no expiry: pass db/expire_time as None"
+            )
         return self.set_bulk(__data, **kwargs)
 
     def setnr_bulk(self, __data: Optional[Mapping[Any, Any]] = None, **kwargs: Any) -> None:
@@ -608,7 +649,9 @@ class ShardedTokyoTyrant(_Sharded):
         keys = list(keys)
         return all(self._bulk_keys("remove_bulk", keys)) if keys else True
 
-    def misc(self, cmd: Union[str, bytes], args: Optional[Sequence[Any]] = None, update_log: bool = True) -> Any:
+    def misc(
+        self, cmd: Union[str, bytes], args: Optional[Sequence[Any]] = None, update_log: bool = True
+    ) -> Any:
         """``getlist``/``putlist``/``outlist`` split per shard (results concatenated, None if any
         shard failed); single-key functions go to the key's shard; others cannot be sharded."""
         name = cmd.encode("utf-8") if isinstance(cmd, str) else bytes(cmd)
@@ -619,7 +662,7 @@ class ShardedTokyoTyrant(_Sharded):
             node_of, by_name = self.ring.node_of, self._by_name
             for i in range(0, len(args) - stride + 1, stride):
                 shard = by_name[node_of(_arg_bytes(args[i]))]
-                groups.setdefault(shard, []).extend(args[i:i + stride])
+                groups.setdefault(shard, []).extend(args[i : i + stride])
             if not groups:
                 return []
             parts = self._run_each(
@@ -639,7 +682,9 @@ class ShardedTokyoTyrant(_Sharded):
     def script(self, name: Union[str, bytes], key: Any = None, value: Any = None, **kwargs: Any) -> Any:
         """The Lua function runs on ``key``'s shard; without a key it cannot be sharded."""
         if key is None:
-            raise UnshardableOperation(f"ShardedTokyoTyrant.script without a key cannot be sharded: {_ONE_SERVER}")
+            raise UnshardableOperation(
+                f"ShardedTokyoTyrant.script without a key cannot be sharded: {_ONE_SERVER}"
+            )
         return self.shard_for(key).call(lambda c: c.script(name, key, value, **kwargs), False)
 
     # -- whole database -------------------------------------------------------------------
@@ -740,7 +785,8 @@ class ShardedTokyoTyrant(_Sharded):
 
 
 _install(
-    ShardedTokyoTyrant, TokyoTyrant,
+    ShardedTokyoTyrant,
+    TokyoTyrant,
     safe=("get", "get_raw", "set", "setnr", "remove", "exists", "length", "get_part"),
     unsafe=("add", "append", "addshl", "incr", "incr_double", "setdup", "setdupback"),
     unshardable={

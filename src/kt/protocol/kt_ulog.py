@@ -73,10 +73,10 @@ def parse_update_message(message: Buffer) -> UpdateMessage:
     end = pos + ksiz + vsiz
     if end != len(message):
         raise ProtocolError("Kyoto Tycoon update-log message sizes do not match its length")
-    key = bytes(message[pos:pos + ksiz])
+    key = bytes(message[pos : pos + ksiz])
     if op == OP_REMOVE:
         return UpdateMessage(sid, db, "remove", key, None)
-    return UpdateMessage(sid, db, "set", key, bytes(message[pos + ksiz:end]))
+    return UpdateMessage(sid, db, "set", key, bytes(message[pos + ksiz : end]))
 
 
 def split_stored_value(stored: bytes) -> Tuple[bytes, Optional[int]]:
