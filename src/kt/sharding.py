@@ -560,26 +560,13 @@ class ShardedKyotoTycoon(_Sharded):
         for shard in self.shards:
             yield from shard.active.items(db)
 
-    # -- mapping protocol (``db[key]``, ``db[key, db_index]``) ----------------------------
-
-    def __getitem__(self, key_or_keydb: Any) -> Any:
-        key, db = KyotoTycoon._split_key(key_or_keydb)
-        return self.get(key, db)
-
-    def __setitem__(self, key_or_keydb: Any, value_or_valueexpire: Any) -> None:
-        key, db = KyotoTycoon._split_key(key_or_keydb)
-        if isinstance(value_or_valueexpire, tuple) and len(value_or_valueexpire) == 2:
-            self.set(key, value_or_valueexpire[0], db, value_or_valueexpire[1])
-        else:
-            self.set(key, value_or_valueexpire, db)
-
-    def __delitem__(self, key_or_keydb: Any) -> None:
-        key, db = KyotoTycoon._split_key(key_or_keydb)
-        self.remove(key, db)
-
-    def __contains__(self, key_or_keydb: Any) -> bool:
-        key, db = KyotoTycoon._split_key(key_or_keydb)
-        return self.exists(key, db)
+    # -- mapping protocol (``db[key]``, ``db[key, db_index]``): the client's own methods,
+    # which only call get/set/remove/exists (the sharded ones here)
+    _split_key = staticmethod(KyotoTycoon._split_key)
+    __getitem__ = KyotoTycoon.__getitem__
+    __setitem__ = KyotoTycoon.__setitem__
+    __delitem__ = KyotoTycoon.__delitem__
+    __contains__ = KyotoTycoon.__contains__
 
 
 _install(
@@ -765,23 +752,11 @@ class ShardedTokyoTyrant(_Sharded):
             return all(parts)
         return [item for part in parts for item in part]
 
-    # -- mapping protocol -----------------------------------------------------------------
-
-    def __getitem__(self, key: Any) -> Any:
-        if isinstance(key, slice):
-            if key.step is not None:
-                raise ValueError("slices of a Tokyo Tyrant database take no step")
-            return self.get_range(key.start, key.stop)
-        return self.get(key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.set(key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self.remove(key)
-
-    def __contains__(self, key: Any) -> bool:
-        return self.exists(key)
+    # -- mapping protocol: the client's own methods (they call get_range/get/set/remove/exists)
+    __getitem__ = TokyoTyrant.__getitem__
+    __setitem__ = TokyoTyrant.__setitem__
+    __delitem__ = TokyoTyrant.__delitem__
+    __contains__ = TokyoTyrant.__contains__
 
 
 _install(
