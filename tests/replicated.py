@@ -68,6 +68,7 @@ class ReplicatedPair:
 
     def _embedded(self, i: int):
         peer = self.ports[1 - i]
+        os.makedirs(os.path.join(self.workdir, f"ulog-{i}"), exist_ok=True)  # ttserver wants it to exist
         args = [
             "-ulog",
             os.path.join(self.workdir, f"ulog-{i}"),

@@ -1,6 +1,7 @@
 """The kill test: 3 shards x 2 servers in dual-master replication, one server killed mid-write.
 
-Writes ``KT_FAILOVER_KEYS`` keys (default 100,000) through ``ShardedKyotoTycoon`` in
+Writes ``KT_FAILOVER_KEYS`` keys (default 100,000) through ``ShardedKyotoTycoon`` (and
+``KT_FAILOVER_KEYS_TT``, default 20,000, through ``ShardedTokyoTyrant``: the CI time budget) in
 ``set_bulk`` batches, rewrites some old keys and reads back a sample after every batch.  At 30 %
 the primary of one shard gets ``kill -9``; writing goes on through failover; at 65 % the server
 is started again (same files, update log and RTS file) and the client moves back to it once
@@ -11,8 +12,8 @@ it has caught up.  Checks:
 * after catch-up both servers of every shard hold identical records (key sets and values),
   and every acknowledged write is there with its latest value (missing count: 0).
 
-Bundled servers always; the real ktserver too when ``KTSERVER`` is set.  The numbers are
-printed (``-s`` shows them) for the issue's closing note.
+Bundled servers always; the real ktserver / ttserver too when ``KTSERVER`` / ``TTSERVER`` is
+set.  The numbers are printed (``-s`` shows them) for the issue's closing note.
 """
 
 from __future__ import annotations
@@ -27,24 +28,30 @@ import pytest
 
 pytest.importorskip("uhashring")
 
-from kt import KT_NONE, KyotoTycoon, ShardedKyotoTycoon  # noqa: E402
+from kt import KT_NONE, KyotoTycoon, ShardedKyotoTycoon, ShardedTokyoTyrant, TokyoTyrant  # noqa: E402
 from kt.errors import ServerConnectionError  # noqa: E402
 from kt.hashring import KetamaRing  # noqa: E402
 from kt.sharding import kt_health_check  # noqa: E402
 from replicated import ReplicatedPair  # noqa: E402
 
-KEYS = int(os.environ.get("KT_FAILOVER_KEYS", "100000"))
+KEYS = {
+    "kt": int(os.environ.get("KT_FAILOVER_KEYS", "100000")),
+    "tt": int(os.environ.get("KT_FAILOVER_KEYS_TT", "20000")),
+}
+CLIENTS = {"kt": (ShardedKyotoTycoon, KyotoTycoon), "tt": (ShardedTokyoTyrant, TokyoTyrant)}
 BATCH = 500
 SHARDS = 3
 
 
 def _flavours():
-    yield pytest.param(None, id="bundled")
-    yield pytest.param(
-        os.environ.get("KTSERVER"),
-        id="real",
-        marks=pytest.mark.skipif(not os.environ.get("KTSERVER"), reason="KTSERVER is not set"),
-    )
+    for product, variable in (("kt", "KTSERVER"), ("tt", "TTSERVER")):
+        yield pytest.param(product, None, id=f"{product}-bundled")
+        yield pytest.param(
+            product,
+            os.environ.get(variable),
+            id=f"{product}-real",
+            marks=pytest.mark.skipif(not os.environ.get(variable), reason=f"{variable} is not set"),
+        )
 
 
 def _value(key: bytes, version: int) -> bytes:
@@ -59,28 +66,37 @@ def _check_read(key: bytes, value, history: Dict[bytes, List[bytes]]) -> None:
     assert value in history[key], f"read of {key!r} returned {value!r}, which was never written"
 
 
-@pytest.mark.parametrize("server", list(_flavours()))
-def test_kill_one_server_of_a_shard_mid_write(server, tmp_path):
+@pytest.mark.parametrize("product, server", list(_flavours()))
+def test_kill_one_server_of_a_shard_mid_write(product, server, tmp_path):
     pairs = [
-        ReplicatedPair("kt", str(tmp_path / f"shard{i}"), sids=(2 * i + 1, 2 * i + 2), server=server)
+        ReplicatedPair(product, str(tmp_path / f"shard{i}"), sids=(2 * i + 1, 2 * i + 2), server=server)
         for i in range(SHARDS)
     ]
-    starters = [threading.Thread(target=pair.start) for pair in pairs]
+    errors: List[BaseException] = []
+
+    def start(pair: ReplicatedPair) -> None:
+        try:
+            pair.start()
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    starters = [threading.Thread(target=start, args=(pair,)) for pair in pairs]
     try:
         for t in starters:
             t.start()
         for t in starters:
             t.join()
-        for pair in pairs:
-            assert all(s.running for s in pair.servers), "a server did not start"
-        _run_kill_test(pairs)
+        if errors:
+            raise errors[0]
+        _run_kill_test(product, pairs)
     finally:
         for pair in pairs:
             pair.stop()
 
 
-def _run_kill_test(pairs: List[ReplicatedPair]) -> None:
-    client = ShardedKyotoTycoon(
+def _run_kill_test(product: str, pairs: List[ReplicatedPair]) -> None:
+    keys_total = KEYS[product]
+    client = CLIENTS[product][0](
         [tuple(pair.addresses) for pair in pairs],
         serializer=KT_NONE,
         decode_keys=False,
@@ -94,17 +110,19 @@ def _run_kill_test(pairs: List[ReplicatedPair]) -> None:
     rng = random.Random(15)
     acked: Dict[bytes, bytes] = {}  # key -> latest acknowledged value
     history: Dict[bytes, List[bytes]] = {}  # key -> every value written (acknowledged or not)
-    keys = [b"key:%07d" % i for i in range(KEYS)]
+    keys = [b"key:%07d" % i for i in range(keys_total)]
     failed_batches = reads = acked_writes = 0
     started = time.monotonic()
-    kill_at, restart_at = int(KEYS * 0.30), int(KEYS * 0.65)
+    kill_at, restart_at = int(keys_total * 0.30), int(keys_total * 0.65)
     killed_at = first_ok_after_kill = None
     old_keys: List[bytes] = []  # written long before the kill: safe to rewrite (no replication race)
     try:
         written = 0
-        while written < KEYS:
+        while written < keys_total:
             batch = {k: _value(k, 1) for k in keys[written : written + BATCH]}
-            if killed_at is not None and old_keys:
+            if killed_at is not None and not victim_pair.servers[0].running:
+                # rewrite old keys during the outage (only then: see docs/sharding.md on the
+                # same key written on both servers within the replication delay)
                 for k in rng.sample(old_keys, 50):  # rewrite old keys during the outage too
                     batch[k] = _value(k, len(history[k]) + 1)
             for k, v in batch.items():
@@ -114,13 +132,13 @@ def _run_kill_test(pairs: List[ReplicatedPair]) -> None:
             except ServerConnectionError:
                 failed_batches += 1
                 continue  # not acknowledged: write the batch again
-            assert stored == len(batch)
+            assert stored in (len(batch), True)  # KT counts, TT says True
             acked.update(batch)
             acked_writes += len(batch)
             if killed_at is not None and first_ok_after_kill is None:
                 first_ok_after_kill = time.monotonic()
             written += BATCH
-            if written <= KEYS * 0.1:
+            if written <= keys_total * 0.1:
                 old_keys.extend(k for k in batch if k not in old_keys)
             # read back a sample, through get_bulk and single gets
             sample = rng.sample(list(acked), min(30, len(acked)))
@@ -134,17 +152,17 @@ def _run_kill_test(pairs: List[ReplicatedPair]) -> None:
                 killed_at = time.monotonic()
             elif killed_at is not None and written >= restart_at and not victim_pair.servers[0].running:
                 victim_pair.start(0)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while victim.active_index != 0 and time.monotonic() < deadline:
             client.get(keys[0])  # calls drive the health check
             time.sleep(0.1)
         assert victim.active_index == 0, "the client never moved back to the restarted primary"
         wrote = time.monotonic()
-        missing = _check_caught_up(pairs, acked)
+        missing = _check_caught_up(product, pairs, acked)
     finally:
         client.close()
     print(
-        f"\nkill test: {KEYS} keys, {acked_writes} acknowledged writes ({len(acked)} keys), "
+        f"\n{product} kill test: {keys_total} keys, {acked_writes} acknowledged writes ({len(acked)} keys), "
         f"{failed_batches} failed batches, {reads} reads checked, kill -> first acknowledged write "
         f"{(first_ok_after_kill or 0) - (killed_at or 0):.3f} s, writing {wrote - started:.1f} s, "
         f"catch-up check {time.monotonic() - wrote:.1f} s, missing after catch-up: {missing}"
@@ -152,23 +170,26 @@ def _run_kill_test(pairs: List[ReplicatedPair]) -> None:
     assert missing == 0
 
 
-def _check_caught_up(pairs: List[ReplicatedPair], acked: Dict[bytes, bytes], timeout: float = 40.0) -> int:
+def _check_caught_up(
+    product: str, pairs: List[ReplicatedPair], acked: Dict[bytes, bytes], timeout: float = 60.0
+) -> int:
     """Wait until both servers of every shard hold the same data; the count of lost writes."""
     ring = KetamaRing({pair.addresses[0]: 1 for pair in pairs})  # the client's placement
     missing = 0
     for pair in pairs:
         a, b = (
-            KyotoTycoon("127.0.0.1", port, serializer=KT_NONE, decode_keys=False, timeout=20)
+            CLIENTS[product][1]("127.0.0.1", port, serializer=KT_NONE, decode_keys=False, timeout=20)
             for port in pair.ports
         )
         try:
             deadline = time.monotonic() + timeout
             while True:
-                # caught up: each has applied everything the other logged (the failover check)
-                while not (kt_health_check(a, b) and kt_health_check(b, a)):
+                # KT caught up: each has applied everything the other logged (the failover check);
+                # TT shows no log position: compare until equal or the deadline
+                while product == "kt" and not (kt_health_check(a, b) and kt_health_check(b, a)):
                     assert time.monotonic() < deadline, f"shard {pair.addresses} never caught up"
                     time.sleep(0.2)
-                keys_a, keys_b = set(a.match_prefix(b"")), set(b.match_prefix(b""))
+                keys_a, keys_b = (set(c.match_prefix(b"", max_keys=None)) for c in (a, b))
                 if keys_a == keys_b:
                     ordered = sorted(keys_a)
                     values_a, values_b = {}, {}

@@ -299,13 +299,19 @@ def test_failover_after_n_failures_and_back_after_health_check(kt_pair):
 
 
 def test_kt_health_check_waits_for_catch_up(kt_pair):
-    from kt.sharding import kt_health_check
+    from kt.sharding import KTCatchUpCheck, kt_health_check, kt_replication_position
 
     primary, replica = (KyotoTycoon("127.0.0.1", port) for port in kt_pair.ports)
     replica.set("x", "1")
     _wait(lambda: kt_health_check(primary, replica))
     kt_pair.kill(0)
+    with pytest.raises(ServerConnectionError):
+        KTCatchUpCheck()(primary, replica)  # a dead primary is not healthy
     replica.set_bulk({f"k{i}": "v" for i in range(50)})
+    assert kt_replication_position(replica, primary) is None  # its master is down: no position
     kt_pair.start(0)
-    _wait(lambda: primary.count() == 51 and kt_health_check(primary, replica))
-    assert int(primary.report()["repl_timestamp"]) > 0
+    check = KTCatchUpCheck()
+    _wait(lambda: check(primary, replica))
+    assert primary.count() == 51  # everything the replica logged before the check arrived
+    applied, newest = kt_replication_position(primary, replica)
+    assert applied >= newest > 0

@@ -23,7 +23,7 @@ Failover (per shard): calls go to the shard's active server, the primary at firs
 ``failover_after`` consecutive connection failures (refused, reset, timeout) the shard moves
 to the next replica; from then on, every ``recheck_interval`` seconds one call first runs the
 health check on the primary and moves back when it passes (by default: the primary answers
-and, with Kyoto Tycoon, has applied everything the replica logged).  A call that failed is
+and, with Kyoto Tycoon, has applied what the replica had logged at the previous check).  A call that failed is
 sent again on the new server only when that cannot change its outcome: reads and idempotent
 writes (``set``, ``remove``, bulk set/remove...), or any call that never reached the old one
 (connection refused).  Otherwise the caller gets the connection error: the write may or may
@@ -196,28 +196,59 @@ class Shard:
             log.warning("shard %s: calls go back to the primary %s:%s", self.name, primary.host, primary.port)
 
 
-def kt_health_check(primary: KyotoTycoon, current: KyotoTycoon) -> bool:
-    """The primary answers and has applied every update the server we use now has logged.
+def kt_replication_position(primary: KyotoTycoon, current: KyotoTycoon) -> Optional[Tuple[int, int]]:
+    """``(applied, logged)``: the newest update ``primary`` applied from ``current`` and the newest
+    ``current`` logged; None when ``primary`` does not replicate from ``current`` (or
+    ``current`` keeps no update log).  Raises when ``primary`` does not answer.
 
-    Its ``report`` shows the timestamp of the last update it applied from its master
-    (``repl_timestamp``); when that master is ``current``, ``current``'s ``ulog_list`` shows
-    the newest timestamp it logged.  Moving back earlier could let a write on the primary be
-    overwritten by an older one still on its way from the replica.
+    The primary's ``report`` shows the timestamp of the last update it applied from its master
+    (``repl_timestamp``); the master's ``ulog_list`` shows the newest timestamp it logged.
     """
     report = primary.report()
     applied = report.get("repl_timestamp")
-    master = (report.get("repl_master_host"), report.get("repl_master_port"))
-    if applied is None or master[1] != str(current.port):
-        return True  # not replicating from the server we use now: nothing to wait for
+    if applied is None or report.get("repl_master_port") != str(current.port):
+        return None
     try:
         _ok, files = current._rpc("ulog_list", [], use_db=False, allow_logical=False)
     except KyotoTycoonError:
-        return True  # no update log there (or it is down): nothing the primary could miss
-    newest = 0
+        return None
+    logged = 0
     for info in files.values():
         _size, _, ts = info.partition(b":")
-        newest = max(newest, int(ts or 0))
-    return int(applied) >= newest
+        logged = max(logged, int(ts or 0))
+    return int(applied), logged
+
+
+def kt_health_check(primary: KyotoTycoon, current: KyotoTycoon) -> bool:
+    """The primary answers and has applied every update ``current`` has logged so far."""
+    position = kt_replication_position(primary, current)
+    return position is None or position[0] >= position[1]
+
+
+class KTCatchUpCheck:
+    """The default Kyoto Tycoon health check (one per shard): the primary answers and has applied
+    everything the replica had logged at the previous check (at the first check: everything).
+
+    While writes keep arriving on the replica its log never stops moving, so "everything logged
+    now" is rarely reached; the target of the previous check is, once the primary's replication
+    delay is below ``recheck_interval``.  Moving back before that could let a write on the
+    primary be overwritten by an older one still on its way from the replica.
+    """
+
+    def __init__(self) -> None:
+        self._target: Optional[int] = None
+
+    def __call__(self, primary: KyotoTycoon, current: KyotoTycoon) -> bool:
+        position = kt_replication_position(primary, current)
+        if position is None:
+            return True  # not replicating from the server we use now: nothing to wait for
+        applied, logged = position
+        target = logged if self._target is None else self._target
+        self._target = logged
+        if applied >= target:
+            self._target = None  # the next failover starts afresh
+            return True
+        return False
 
 
 def tt_health_check(primary: TokyoTyrant, current: TokyoTyrant) -> bool:
@@ -243,7 +274,7 @@ class _Sharded:
     """Ring, shards, thread pool and the generic single-key / bulk / fan-out machinery."""
 
     _client_class: Any = None
-    _default_health_check: HealthCheck
+    _health_check_factory: Callable[[], HealthCheck]  # one default check per shard (it may keep state)
 
     def __init__(
         self,
@@ -267,7 +298,6 @@ class _Sharded:
             servers = list(servers)
         if isinstance(servers, (str, bytes)) or not servers:
             raise ValueError("servers must be a non-empty list of shards")
-        check = health_check or type(self)._default_health_check
         self.shards: List[Shard] = []
         self._by_name: Dict[str, Shard] = {}
         for spec in servers:
@@ -276,6 +306,7 @@ class _Sharded:
             if name in self._by_name:
                 raise ValueError(f"shard {name} is listed twice")
             clients = [self._client_class(host=h, port=p, **client_kwargs) for h, p in addresses]
+            check = health_check or self._health_check_factory()
             shard = Shard(name, clients, failover_after, recheck_interval, check)
             self.shards.append(shard)
             self._by_name[name] = shard
@@ -456,7 +487,7 @@ class ShardedKyotoTycoon(_Sharded):
     """
 
     _client_class = KyotoTycoon
-    _default_health_check = staticmethod(kt_health_check)
+    _health_check_factory = KTCatchUpCheck
 
     def set_database(self, db: int) -> ShardedKyotoTycoon:
         for shard in self.shards:
@@ -589,7 +620,7 @@ class ShardedTokyoTyrant(_Sharded):
     """
 
     _client_class = TokyoTyrant
-    _default_health_check = staticmethod(tt_health_check)
+    _health_check_factory = staticmethod(lambda: tt_health_check)
 
     # misc functions whose arguments are keys (or key/value pairs): split per shard
     _MISC_KEY_LISTS = {b"getlist": 1, b"outlist": 1, b"putlist": 2}
