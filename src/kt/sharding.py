@@ -45,8 +45,10 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 from kt.errors import KyotoTycoonError, ServerConnectionError
 from kt.hashring import KetamaRing
 from kt.kyototycoon import Cursor, KyotoTycoon
+from kt.protocol import http, kt_rpc
 from kt.serializers import encode_key
 from kt.tokyotyrant import TokyoTyrant
+from kt.transport import Connection
 
 __all__ = ["Shard", "ShardedKyotoTycoon", "ShardedTokyoTyrant", "UnshardableOperation"]
 
@@ -208,15 +210,27 @@ def kt_replication_position(primary: KyotoTycoon, current: KyotoTycoon) -> Optio
     applied = report.get("repl_timestamp")
     if applied is None or report.get("repl_master_port") != str(current.port):
         return None
+    logged = _newest_logged(current)
+    return None if logged is None else (int(applied), logged)
+
+
+def _newest_logged(client: KyotoTycoon) -> Optional[int]:
+    """The newest timestamp in ``client``'s server's update log (``ulog_list``); None without one.
+
+    The clients have no ``ulog_list`` method, so this asks on a connection of its own.
+    """
+    address = f"{client.host}:{client.port}"
+    conn = Connection(client.host, client.port, timeout=client.timeout or 5.0, connect_timeout=5.0)
     try:
-        _ok, files = current._rpc("ulog_list", [], use_db=False, allow_logical=False)
+        response = conn.request(kt_rpc.build_rpc_request("ulog_list", (), address), http.parse_response)
     except KyotoTycoonError:
-        return None
-    logged = 0
-    for info in files.values():
-        _size, _, ts = info.partition(b":")
-        logged = max(logged, int(ts or 0))
-    return int(applied), logged
+        return None  # down: nothing it logged can reach the primary now anyway
+    finally:
+        conn.close()
+    status, files = kt_rpc.parse_rpc_response(response)
+    if status != 200:
+        return None  # no update log
+    return max((int(info.partition(b":")[2] or 0) for info in files.values()), default=0)
 
 
 def kt_health_check(primary: KyotoTycoon, current: KyotoTycoon) -> bool:
@@ -591,13 +605,30 @@ class ShardedKyotoTycoon(_Sharded):
         for shard in self.shards:
             yield from shard.active.items(db)
 
-    # -- mapping protocol (``db[key]``, ``db[key, db_index]``): the client's own methods,
-    # which only call get/set/remove/exists (the sharded ones here)
-    _split_key = staticmethod(KyotoTycoon._split_key)
-    __getitem__ = KyotoTycoon.__getitem__
-    __setitem__ = KyotoTycoon.__setitem__
-    __delitem__ = KyotoTycoon.__delitem__
-    __contains__ = KyotoTycoon.__contains__
+    # -- mapping protocol: ``db[key]``, ``db[key, db_index]``, ``db[key] = value, expire_time``
+
+    def __getitem__(self, key_or_keydb: Any) -> Any:
+        return self.get(*_key_and_db(key_or_keydb))
+
+    def __setitem__(self, key_or_keydb: Any, value: Any) -> None:
+        value, expire_time = value if isinstance(value, tuple) and len(value) == 2 else (value, None)
+        key, db = _key_and_db(key_or_keydb)
+        self.set(key, value, db, expire_time)
+
+    def __delitem__(self, key_or_keydb: Any) -> None:
+        self.remove(*_key_and_db(key_or_keydb))
+
+    def __contains__(self, key_or_keydb: Any) -> bool:
+        return self.exists(*_key_and_db(key_or_keydb))
+
+
+def _key_and_db(key_or_keydb: Any) -> Tuple[Any, Optional[int]]:
+    """``key`` or ``(key, db index)`` -> ``(key, db or None)``."""
+    if isinstance(key_or_keydb, tuple):
+        if len(key_or_keydb) != 2:
+            raise TypeError("use db[key] or db[key, db_index]")
+        return key_or_keydb[0], key_or_keydb[1]
+    return key_or_keydb, None
 
 
 _install(
