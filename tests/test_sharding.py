@@ -307,11 +307,44 @@ def test_kt_health_check_waits_for_catch_up(kt_pair):
     kt_pair.kill(0)
     with pytest.raises(ServerConnectionError):
         KTCatchUpCheck()(primary, replica)  # a dead primary is not healthy
-    replica.set_bulk({f"k{i}": "v" for i in range(50)})
+    replica.set_bulk({f"k{i}": "v" for i in range(30000)})
     assert kt_replication_position(replica, primary) is None  # its master is down: no position
     kt_pair.start(0)
     check = KTCatchUpCheck()
-    _wait(lambda: check(primary, replica))
-    assert primary.count() == 51  # everything the replica logged before the check arrived
+    assert check(primary, replica) is False  # 30k updates cannot have arrived yet
+    _wait(lambda: check(primary, replica), timeout=60)
+    assert primary.count() == 30001  # everything the replica logged before the check arrived
     applied, newest = kt_replication_position(primary, replica)
     assert applied >= newest > 0
+
+
+def test_tt_failover_and_catch_up_check(tmp_path):
+    from kt.sharding import TTCatchUpCheck
+
+    pair = ReplicatedPair("tt", str(tmp_path / "ttpair"))
+    pair.start()
+    client = ShardedTokyoTyrant([tuple(pair.addresses)], recheck_interval=0.2, serializer=KT_NONE)
+    primary, replica = (TokyoTyrant("127.0.0.1", port, serializer=KT_NONE) for port in pair.ports)
+    shard = client.shards[0]
+    try:
+        client.set("k", b"before")
+        _wait(lambda: replica.get("k") == b"before")
+        _wait(lambda: TTCatchUpCheck()(primary, replica))
+        pair.kill(0)
+        assert client.get("k") == b"before" and shard.active_index == 1
+        client.set_bulk({f"k{i}": b"during" for i in range(30000)})
+        pair.start(0)
+        check = TTCatchUpCheck()
+        assert check(primary, replica) is False  # 30k updates cannot have arrived yet
+        _wait(lambda: check(primary, replica), timeout=60)
+        assert primary.count() == 30001  # caught up: everything the replica had logged arrived
+
+        def back():
+            client.get("k")
+            return shard.active_index == 0
+
+        _wait(back)
+        assert client.get_bulk(["k0", "k29999"]) == {"k0": b"during", "k29999": b"during"}
+    finally:
+        client.close()
+        pair.stop()

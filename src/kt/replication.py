@@ -29,7 +29,7 @@ import socket
 import time
 from typing import Any, Iterator, List, NamedTuple, Optional
 
-from kt.errors import ProtocolError, ServerConnectionError, ServerTimeoutError
+from kt.errors import KyotoTycoonError, ProtocolError, ServerConnectionError, ServerTimeoutError
 from kt.protocol import kt_binary, kt_ulog, tt_binary
 from kt.serializers import key_decoder, resolve_serializer
 from kt.transport import DEFAULT_CONNECT_TIMEOUT, Connection
@@ -165,6 +165,8 @@ class ReplicationClient:
                 yield entry
                 self.last_ts = entry.ts
                 last_update = time.monotonic()
+        except KyotoTycoonError:
+            raise  # (kt's connection errors are OSErrors too)
         except OSError as exc:
             raise ServerConnectionError(
                 f"replication stream from {self._conn.address} failed: {exc}"

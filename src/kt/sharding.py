@@ -23,7 +23,7 @@ Failover (per shard): calls go to the shard's active server, the primary at firs
 ``failover_after`` consecutive connection failures (refused, reset, timeout) the shard moves
 to the next replica; from then on, every ``recheck_interval`` seconds one call first runs the
 health check on the primary and moves back when it passes (by default: the primary answers
-and, with Kyoto Tycoon, has applied what the replica had logged at the previous check).  A call that failed is
+and has applied what the replica logged: KTCatchUpCheck, TTCatchUpCheck).  A call that failed is
 sent again on the new server only when that cannot change its outcome: reads and idempotent
 writes (``set``, ``remove``, bulk set/remove...), or any call that never reached the old one
 (connection refused).  Otherwise the caller gets the connection error: the write may or may
@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
-from kt.errors import KyotoTycoonError, ServerConnectionError
+from kt.errors import KyotoTycoonError, ServerConnectionError, ServerTimeoutError
 from kt.hashring import KetamaRing
 from kt.kyototycoon import Cursor, KyotoTycoon
 from kt.protocol import http, kt_rpc
@@ -265,10 +265,39 @@ class KTCatchUpCheck:
         return False
 
 
-def tt_health_check(primary: TokyoTyrant, current: TokyoTyrant) -> bool:
-    """The primary answers (Tokyo Tyrant shows no master-side log position to compare)."""
-    primary.count()
-    return True
+class TTCatchUpCheck:
+    """The default Tokyo Tyrant health check: the primary answers and the replica logged nothing
+    after the primary's replication position that the primary has not applied.
+
+    ``stat`` on the primary shows its master (``mport``), its id (``sid``) and the timestamp of
+    the last update it applied (``rts``).  Tokyo Tyrant shows no log position of its own, so the
+    check asks the replica's update-log stream, as a slave with the primary's id (the stream
+    then leaves out what originated on the primary), for the updates after ``rts``: when none
+    arrives within ``window`` seconds the primary has caught up.
+    """
+
+    def __init__(self, window: float = 0.3) -> None:
+        self.window = window
+
+    def __call__(self, primary: TokyoTyrant, current: TokyoTyrant) -> bool:
+        from kt.replication import ReplicationClient  # the stream reader (no cycle at import)
+
+        status = primary.status()
+        if status.get("mport") != str(current.port) or "rts" not in status or int(status.get("sid", 0)) < 1:
+            return True  # not replicating from the server we use now: nothing to wait for
+        stream = ReplicationClient(
+            current.host, current.port, sid=int(status["sid"]), server="tt", timeout=self.window
+        )
+        try:
+            for _entry in stream.updates(start_ts=int(status["rts"])):
+                return False  # the replica has an update the primary has not applied yet
+        except ServerTimeoutError:
+            return True  # nothing newer within the window
+        except KyotoTycoonError:
+            return True  # the replica is down: nothing it logged can reach the primary now
+        finally:
+            stream.close()
+        return True
 
 
 def _key_bytes(key: Any) -> bytes:
@@ -651,7 +680,7 @@ class ShardedTokyoTyrant(_Sharded):
     """
 
     _client_class = TokyoTyrant
-    _health_check_factory = staticmethod(lambda: tt_health_check)
+    _health_check_factory = TTCatchUpCheck
 
     # misc functions whose arguments are keys (or key/value pairs): split per shard
     _MISC_KEY_LISTS = {b"getlist": 1, b"outlist": 1, b"putlist": 2}
