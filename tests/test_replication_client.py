@@ -86,6 +86,18 @@ def test_kt_entries_resume_and_filters(kt_master):
     assert [e.key for e in picked][:2] == ["a", "b"]
 
 
+def test_follow_resumes_after_a_lost_connection(kt_master):
+    kt = KyotoTycoon(kt_master.host, kt_master.port)
+    rc = ReplicationClient(kt_master.host, kt_master.port, sid=98)
+    stream = rc.follow(start_ts=rc.timestamp(), retry_interval=0.05)
+    kt.set("f1", "1")
+    assert next(stream)[1:3] == ("set", "f1")
+    rc.close()  # the connection drops under the running stream
+    kt.set("f2", "2")
+    assert next(stream)[1:3] == ("set", "f2")  # reconnected after f1, nothing repeated
+    stream.close()
+
+
 def test_kt_values_decoded_with_a_serializer(kt_master):
     kt = KyotoTycoon(kt_master.host, kt_master.port, serializer=KT_JSON)
     rc = ReplicationClient(kt_master.host, kt_master.port, serializer=KT_JSON, decode_keys=False)

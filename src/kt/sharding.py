@@ -141,20 +141,20 @@ class Shard:
         """``fn(client)`` on the active server, failing over as the module docstring says."""
         if self._active and time.monotonic() >= self._next_check:
             self._maybe_switch_back()
-        for _ in range(len(self.clients)):
+        attempts = len(self.clients)  # every server once at most
+        while True:
             index = self._active
             try:
                 result = fn(self.clients[index])
             except ServerConnectionError as exc:
-                if not _is_server_failure(exc) or not self._failed(index, exc):
-                    raise
-                if not (retry_safe or _never_sent(exc)):
+                attempts -= 1
+                moved = _is_server_failure(exc) and self._failed(index, exc)
+                if not moved or not attempts or not (retry_safe or _never_sent(exc)):
                     raise
                 continue
             if self._failures and index == self._active:
                 self._failures = 0
             return result
-        return fn(self.clients[self._active])
 
     def _failed(self, index: int, exc: Exception) -> bool:
         """Count a failure of server ``index``; True when calls now go elsewhere."""
