@@ -39,6 +39,19 @@ VALUE = value_of(100)
 KEYS = [f"shard-key-{i:06d}" for i in range(2000 if QUICK else 10000)]
 BULK = 1000
 THREADS = 4
+NOTES = """Reading the tables (2-core machine shared with other work: client, thread pool and up to 4
+server processes compete for the same two CPUs, so absolute numbers swing from run to run):
+
+* Single-key calls from one thread are latency-bound: a sharded call costs the ring lookup
+  (MD5 of the key + a bisect over 160 points per shard, ~2-4 µs) on top of the plain client, and
+  more server processes only add scheduling noise; sharding does not make one thread faster.
+* get_bulk splits 1000 keys per shard (~3 µs per key for the lookup) and runs the parts on a
+  thread pool; with one shard it skips both.  On this machine the servers' CPU is the limit, so
+  4 shards cannot run 4x in parallel; on separate machines each shard adds its own CPU.
+* Failover: a killed primary refuses connections, so the first call after the kill already
+  succeeds on the replica (`failover_after=1`); a hung primary costs one `timeout`.  Going back
+  waits for the restarted server to start (a Python process here) and for the catch-up check.
+"""
 SECTION_START = "<!-- sharding-bench:start -->"
 SECTION_END = "<!-- sharding-bench:end -->"
 
@@ -198,7 +211,7 @@ def main() -> int:
         f"{table}\n\n{threads_table}\n\n"
         "Failover (`failover_after=1`, `timeout=0.5`, `recheck_interval=0.1`, a dual-master pair on "
         "file databases):\n\n"
-        f"{fail_table}\n"
+        f"{fail_table}\n\n{NOTES}"
     )
     print(text)
     if args.markdown:

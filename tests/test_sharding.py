@@ -299,7 +299,7 @@ def test_failover_after_n_failures_and_back_after_health_check(kt_pair):
 
 
 def test_kt_health_check_waits_for_catch_up(kt_pair):
-    from kt.sharding import KTCatchUpCheck, kt_health_check, kt_replication_position
+    from kt.failover import KTCatchUpCheck, kt_health_check, kt_replication_position
 
     primary, replica = (KyotoTycoon("127.0.0.1", port) for port in kt_pair.ports)
     replica.set("x", "1")
@@ -319,7 +319,7 @@ def test_kt_health_check_waits_for_catch_up(kt_pair):
 
 
 def test_tt_failover_and_catch_up_check(tmp_path):
-    from kt.sharding import TTCatchUpCheck
+    from kt.failover import TTCatchUpCheck
 
     pair = ReplicatedPair("tt", str(tmp_path / "ttpair"))
     pair.start()
