@@ -188,6 +188,13 @@ class _Sharded:
             retry_safe,
         )
 
+    def _merged(self, name: str, keys: Iterable[Any], *args: Any) -> Dict[Any, Any]:
+        """``client.name(keys_of_the_shard, *args)`` per shard, the dicts united."""
+        merged: Dict[Any, Any] = {}
+        for part in self._bulk_keys(name, keys, *args):
+            merged.update(part)
+        return merged
+
     def _bulk_items(self, name: str, data: Mapping[Any, Any], *args: Any) -> List[Any]:
         if self._single is not None:
             return [self._single.call(lambda c: getattr(c, name)(data, *args), True)]
@@ -290,16 +297,10 @@ class ShardedKyotoTycoon(_Sharded):
 
     def get_bulk(self, keys: Iterable[Any], db: Optional[int] = None) -> Dict[Any, Any]:
         """``{key: value}`` of the keys found, fetched from all shards in parallel."""
-        merged: Dict[Any, Any] = {}
-        for part in self._bulk_keys("get_bulk", keys, db):
-            merged.update(part)
-        return merged
+        return self._merged("get_bulk", keys, db)
 
     def get_bulk_raw(self, keys: Iterable[Any], db: Optional[int] = None) -> Dict[Any, bytes]:
-        merged: Dict[Any, bytes] = {}
-        for part in self._bulk_keys("get_bulk_raw", keys, db):
-            merged.update(part)
-        return merged
+        return self._merged("get_bulk_raw", keys, db)
 
     def set_bulk(
         self,
@@ -438,16 +439,10 @@ class ShardedTokyoTyrant(_Sharded):
     # -- bulk -----------------------------------------------------------------------------
 
     def get_bulk(self, keys: Iterable[Any]) -> Dict[Any, Any]:
-        merged: Dict[Any, Any] = {}
-        for part in self._bulk_keys("get_bulk", keys):
-            merged.update(part)
-        return merged
+        return self._merged("get_bulk", keys)
 
     def get_bulk_raw(self, keys: Iterable[Any]) -> Dict[Any, bytes]:
-        merged: Dict[Any, bytes] = {}
-        for part in self._bulk_keys("get_bulk_raw", keys):
-            merged.update(part)
-        return merged
+        return self._merged("get_bulk_raw", keys)
 
     def set_bulk(self, __data: Optional[Mapping[Any, Any]] = None, **kwargs: Any) -> bool:
         data = _merge_data(__data, kwargs)
