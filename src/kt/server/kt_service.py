@@ -1062,6 +1062,7 @@ class ReplicationSlave(threading.Thread):
         self._host, self._port, self._iv = host, port, interval
         self._wrts: Optional[int] = None
         self.rts = 0
+        self._rts_fd = -1
         self._alive = True
         self._hup = False
         self._sock = None
@@ -1097,22 +1098,38 @@ class ReplicationSlave(threading.Thread):
         if logger is not None:
             getattr(logger, kind)(message)
 
-    def _read_rts(self) -> int:
+    def _open_rts(self) -> int:
+        """Open the RTS file as ktserver does (created, cut to 21 bytes); the stored position."""
         try:
-            with open(self.rts_path, "rb") as f:
-                return atoi(f.read(self.RTS_SIZE - 1))
+            self._rts_fd = os.open(self.rts_path, os.O_RDWR | os.O_CREAT, 0o644)
+            os.ftruncate(self._rts_fd, self.RTS_SIZE)
+            return atoi(os.pread(self._rts_fd, self.RTS_SIZE - 1, 0))
         except OSError:
+            if self._rts_fd >= 0:
+                os.close(self._rts_fd)
+                self._rts_fd = -1
+            self._log("error", f"opening the RTS file failed: path={self.rts_path}")
             return 0
 
     def _write_rts(self) -> None:
+        """One in-place write of ``%020llu\n``: a killed process leaves the old or the new one."""
         try:
-            with open(self.rts_path, "wb") as f:
-                f.write(b"%020d\n" % self.rts)
+            os.pwrite(self._rts_fd, b"%020d\n" % self.rts, 0)
         except OSError:
             self._log("system", "writing the time stamp failed")
 
     def run(self) -> None:
-        self.rts = self._read_rts()
+        self.rts = self._open_rts()
+        if self._rts_fd < 0:
+            return  # ktserver's slave ends here too
+        try:
+            self._replicate()
+        finally:
+            if self._rts_fd >= 0:
+                os.close(self._rts_fd)
+                self._rts_fd = -1
+
+    def _replicate(self) -> None:
         self._write_rts()
         deferred = False
         while self._alive:
@@ -1175,8 +1192,9 @@ class ReplicationSlave(threading.Thread):
                 while rivsum > 100 and self._alive and not self._hup:
                     time.sleep(0.1)
                     rivsum -= 100
-                if msg.ts > self.rts:
-                    self.rts = msg.ts
+                if msg.ts > self.rts:  # recorded with each record (ktserver: when the session ends),
+                    self.rts = msg.ts  # so a killed slave replays at most the record it was applying
+                    self._write_rts()
         except (OSError, ValueError) as exc:
             self._log("info", f"replication connection ended: {exc}")
         except Exception as exc:  # a protocol error from the master
