@@ -120,11 +120,12 @@ class ReplicationClient:
         )
 
     def timestamp(self, seconds: Optional[float] = None) -> int:
-        """The server's timestamp for Unix time ``seconds`` (default: now)."""
+        """The log position just before Unix time ``seconds`` (default: now), for ``start_ts``:
+        the updates logged from that moment on (even within the same millisecond) come after it."""
         seconds = time.time() if seconds is None else seconds
         if self.server == "kt":
-            return int(seconds * 1000) * (KT_TS_PER_SECOND // 1000)
-        return int(seconds * TT_TS_PER_SECOND)
+            return max(int(seconds * 1000) * (KT_TS_PER_SECOND // 1000) - 1, 0)
+        return max(int(seconds * TT_TS_PER_SECOND) - 1, 0)
 
     def close(self) -> None:
         """Drop the stream (a running ``updates`` loop then raises ServerConnectionError)."""
