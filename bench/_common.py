@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import selectors
 import socket
 import statistics
@@ -309,3 +310,21 @@ def value_of(size: int, seed: int = 0) -> bytes:
     """Deterministic incompressible-ish bytes of ``size`` (benchmark values)."""
     pattern = bytes((seed * 31 + i * 7) & 0xFF for i in range(256))
     return (pattern * (size // 256 + 1))[:size]
+
+
+def write_section(path: str, start: str, end: str, body: str) -> None:
+    """Put ``body`` between the markers ``start`` and ``end`` of the markdown file ``path``
+    (in place of what was there, or appended with the markers)."""
+    section = f"{start}\n{body}\n{end}"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        text = "# Benchmarks\n"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section, text)
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)

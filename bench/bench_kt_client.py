@@ -23,10 +23,18 @@ import argparse
 import cProfile
 import io
 import pstats
-import re
 import sys
 
-from _common import RawSocket, bundled_server, compare, markdown_table, optional_module, rows_for, value_of
+from _common import (
+    RawSocket,
+    bundled_server,
+    compare,
+    markdown_table,
+    optional_module,
+    rows_for,
+    value_of,
+    write_section,
+)
 from kt import KT_NONE
 from kt.expiry import NO_EXPIRY_XT
 from kt.kyototycoon import KyotoTycoon
@@ -128,26 +136,14 @@ def profile(client: KyotoTycoon) -> None:
 
 
 def write_markdown(path: str, table: str, server_kind: str) -> None:
-    section = (
-        f"{SECTION_START}\n## KyotoTycoon client (`bench/bench_kt_client.py`)\n\n"
+    intro = (
         f"Server: {server_kind}; 100-byte values; KT_NONE serializer for both clients; one op = one "
         "call (a bulk op moves 1000 records). `x floor` = ops/s relative to a raw socket sending "
         "pre-built requests; `x ukt` = relative to ukt 0.4.8. Client CPU = `time.process_time` "
-        "of the benchmark process per op.\n\n"
-        f"{table}\n\n{NOTES}\n{SECTION_END}"
+        "of the benchmark process per op."
     )
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        text = "# Benchmarks\n"
-    pattern = re.compile(re.escape(SECTION_START) + ".*?" + re.escape(SECTION_END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip() + "\n\n" + section + "\n"
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
+    title = "## KyotoTycoon client (`bench/bench_kt_client.py`)"
+    write_section(path, SECTION_START, SECTION_END, f"{title}\n\n{intro}\n\n{table}\n\n{NOTES}")
 
 
 def main(argv=None) -> int:

@@ -5,6 +5,8 @@ This module only re-exports the public names of the API reference (seed-api.rst)
 
 from kt.embedded import EmbeddedServer, EmbeddedTokyoTyrantServer
 from kt.errors import (
+    ConnectionDroppedError,
+    ImproperlyConfigured,
     KyotoTycoonError,
     ProtocolError,
     ScriptError,
@@ -65,10 +67,12 @@ __all__ = [
     "KT_PICKLE",
     "TT_TABLE",
     "KyotoTycoonError",
+    "ImproperlyConfigured",
     "TokyoTyrantError",
     "ProtocolError",
     "ScriptError",
     "ServerConnectionError",
+    "ConnectionDroppedError",
     "ServerError",
     "ServerTimeoutError",
     "TokyoTyrant",

@@ -6,29 +6,27 @@ sans-IO codec ``kt.protocol.tt_binary`` and hands it to the shared transport
 ``add`` of an existing key is ``False``); failures that can only mean trouble raise
 ``ServerError`` / ``ScriptError``.
 
-No-reply writes (``setnr``/``setnr_bulk``) go out at once.  The connection that carried
-them stays with the calling thread until that thread's next request, which uses it, so
-every later read from the same thread sees the writes (a server handles one connection's
-requests in order).
+No-reply writes (``setnr``/``setnr_bulk``, ``set(no_reply=True)``) never hold a connection,
+and a later read from the same thread sees them (:mod:`kt.pooled`, shared with KT).
+
+Only requests whose repetition cannot change the outcome are resent after a dropped
+connection (``idempotent=True`` below; the table is in docs/reliability.md): reads, ``set``,
+``remove_bulk``, ``clear``, ``sync``, ``optimize``, ``copy``, read-only ``misc`` and
+``search``.  Every other write that loses its connection after being sent raises
+``ConnectionDroppedError``: it may or may not have been applied.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+import functools
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from kt.errors import ServerError
+from kt.ops import tt as _ops
+from kt.ops.codec import Codec, check_int
+from kt.pooled import PooledClient
 from kt.protocol import tt_binary as tt
-from kt.serializers import (
-    KT_BINARY,
-    KT_NONE,
-    TT_TABLE,
-    Serializer,
-    encode_key,
-    key_decoder,
-    resolve_serializer,
-)
-from kt.transport import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_SIZE, Pool
+from kt.serializers import KT_BINARY, Serializer
+from kt.transport import DEFAULT_CONNECT_TIMEOUT, Pool
 
 __all__ = [
     "TokyoTyrant",
@@ -107,97 +105,20 @@ ORDER_NUM_DESC = tt.QONUMDESC
 
 _OPS = frozenset(range(tt.QCSTREQ, tt.QCFTSEX + 1))
 _ORDERS = frozenset((ORDER_STR_ASC, ORDER_STR_DESC, ORDER_NUM_ASC, ORDER_NUM_DESC))
-_SEARCH_CMDS = (None, "count", "get", "out")
-_ITEMS_CHUNK = 1000
 
-Key = Union[str, bytes]
-
-_encode_get = tt.encode_get
-_encode_put = tt.encode_put
-_parse_get = tt.parse_get
-_parse_put = tt.parse_put
-_encode_putnr = tt.encode_putnr
-_encode_misc = tt.encode_misc
-_LOG = 0
-_NO_LOG = tt.MISC_NO_UPDATE_LOG
+Key = _ops.Key
+_text = Codec.arg
 
 
-def _key(key: Any) -> bytes:
-    kind = type(key)
-    if kind is str:
-        return key.encode("utf-8")
-    if kind is bytes:
-        return key
-    return encode_key(key)
+class TokyoTyrantBase:
+    """What the sync and the asyncio TokyoTyrant share: settings and Codec.
 
-
-def _keys(keys: Iterable[Any]) -> List[bytes]:
-    """``_key`` over many keys, without a call per str/bytes key."""
-    return [k.encode("utf-8") if type(k) is str else k if type(k) is bytes else encode_key(k) for k in keys]
-
-
-def _text(value: Any, what: str) -> bytes:
-    """Bytes for names, paths and misc arguments given as str, bytes or a number."""
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return b"%d" % value
-    if isinstance(value, float):
-        return repr(value).encode("ascii")
-    raise TypeError(f"{what} must be str, bytes or a number, not {type(value).__name__}")
-
-
-def _int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
-    return value
-
-
-def _merge(data: Optional[Dict[Any, Any]], kwargs: Dict[str, Any], what: str) -> Dict[Any, Any]:
-    if data is None:
-        return kwargs
-    if not hasattr(data, "items"):
-        raise TypeError(f"{what} takes a mapping of keys to values, not {type(data).__name__}")
-    if kwargs:
-        merged = dict(data)
-        merged.update(kwargs)
-        return merged
-    return data
-
-
-class _PendingWrites:
-    """A connection that carried no-reply writes, held by one thread until its next request.
-
-    Released back to the pool when the thread's next request is done, when the client is
-    closed, or when the thread ends (its thread-local storage is dropped, running ``__del__``).
+    ``_transport`` is the pool class (``Pool`` here, ``kt.aio.transport.AsyncPool`` there);
+    ``_bind`` attaches the driver that runs operations over it.  ``max_connections=None``
+    means the transport's default (32 sync, 4 asyncio).
     """
 
-    __slots__ = ("pool", "conn", "owner")
-
-    def __init__(self, pool: Pool, conn: Any) -> None:
-        self.pool = pool
-        self.conn = conn
-        self.owner: Optional[TokyoTyrant] = None  # set while counted in owner._pending_threads
-
-    def release(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            self.pool.release(conn)
-
-    def __del__(self) -> None:
-        try:
-            owner, self.owner = self.owner, None
-            if owner is not None:
-                owner._count_pending(-1)
-            self.release()
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
-
-
-class TokyoTyrant:
-    """Client for a Tokyo Tyrant server (ttserver 1.1.41 protocol) or kt's bundled one."""
+    _transport: Any = Pool
 
     def __init__(
         self,
@@ -207,292 +128,181 @@ class TokyoTyrant:
         decode_keys: bool = True,
         timeout: Optional[float] = None,
         connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_SIZE,
+        max_connections: Optional[int] = None,
+        connection_pool: bool = True,
     ) -> None:
-        self._serializer: Serializer = resolve_serializer(serializer)
-        self._encode_value = self._serializer.encode
-        self._decode_value = self._serializer.decode
-        self._decode_key = key_decoder(decode_keys)
+        """``connection_pool`` is accepted for coleifer/kt code; connections are always pooled."""
+        self._codec = Codec(serializer, decode_keys)
         self.decode_keys = decode_keys
-        # Decoders that would only copy bytes are skipped on the bulk paths.
-        self._raw_keys = not decode_keys
-        self._raw_values = self._serializer is KT_NONE
-        self._pool = pool = Pool(
-            host, port, timeout=timeout, connect_timeout=connect_timeout, max_size=max_connections
-        )
-        self._pool_request = pool.request
+        size = {} if max_connections is None else {"max_size": max_connections}
+        self._pool = self._transport(host, port, timeout=timeout, connect_timeout=connect_timeout, **size)
         self.host = self._pool.host
         self.port = port
         self.timeout = timeout
-        self._local = threading.local()
-        self._pending_threads = 0  # > 0 while some thread holds a no-reply connection
-        self._pending_lock = threading.Lock()
+        self._bind()
+
+    def _bind(self) -> None:
+        raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"<TokyoTyrant {self._pool.address} serializer={self._serializer.name}>"
+        return f"<{type(self).__name__} {self._pool.address} serializer={self._codec.serializer.name}>"
 
     @property
     def serializer(self) -> Serializer:
-        return self._serializer
+        return self._codec.serializer
 
     @property
-    def pool(self) -> Pool:
+    def pool(self) -> Any:
         return self._pool
 
-    # -- transport ------------------------------------------------------------------------
 
-    def _request(self, data: bytes, parse: Any) -> Any:
-        if self._pending_threads:
-            pending = getattr(self._local, "pending", None)
-            if pending is not None:
-                return self._request_pending(pending, data, parse)
-        return self._pool.request(data, parse)
+class TokyoTyrant(TokyoTyrantBase, PooledClient):
+    """Client for a Tokyo Tyrant server (ttserver 1.1.41 protocol) or kt's bundled one.
 
-    def _take_pending(self) -> Optional[_PendingWrites]:
-        pending = getattr(self._local, "pending", None)
-        if pending is not None:
-            self._local.pending = None
-            if pending.owner is not None:
-                pending.owner = None
-                self._count_pending(-1)
-        return pending
+    Every method runs one operation of :mod:`kt.ops.tt` (the asyncio client runs the same
+    ones).  ``max_connections`` bounds the pool (default 32).
+    """
 
-    def _count_pending(self, delta: int) -> None:
-        with self._pending_lock:
-            self._pending_threads += delta
-
-    def _request_pending(self, pending: _PendingWrites, data: bytes, parse: Any) -> Any:
-        self._take_pending()
-        conn = pending.conn
-        pending.conn = None
-        try:
-            return conn.request(data, parse)
-        finally:
-            self._pool.release(conn)
-
-    def _send_no_reply(self, data: bytes) -> None:
-        pending = self._take_pending()
-        if pending is None:
-            conn = self._pool.acquire()
-            if conn.is_stale():
-                self._pool.release(conn)  # closed by is_stale(): the pool discards it
-                conn = self._pool.acquire()
-            pending = _PendingWrites(self._pool, conn)
-        try:
-            pending.conn.send(data)
-        except BaseException:
-            pending.release()
-            raise
-        self._count_pending(1)
-        pending.owner = self
-        self._local.pending = pending
-
-    def checkin(self) -> None:
-        """Return this thread's pinned connection (if any) to the pool."""
-        self._release_pending()
-        self._pool.checkin()
-
-    def close(self) -> None:
-        """Close idle connections (the client reconnects on its next call)."""
-        self._release_pending()
-        self._pool.close()
-
-    def _release_pending(self) -> None:
-        pending = self._take_pending()
-        if pending is not None:
-            pending.release()
-
-    def __enter__(self) -> TokyoTyrant:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
-
-    # -- values ---------------------------------------------------------------------------
-
-    def _decode(self, raw: Optional[bytes]) -> Any:
-        return None if raw is None else self._decode_value(raw)
-
-    def _pairs(self, data: Dict[Any, Any]) -> List[bytes]:
-        """[k1, v1, k2, v2, ...] as misc putlist wants them."""
-        encode = self._encode_value
-        return [part for key, value in data.items() for part in (_key(key), encode(value))]
+    def _bind(self) -> None:
+        self._init_no_reply(self._pool)  # kt.pooled: no-reply writes, close/checkin/open/lua
 
     # -- single records -------------------------------------------------------------------
 
     def get(self, key: Key) -> Any:
         """The value at ``key`` (deserialized), or None when there is none."""
-        # The hot path: the transport is called directly unless no-reply writes are pending.
-        data = _encode_get(key.encode("utf-8") if type(key) is str else _key(key))
-        if self._pending_threads:
-            raw = self._request(data, _parse_get)
-        else:
-            raw = self._pool_request(data, _parse_get)
-        return None if raw is None else self._decode_value(raw)
+        return self._run(_ops.get(self._codec, key))
 
     def get_raw(self, key: Key) -> Optional[bytes]:
         """The stored bytes at ``key``, or None."""
-        return self._request(_encode_get(_key(key)), _parse_get)
+        return self._run(_ops.get_raw(self._codec, key))
 
-    def set(self, key: Key, value: Any) -> bool:
-        """Store ``value`` at ``key`` (overwriting); True, or ServerError if the server refused."""
-        data = _encode_put(key.encode("utf-8") if type(key) is str else _key(key), self._encode_value(value))
-        if self._pending_threads:
-            return self._request(data, _parse_put)
-        return self._pool_request(data, _parse_put)
+    get_bytes = get_raw
 
-    def add(self, key: Key, value: Any) -> bool:
+    def set(self, key: Key, value: Any, no_reply: bool = False) -> Optional[bool]:
+        """Store ``value`` at ``key`` (overwriting); True, or ServerError if the server refused.
+
+        ``no_reply``: send it as ``setnr`` and return None without waiting."""
+        if no_reply:
+            return self.setnr(key, value)
+        return self._run(_ops.set(self._codec, key, value))
+
+    def set_bytes(self, key: Key, value: Any, no_reply: bool = False) -> Optional[bool]:
+        """``set`` of bytes (or text) without the serializer."""
+        return self._run_or_send(_ops.set_bytes(self._codec, key, value, no_reply))
+
+    def add(self, key: Key, value: Any, encode_value: bool = True) -> bool:
         """Store only if ``key`` is new; False when it already exists."""
-        return self._request(tt.encode_putkeep(_key(key), self._encode_value(value)), tt.parse_putkeep)
+        return self._run(_ops.add(self._codec, key, value, encode_value))
 
-    def append(self, key: Key, value: Any) -> bool:
+    def append(self, key: Key, value: Any, encode_value: bool = True) -> bool:
         """Append to the value at ``key`` (creating it when missing)."""
-        return self._request(tt.encode_putcat(_key(key), self._encode_value(value)), tt.parse_putcat)
+        return self._run(_ops.append(self._codec, key, value, encode_value))
 
-    def addshl(self, key: Key, value: Any, width: int) -> bool:
+    def addshl(self, key: Key, value: Any, width: int, encode_value: bool = True) -> bool:
         """Append, then keep only the last ``width`` bytes of the value."""
-        width = _int(width, "width")
-        data = tt.encode_putshl(_key(key), self._encode_value(value), width)
-        return self._request(data, tt.parse_putshl)
+        return self._run(_ops.addshl(self._codec, key, value, width, encode_value))
 
     def setnr(self, key: Key, value: Any) -> None:
         """Store without waiting for (or getting) any reply."""
-        self._send_no_reply(_encode_putnr(_key(key), self._encode_value(value)))
+        self._send_no_reply(_ops.setnr(self._codec, key, value).data)
 
     def setnr_bulk(self, __data: Optional[Dict[Any, Any]] = None, **kwargs: Any) -> None:
         """Store many records with no-reply puts, all in one write."""
-        data = _merge(__data, kwargs, "setnr_bulk")
-        if not data:
-            return
-        encode = self._encode_value
-        self._send_no_reply(tt.encode_putnr_bulk([(_key(k), encode(v)) for k, v in data.items()]))
+        plan = _ops.setnr_bulk(self._codec, __data, **kwargs)
+        if plan is not None:
+            self._send_no_reply(plan.data)
 
     def remove(self, key: Key) -> int:
         """Remove ``key``; the number of records removed (1 or 0)."""
-        return 1 if self._request(tt.encode_out(_key(key)), tt.parse_out) else 0
+        return self._run(_ops.remove(self._codec, key))
+
+    def seize(self, key: Key, decode_value: bool = True) -> Any:
+        """Get and remove the value at ``key`` (None when missing); two requests, not atomic."""
+        return self._run(_ops.seize(self._codec, key, decode_value))
+
+    pop = seize
 
     def exists(self, key: Key) -> bool:
-        return self._request(tt.encode_vsiz(_key(key)), tt.parse_vsiz) is not None
+        """True when ``key`` exists."""
+        return self._run(_ops.exists(self._codec, key))
 
     def length(self, key: Key) -> Optional[int]:
         """The size in bytes of the value at ``key`` (None when missing)."""
-        return self._request(tt.encode_vsiz(_key(key)), tt.parse_vsiz)
+        return self._run(_ops.length(self._codec, key))
 
     def incr(self, key: Key, n: int = 1) -> int:
         """Add ``n`` (may be negative) to a 4-byte integer record; returns the new value."""
-        return self._request(tt.encode_addint(_key(key), _int(n, "n")), tt.parse_addint)
+        return self._run(_ops.incr(self._codec, key, n))
 
     def incr_double(self, key: Key, n: float = 1.0) -> float:
         """Add ``n`` (may be negative) to an 8-byte double record; returns the new value."""
-        if isinstance(n, bool) or not isinstance(n, (int, float)):
-            raise TypeError(f"n must be a number, not {type(n).__name__}")
-        return self._request(tt.encode_adddouble(_key(key), n), tt.parse_adddouble)
+        return self._run(_ops.incr_double(self._codec, key, n))
 
-    def get_part(self, key: Key, start: Optional[int] = None, end: Optional[int] = None) -> Any:
+    def get_part(
+        self, key: Key, start: Optional[int] = None, end: Optional[int] = None, decode_value: bool = True
+    ) -> Any:
         """Part of the value: ``end`` bytes (a length, as in the seed) from offset ``start``
         (defaults: 0 and the rest).  False when the key is missing or ``start`` is past the
-        end of the value.  KT_BINARY/KT_NONE decode the part; other serializers give bytes."""
-        args = [_key(key)]
-        if start is not None or end is not None:
-            args.append(b"%d" % (0 if start is None else _int(start, "start")))
-        if end is not None:
-            args.append(b"%d" % _int(end, "end"))
-        result = self._misc(b"getpart", args, _NO_LOG)
-        if not result:
-            return False
-        if self._serializer in (KT_BINARY, KT_NONE):
-            return self._decode_value(result[0])
-        return result[0]
+        end of the value.  KT_BINARY/KT_NONE decode the part (unless ``decode_value`` is
+        False); other serializers give bytes."""
+        return self._run(_ops.get_part(self._codec, key, start, end, decode_value))
 
     # -- bulk -----------------------------------------------------------------------------
 
-    def get_bulk(self, keys: Iterable[Key]) -> Dict[Any, Any]:
-        """Dict of the keys found (deserialized values); missing keys are left out."""
-        records = self._request(tt.encode_mget(_keys(keys)), tt.parse_mget)
-        return self._records_to_dict(records, self._raw_values)
+    def get_bulk(self, keys: Iterable[Key], decode_values: bool = True) -> Dict[Any, Any]:
+        """Dict of the keys found (deserialized values unless ``decode_values`` is False);
+        missing keys are left out."""
+        return self._run(_ops.get_bulk(self._codec, keys, decode_values))
 
     def get_bulk_raw(self, keys: Iterable[Key]) -> Dict[Any, bytes]:
-        records = self._request(tt.encode_mget(_keys(keys)), tt.parse_mget)
-        return self._records_to_dict(records, True)
+        """Dict of the keys found, values as stored bytes."""
+        return self._run(_ops.get_bulk_raw(self._codec, keys))
 
-    def _decode_keys(self, keys: List[bytes]) -> List[Any]:
-        """Wire keys -> Python keys; UTF-8 in one pass, per key only when some are not text."""
-        if self._raw_keys:
-            return keys
-        try:
-            return [k.decode("utf-8") for k in keys]
-        except UnicodeDecodeError:
-            decode_key = self._decode_key
-            return [decode_key(k) for k in keys]
-
-    def _records_to_dict(self, records: List[Tuple[bytes, bytes]], raw_values: bool) -> Dict[Any, Any]:
-        if not raw_values and self._serializer is KT_BINARY:
-            try:  # text keys and values: decode without a call per record
-                if self._raw_keys:
-                    return {k: v.decode("utf-8") for k, v in records}
-                return {k.decode("utf-8"): v.decode("utf-8") for k, v in records}
-            except UnicodeDecodeError:
-                pass
-        if self._raw_keys:
-            if raw_values:
-                return dict(records)
-            decode = self._decode_value
-            return {k: decode(v) for k, v in records}
-        decode_key = self._decode_key
-        if raw_values:
-            return {decode_key(k): v for k, v in records}
-        decode = self._decode_value
-        return {decode_key(k): decode(v) for k, v in records}
-
-    def set_bulk(self, __data: Optional[Dict[Any, Any]] = None, **kwargs: Any) -> bool:
-        """Store many records in one call (misc ``putlist``)."""
-        data = _merge(__data, kwargs, "set_bulk")
-        if not data:
-            return True
-        return self._misc(b"putlist", self._pairs(data), _LOG) is not None
+    def set_bulk(
+        self, __data: Optional[Dict[Any, Any]] = None, no_reply: bool = False, encode_values: bool = True,
+        **kwargs: Any,
+    ) -> Optional[bool]:
+        """Store many records in one call (misc ``putlist``); ``no_reply``: as no-reply puts
+        (returns None); ``encode_values=False`` sends bytes/text without the serializer."""
+        return self._run_or_send(
+            _ops.set_bulk(self._codec, __data, no_reply=no_reply, encode_values=encode_values, **kwargs)
+        )
 
     def update(
-        self, __data: Optional[Dict[Any, Any]] = None, db: Any = None, expire_time: Any = None, **kwargs: Any
-    ) -> bool:
+        self, __data: Optional[Dict[Any, Any]] = None, db: Any = None, expire_time: Any = None,
+        no_reply: bool = False, encode_values: bool = True, **kwargs: Any,
+    ) -> Optional[bool]:
         """Same as ``set_bulk`` (``db`` and ``expire_time`` exist for signature compatibility
         with KyotoTycoon; Tokyo Tyrant has neither)."""
-        if db is not None or expire_time is not None:
-            raise ValueError(
-                "Tokyo Tyrant has no numbered databases and no expiry: pass db/expire_time as None"
-            )
-        return self.set_bulk(__data, **kwargs)
+        return self._run_or_send(_ops.update(
+            self._codec, __data, db, expire_time, no_reply=no_reply, encode_values=encode_values, **kwargs
+        ))
 
     def remove_bulk(self, keys: Iterable[Key]) -> bool:
         """Remove many records in one call (misc ``outlist``; missing keys are ignored)."""
-        args = _keys(keys)
-        if not args:
-            return True
-        return self._misc(b"outlist", args, _LOG) is not None
+        return self._run(_ops.remove_bulk(self._codec, keys))
 
-    def setdup(self, key: Key, value: Any) -> bool:
+    def setdup(self, key: Key, value: Any, encode_value: bool = True) -> bool:
         """B+ tree: add ``value`` after the key's existing values (False on other databases)."""
-        return self._misc(b"putdup", [_key(key), self._encode_value(value)], _LOG) is not None
+        return self._run(_ops.setdup(self._codec, key, value, encode_value))
 
-    def setdupback(self, key: Key, value: Any) -> bool:
+    def setdupback(self, key: Key, value: Any, encode_value: bool = True) -> bool:
         """B+ tree: add ``value`` before the key's existing values (False on other databases)."""
-        return self._misc(b"putdupback", [_key(key), self._encode_value(value)], _LOG) is not None
+        return self._run(_ops.setdupback(self._codec, key, value, encode_value))
 
     # -- misc, script ---------------------------------------------------------------------
 
     def misc(
-        self, cmd: Union[str, bytes], args: Optional[Sequence[Any]] = None, update_log: bool = True
+        self, cmd: Union[str, bytes], args: Optional[Sequence[Any]] = None, update_log: bool = True,
+        decode_values: bool = False,
     ) -> Any:
-        """Call a database function; a list of byte strings, or None when it failed.
+        """Call a database function; a list of byte strings (deserialized values with
+        ``decode_values``), or None when it failed.
 
         ``update_log=False`` sets RDBMONOULOG (opts bit 0): the call is not written to the
         server's update log.
         """
-        name = _text(cmd, "misc command")
-        encoded = [] if args is None else [_text(arg, "misc argument") for arg in args]
-        return self._misc(name, encoded, _LOG if update_log else _NO_LOG)
-
-    def _misc(self, name: bytes, args: List[bytes], opts: int) -> Optional[List[bytes]]:
-        return self._request(_encode_misc(name, args, opts), tt.parse_misc)
+        return self._run(_ops.misc(self._codec, cmd, args, update_log, decode_values))
 
     def script(
         self,
@@ -503,6 +313,10 @@ class TokyoTyrant:
         lock_all: bool = False,
         encode_value: bool = True,
         decode_result: bool = False,
+        decode_value: Optional[bool] = None,
+        as_list: bool = False,
+        as_dict: bool = False,
+        as_int: bool = False,
     ) -> Any:
         """Call the Lua function ``name(key, value)`` of the server's ``-ext`` script.
 
@@ -510,146 +324,138 @@ class TokyoTyrant:
         when the function is missing, fails, or returns nil/false (the protocol cannot tell
         these apart).
         """
-        opts = (tt.EXT_LOCK_RECORD if lock_records else 0) | (tt.EXT_LOCK_GLOBAL if lock_all else 0)
-        kbytes = b"" if key is None else _key(key)
-        if value is None:
-            vbytes = b""
-        elif encode_value:
-            vbytes = self._encode_value(value)
-        else:
-            vbytes = _text(value, "script value")
-        result = self._request(tt.encode_ext(_text(name, "script name"), kbytes, vbytes, opts), tt.parse_ext)
-        return self._decode_value(result) if decode_result else result
+        return self._run(_ops.script(
+            self._codec, name, key, value, lock_records, lock_all, encode_value, decode_result, decode_value,
+            as_list, as_dict, as_int,
+        ))
+
+    _script = script  # what ``db.lua.name(...)`` calls
 
     # -- database -------------------------------------------------------------------------
 
     def clear(self) -> bool:
         """Remove every record."""
-        return self._request(tt.encode_vanish(), tt.parse_ok)
+        return self._run(_ops.clear(self._codec))
 
     def status(self) -> Dict[str, str]:
         """The server's ``stat`` report as a dict of str."""
-        return self._request(tt.encode_stat(), tt.parse_stat)
+        return self._run(_ops.status(self._codec))
 
     def count(self) -> int:
         """Number of records."""
-        return self._request(tt.encode_rnum(), tt.parse_rnum)
+        return self._run(_ops.count(self._codec))
 
     def __len__(self) -> int:
-        return self._request(tt.encode_rnum(), tt.parse_rnum)
+        return self._run(_ops.count(self._codec))
 
     @property
     def size(self) -> int:
         """Size of the database (file size, or memory use for on-memory databases)."""
-        return self._request(tt.encode_size(), tt.parse_size)
+        return self._run(_ops.size(self._codec))
 
     @property
     def error(self) -> Optional[Tuple[int, str]]:
         """(code, message) of the server's last error, or None where the database has none
         (on-memory databases do not keep one)."""
-        result = self._misc(b"error", [], _NO_LOG)
-        if not result:
-            return None
-        text = result[0].decode("utf-8", "replace")
-        code, sep, message = text.partition(": ")
-        try:
-            return int(code), message
-        except ValueError:
-            return -1, text
+        return self._run(_ops.error(self._codec))
 
     def optimize(self, options: Union[str, bytes] = "") -> bool:
         """Rebuild the database with Tokyo Cabinet tuning ``options`` (e.g. ``'bnum=1000'``)."""
-        return self._request(tt.encode_optimize(_text(options, "options")), tt.parse_ok)
+        return self._run(_ops.optimize(self._codec, options))
 
     def synchronize(self) -> bool:
         """Write the database to disk."""
-        return self._request(tt.encode_sync(), tt.parse_ok)
+        return self._run(_ops.synchronize(self._codec))
+
+    def restore(self, path: Union[str, bytes], timestamp: Any, options: int = 0) -> bool:
+        """Replay the update logs in directory ``path`` from ``timestamp`` (microseconds since
+        the epoch, or a local-time ``datetime``) on."""
+        return self._run(_ops.restore(self._codec, path, timestamp, options))
+
+    def set_master(self, host: Union[str, bytes], port: int, timestamp: Any, options: int = 0) -> bool:
+        """Replicate from the master ``host:port`` starting at ``timestamp`` (as ``restore``)."""
+        return self._run(_ops.set_master(self._codec, host, port, timestamp, options))
+
+    def clear_cache(self) -> bool:
+        """Drop the server's record cache (misc ``cacheclear``)."""
+        return self._run(_ops.clear_cache(self._codec))
+
+    def defragment(self, nsteps: Optional[int] = None) -> bool:
+        """Defragment the database file (misc ``defrag``), ``nsteps`` steps or all."""
+        return self._run(_ops.defragment(self._codec, nsteps))
 
     def copy(self, path: Union[str, bytes]) -> bool:
         """Copy the database file to ``path`` on the server's machine."""
-        return self._request(tt.encode_copy(_text(path, "path")), tt.parse_ok)
+        return self._run(_ops.copy(self._codec, path))
 
     def genuid(self) -> int:
         """A new unique ID (table databases)."""
-        result = self._misc(b"genuid", [], _LOG)
-        if not result:
-            raise ServerError("genuid failed (only table databases generate IDs)", code=1, procedure="genuid")
-        return int(result[0])
+        return self._run(_ops.genuid(self._codec))
 
     # -- ranges and iteration -------------------------------------------------------------
 
-    def _pairs_to_dict(self, items: List[bytes]) -> Dict[Any, Any]:
-        decode_key = self._decode_key
-        decode = self._decode_value
-        return {decode_key(k): decode(v) for k, v in zip(items[::2], items[1::2])}
-
     def get_range(
-        self, start: Optional[Key] = None, stop: Optional[Key] = None, max_keys: int = 0
+        self, start: Optional[Key] = None, stop: Optional[Key] = None, max_keys: int = 0,
+        decode_values: bool = True,
     ) -> Dict[Any, Any]:
-        """B+ tree: the records with ``start <= key < stop`` (``max_keys`` 0 = all)."""
-        args = [b"" if start is None else _key(start), b"%d" % (_int(max_keys or 0, "max_keys"))]
-        if stop is not None:
-            args.append(_key(stop))
-        result = self._misc(b"range", args, _NO_LOG)
-        if result is None:
-            raise ServerError(
-                "range failed (only B+ tree databases support ranges)", code=1, procedure="range"
-            )
-        return self._pairs_to_dict(result)
+        """B+ tree: the records with ``start <= key < stop`` (``max_keys`` 0 = all).  A dict
+        holds one value per key; ``get_rangelist`` keeps every record of a duplicate key."""
+        return self._run(_ops.get_range(self._codec, start, stop, max_keys, decode_values))
+
+    def get_rangelist(
+        self, start: Optional[Key] = None, stop: Optional[Key] = None, max_keys: int = 0,
+        decode_values: bool = True,
+    ) -> List[Tuple[Any, Any]]:
+        """Like ``get_range``, as a list of ``(key, value)`` (duplicate keys included)."""
+        return self._run(_ops.get_rangelist(self._codec, start, stop, max_keys, decode_values))
 
     def match_prefix(self, prefix: Key, max_keys: Optional[int] = 1024) -> List[Any]:
         """Keys starting with ``prefix`` (at most ``max_keys``; None = all)."""
-        limit = -1 if max_keys is None else _int(max_keys, "max_keys")
-        keys = self._request(tt.encode_fwmkeys(_key(prefix), limit), tt.parse_fwmkeys)
-        return self._decode_keys(keys)
+        return self._run(_ops.match_prefix(self._codec, prefix, max_keys))
 
     def match_regex(self, regex: Union[str, bytes], max_keys: Optional[int] = 1024) -> List[Any]:
-        """Keys matching the POSIX extended ``regex`` (at most ``max_keys``; None = all)."""
-        args = [_text(regex, "regex")]
-        if max_keys is not None:
-            args.append(b"%d" % _int(max_keys, "max_keys"))
-        result = self._misc(b"regex", args, _NO_LOG)
-        if result is None:
-            raise ServerError(f"regex {regex!r} was rejected by the server", code=1, procedure="regex")
-        return self._decode_keys(result[::2])
+        """Keys matching the POSIX extended ``regex`` (at most ``max_keys`` records; None =
+        all), each key once."""
+        return self._run(_ops.match_regex(self._codec, regex, max_keys))
+
+    def match_regexlist(
+        self, regex: Union[str, bytes], max_keys: Optional[int] = None, decode_values: bool = True
+    ) -> List[Tuple[Any, Any]]:
+        """The records whose key matches ``regex``, as ``(key, value)`` pairs."""
+        return self._run(_ops.match_regexlist(self._codec, regex, max_keys, decode_values))
 
     def iter_from(self, start_key: Key) -> Dict[Any, Any]:
         """The records from ``start_key`` to the end of the database, in iteration order.
 
         Uses the server's one shared iterator (as every Tokyo Tyrant client does).
         """
-        if self._misc(b"iterinit", [_key(start_key)], _NO_LOG) is None:
-            return {}
-        decode_key = self._decode_key
-        decode = self._decode_value
-        result = {}
-        while True:
-            item = self._misc(b"iternext", [], _NO_LOG)
-            if not item:
-                return result
-            result[decode_key(item[0])] = decode(item[1])
+        return self._run(_ops.iter_from(self._codec, start_key))
 
     def keys(self) -> List[Any]:
-        """Every key, in the database's order."""
-        return self._decode_keys(self._request(tt.encode_fwmkeys(b"", -1), tt.parse_fwmkeys))
+        """Every record's key, in the database's order (a B+ tree key with duplicate records
+        comes once per record; ``keys_fast`` gives each key once, in one request)."""
+        return self._run(_ops.keys(self._codec))
+
+    def keys_fast(self) -> List[Any]:
+        """Every distinct key, in one request (``fwmkeys``)."""
+        return self._run(_ops.keys_fast(self._codec))
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())
 
-    def items(self) -> List[Tuple[Any, Any]]:
-        """Every ``(key, value)``, in the database's order (fetched in chunks with ``mget``)."""
-        keys = self._request(tt.encode_fwmkeys(b"", -1), tt.parse_fwmkeys)
-        decode_key = self._decode_key
-        decode = self._decode_value
-        result = []
-        for offset in range(0, len(keys), _ITEMS_CHUNK):
-            chunk = keys[offset : offset + _ITEMS_CHUNK]
-            records = self._request(tt.encode_mget(chunk), tt.parse_mget)
-            result.extend((decode_key(k), decode(v)) for k, v in records)
-        return result
+    def items(self, start_key: Optional[Key] = None) -> List[Tuple[Any, Any]]:
+        """Every record as ``(key, value)``, in the database's order, duplicates included
+        (B+ tree: misc ``range`` in chunks; others: ``fwmkeys`` + ``mget``).  From
+        ``start_key`` on when given (walking the server's one shared iterator)."""
+        return self._run(_ops.items(self._codec, start_key))
+
+    def items_fast(self) -> List[Tuple[Any, Any]]:
+        """B+ tree: every record in one request (ServerError on other databases)."""
+        return self._run(_ops.items_fast(self._codec))
 
     def values(self) -> List[Any]:
-        return [value for _, value in self.items()]
+        """Every record's value, in the database's order."""
+        return self._run(_ops.values(self._codec))
 
     # -- mapping protocol -----------------------------------------------------------------
 
@@ -676,23 +482,15 @@ class TokyoTyrant:
 
         With ``check_exists`` a failure (e.g. the index already exists) raises ServerError.
         """
-        kind = _int(index_type, "index_type")
-        if check_exists:
-            kind |= INDEX_KEEP
-        result = self._misc(b"setindex", [_text(name, "column"), b"%d" % kind], _LOG)
-        if result is None and check_exists:
-            raise ServerError(
-                f"setindex {name!r} failed: the index exists or the database is not a table",
-                code=1,
-                procedure="setindex",
-            )
-        return result is not None
+        return self._run(_ops.set_index(self._codec, name, index_type, check_exists))
 
     def optimize_index(self, name: Union[str, bytes]) -> bool:
-        return self._misc(b"setindex", [_text(name, "column"), b"%d" % INDEX_OPTIMIZE], _LOG) is not None
+        """Rebuild the index on column ``name``."""
+        return self._run(_ops.optimize_index(self._codec, name))
 
     def delete_index(self, name: Union[str, bytes]) -> bool:
-        return self._misc(b"setindex", [_text(name, "column"), b"%d" % INDEX_VOID], _LOG) is not None
+        """Drop the index on column ``name``."""
+        return self._run(_ops.delete_index(self._codec, name))
 
     def search(self, expressions: Iterable[Sequence[Any]], cmd: Optional[str] = None) -> Any:
         """Run a table query.
@@ -702,35 +500,20 @@ class TokyoTyrant:
         ``('setlimit', 10, 0)``.  ``cmd``: None -> list of primary keys, ``'count'`` -> int,
         ``'get'`` -> list of ``(key, {column: value})``, ``'out'`` -> remove the matches (True).
         """
-        if cmd not in _SEARCH_CMDS:
-            raise ValueError(f"search cmd must be one of None, 'count', 'get', 'out', not {cmd!r}")
-        args = []
-        for expression in expressions:
-            if isinstance(expression, (str, bytes)):
-                expression = (expression,)
-            args.append(tt.query_arg(*expression))
-        if cmd is not None:
-            args.append(cmd.encode("ascii"))
-        opts = 0 if cmd == "out" else tt.MISC_NO_UPDATE_LOG
-        result = self._request(tt.encode_misc(b"search", args, opts), tt.parse_misc)
-        if result is None:
-            raise ServerError(
-                "search failed (only table databases can be searched)", code=1, procedure="search"
-            )
-        result, _hint = tt.split_hint(result)
-        if cmd is None:
-            return self._decode_keys(result)
-        if cmd == "count":
-            return tt.parse_search_count(result)
-        if cmd == "get":
-            return [self._search_record(item) for item in result]
-        return True
+        return self._run(_ops.search(self._codec, expressions, cmd))
 
-    def _search_record(self, item: bytes) -> Tuple[Any, Dict[Any, Any]]:
-        pkey, columns = tt.parse_search_record(item)
-        decode = TT_TABLE.decode
-        record = decode(tt.join_columns(columns)) if columns else {}
-        return (None if pkey is None else self._decode_key(pkey)), record
+
+def refines_clone(method: Callable[..., None]) -> Callable[..., Any]:
+    """Run a query-building ``method`` on ``self.clone()`` and return the clone: the query it
+    is called on stays as it was (coleifer/kt's queries behave this way)."""
+
+    @functools.wraps(method)
+    def refine(self: Any, *args: Any, **kwargs: Any) -> Any:
+        twin = self.clone()
+        method(twin, *args, **kwargs)
+        return twin
+
+    return refine
 
 
 class QueryBuilder:
@@ -738,6 +521,9 @@ class QueryBuilder:
 
     >>> query = QueryBuilder().filter('age', OP_NUM_GE, 18).order_by('name').limit(10)
     >>> query.execute(db)    # keys
+
+    Given a ``kt.aio.TokyoTyrant`` the four methods return an awaitable (they return what the
+    client's ``search`` returns): ``await query.execute(async_db)``.
     """
 
     def __init__(self) -> None:
@@ -746,39 +532,48 @@ class QueryBuilder:
         self._limit: Optional[int] = None
         self._offset: Optional[int] = None
 
+    def clone(self) -> QueryBuilder:
+        """A copy; ``filter``/``order_by``/``limit``/``offset`` return one (the query they are
+        called on is left as it was, as in coleifer/kt), so a base query can be refined twice."""
+        twin = QueryBuilder()
+        twin._conditions = list(self._conditions)
+        twin._orderings = list(self._orderings)
+        twin._limit, twin._offset = self._limit, self._offset
+        return twin
+
+    @refines_clone
     def filter(self, column: Union[str, bytes], op: int, value: Any) -> QueryBuilder:
         """Add a condition; ``op`` is an OP_* constant, optionally ``| OP_NEGATE | OP_NOINDEX``.
 
         A list/tuple ``value`` (for OP_STR_ANY, OP_NUM_BETWEEN, ...) is sent as its items
         separated by commas.
         """
-        op = _int(op, "op")
+        op = check_int(op, "op")
         if op & ~(OP_NEGATE | OP_NOINDEX) not in _OPS:
             raise ValueError(f"unknown query operator {op!r}; use the OP_* constants")
         if isinstance(value, (list, tuple)):
             value = b",".join(_text(item, "filter value") for item in value)
         self._conditions.append(("addcond", _text(column, "column"), op, _text(value, "filter value")))
-        return self
 
+    @refines_clone
     def order_by(self, column: Union[str, bytes], ordering: Optional[int] = None) -> QueryBuilder:
         """Order the results by ``column`` (ORDER_STR_ASC unless told otherwise)."""
-        ordering = ORDER_STR_ASC if ordering is None else _int(ordering, "ordering")
+        ordering = ORDER_STR_ASC if ordering is None else check_int(ordering, "ordering")
         if ordering not in _ORDERS:
             raise ValueError(f"unknown ordering {ordering!r}; use the ORDER_* constants")
         self._orderings.append(("setorder", _text(column, "column"), ordering))
-        return self
 
+    @refines_clone
     def limit(self, limit: Optional[int] = None) -> QueryBuilder:
-        if limit is not None and _int(limit, "limit") < 0:
+        if limit is not None and check_int(limit, "limit") < 0:
             raise ValueError(f"limit must be >= 0 or None, not {limit}")
         self._limit = limit
-        return self
 
+    @refines_clone
     def offset(self, offset: Optional[int] = None) -> QueryBuilder:
-        if offset is not None and _int(offset, "offset") < 0:
+        if offset is not None and check_int(offset, "offset") < 0:
             raise ValueError(f"offset must be >= 0 or None, not {offset}")
         self._offset = offset
-        return self
 
     def build_search(self) -> List[Tuple[Any, ...]]:
         """The query as ``TokyoTyrant.search`` expressions."""

@@ -17,7 +17,7 @@ request records ``(dbidx, key)``, play_script records ``(key, value)``.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from kt.errors import ProtocolError, ServerError
 
@@ -79,6 +79,24 @@ ScriptRecord = Tuple[bytes, bytes]
 # --------------------------------------------------------------------------- client requests
 
 
+def _too_large(size: int) -> ValueError:
+    return ValueError(
+        f"a key, value or name of {size} bytes; Kyoto Tycoon accepts at most {DATA_MAX_SIZE} "
+        "(256 MiB) and drops the connection otherwise"
+    )
+
+
+def _join_checked(parts: List[bytes]) -> bytes:
+    """``b"".join(parts)``; ValueError when a key/value part exceeds DATA_MAX_SIZE (only a
+    request larger than the limit can hold one, so smaller requests are not scanned)."""
+    data = b"".join(parts)
+    if len(data) > DATA_MAX_SIZE:
+        largest = max(map(len, parts))
+        if largest > DATA_MAX_SIZE:
+            raise _too_large(largest)
+    return data
+
+
 def encode_set_bulk(records: Iterable[SetRecord], no_reply: bool = False) -> bytes:
     """``set_bulk`` (0xB8) for ``(dbidx, key, value, xt)`` records; xt as from ``to_binary_xt``."""
     parts: List[bytes] = [b""]
@@ -90,11 +108,13 @@ def encode_set_bulk(records: Iterable[SetRecord], no_reply: bool = False) -> byt
         append(value)
         n += 1
     parts[0] = _HEAD.pack(MAGIC_SET_BULK, FLAG_NO_REPLY if no_reply else 0, n)
-    return b"".join(parts)
+    return _join_checked(parts)
 
 
 def encode_set_one(dbidx: int, key: bytes, value: bytes, xt: int, no_reply: bool = False) -> bytes:
     """Fast path: ``set_bulk`` with exactly one record."""
+    if len(value) > DATA_MAX_SIZE or len(key) > DATA_MAX_SIZE:
+        raise _too_large(max(len(key), len(value)))
     return (
         _SET_ONE_HEAD.pack(
             MAGIC_SET_BULK, FLAG_NO_REPLY if no_reply else 0, 1, dbidx, len(key), len(value), xt
@@ -113,7 +133,7 @@ def _encode_key_records(magic: int, records: Iterable[KeyRecord], flags: int) ->
         append(key)
         n += 1
     parts[0] = _HEAD.pack(magic, flags, n)
-    return b"".join(parts)
+    return _join_checked(parts)
 
 
 def encode_get_bulk(records: Iterable[KeyRecord]) -> bytes:
@@ -123,6 +143,8 @@ def encode_get_bulk(records: Iterable[KeyRecord]) -> bytes:
 
 def encode_get_one(dbidx: int, key: bytes) -> bytes:
     """Fast path: ``get_bulk`` for one key; parse the reply with :func:`parse_get_one_reply`."""
+    if len(key) > DATA_MAX_SIZE:
+        raise _too_large(len(key))
     return _GET_ONE_HEAD.pack(MAGIC_GET_BULK, 0, 1, dbidx, len(key)) + key
 
 
@@ -142,7 +164,7 @@ def encode_play_script(name: bytes, records: Iterable[ScriptRecord], no_reply: b
         append(value)
         n += 1
     parts[0] = _SCRIPT_HEAD.pack(MAGIC_PLAY_SCRIPT, FLAG_NO_REPLY if no_reply else 0, len(name), n)
-    return b"".join(parts)
+    return _join_checked(parts)
 
 
 def encode_set_bulk_items(
@@ -173,7 +195,7 @@ def encode_set_bulk_items(
         append(v)
         n += 1
     parts[0] = _HEAD.pack(MAGIC_SET_BULK, FLAG_NO_REPLY if no_reply else 0, n)
-    return b"".join(parts)
+    return _join_checked(parts)
 
 
 def encode_key_bulk(
@@ -197,7 +219,7 @@ def encode_key_bulk(
         n += 1
     flags = FLAG_NO_REPLY if (no_reply and magic != MAGIC_GET_BULK) else 0
     parts[0] = _HEAD.pack(magic, flags, n)
-    return b"".join(parts)
+    return _join_checked(parts)
 
 
 def encode_replication(ts: int, sid: int, white_sid: bool = False) -> bytes:
@@ -230,7 +252,9 @@ def _check_magic(buf: Buffer, pos: int, expected: int, procedure: str) -> bool:
     if magic == expected:
         return True
     if magic == MAGIC_ERROR:
-        raise ServerError("the server reported an error (0xBF)", code=MAGIC_ERROR, procedure=procedure)
+        raise ServerError(
+            "the server reported an error (0xBF)", code=MAGIC_ERROR, procedure=procedure, end=pos + 1
+        )
     raise _unexpected(buf, pos, expected)
 
 
@@ -573,6 +597,15 @@ def parse_records(buf: Buffer, pos: int, magic: int, count: int) -> Tuple[list, 
     the request is broken).  Fewer than ``count`` records without a failure: the next one has
     not fully arrived.
     """
+    if type(buf) is bytes:
+        return _records(buf, buf, pos, magic, count)
+    with memoryview(buf) as data:  # released before the caller resizes its buffer
+        return _records(buf, data, pos, magic, count)
+
+
+def _records(buf: Buffer, data: Any, pos: int, magic: int, count: int) -> Tuple[list, int, Optional[str]]:
+    """parse_records' loop.  ``bytes(data[a:b])`` copies once from a memoryview and not at
+    all from bytes, with no helper call per record: this runs for every bulk record."""
     size = len(buf)
     off = pos
     records: list = []
@@ -590,7 +623,7 @@ def parse_records(buf: Buffer, pos: int, magic: int, count: int) -> Tuple[list, 
             end = vstart + vsiz
             if end > size:
                 break
-            append((dbidx, _bytes_view(buf, kstart, vstart), _bytes_view(buf, vstart, end), xt))
+            append((dbidx, bytes(data[kstart:vstart]), bytes(data[vstart:end]), xt))
             off = end
         return records, off, None
     unpack_key = _KEY_REC.unpack_from
@@ -603,7 +636,7 @@ def parse_records(buf: Buffer, pos: int, magic: int, count: int) -> Tuple[list, 
         end = off + 6 + ksiz
         if end > size:
             break
-        append((dbidx, _bytes_view(buf, off + 6, end)))
+        append((dbidx, bytes(data[off + 6:end])))
         off = end
     return records, off, None
 

@@ -471,7 +471,7 @@ def _parse_write(buf: Buffer, pos: int, command: str) -> Parsed:
     if code == 0:
         return True, pos + 1
     if code == 1:
-        raise ServerError(f"{command} failed", code=1, procedure=command)
+        raise ServerError(f"{command} failed", code=1, procedure=command, end=pos + 1)
     raise _bad_code(code, command)
 
 
@@ -533,7 +533,10 @@ def parse_ext(buf: Buffer, pos: int = 0) -> Parsed:
     raises ScriptError: the protocol does not tell these apart."""
     if len(buf) > pos and buf[pos] == 1:
         raise ScriptError(
-            "ext: the Lua function failed, returned nil/false or does not exist", code=1, procedure="ext"
+            "ext: the Lua function failed, returned nil/false or does not exist",
+            code=1,
+            procedure="ext",
+            end=pos + 1,
         )
     return parse_get(buf, pos)
 
@@ -577,7 +580,7 @@ def parse_mget(buf: Buffer, pos: int = 0) -> Parsed:
     if pos > end:
         return None
     if code:
-        raise ServerError("mget failed", code=1, procedure="mget")
+        raise ServerError("mget failed", code=1, procedure="mget", end=pos)
     return records, pos
 
 
@@ -631,7 +634,7 @@ def parse_fwmkeys(buf: Buffer, pos: int = 0) -> Parsed:
         return None
     code, keys, end = parsed
     if code:
-        raise ServerError("fwmkeys failed", code=1, procedure="fwmkeys")
+        raise ServerError("fwmkeys failed", code=1, procedure="fwmkeys", end=end)
     return keys, end
 
 
@@ -654,7 +657,10 @@ def parse_addint(buf: Buffer, pos: int = 0) -> Parsed:
         return None
     if code:
         raise ServerError(
-            "addint failed: the existing value is not a 4-byte integer", code=1, procedure="addint"
+            "addint failed: the existing value is not a 4-byte integer",
+            code=1,
+            procedure="addint",
+            end=pos + 1,
         )
     if len(buf) < pos + 5:
         return None
@@ -668,7 +674,10 @@ def parse_adddouble(buf: Buffer, pos: int = 0) -> Parsed:
         return None
     if code:
         raise ServerError(
-            "adddouble failed: the existing value is not an 8-byte double", code=1, procedure="adddouble"
+            "adddouble failed: the existing value is not an 8-byte double",
+            code=1,
+            procedure="adddouble",
+            end=pos + 1,
         )
     if len(buf) < pos + 17:
         return None
@@ -681,7 +690,7 @@ def _parse_count64(buf: Buffer, pos: int, what: str) -> Parsed:
     if code is None:
         return None
     if code:
-        raise ServerError(f"{what} failed", code=1, procedure=what)
+        raise ServerError(f"{what} failed", code=1, procedure=what, end=pos + 1)
     if len(buf) < pos + 9:
         return None
     return _Q64.unpack_from(buf, pos + 1)[0], pos + 9
@@ -716,7 +725,7 @@ def parse_stat(buf: Buffer, pos: int = 0) -> Parsed:
     if code is None:
         return None
     if code:
-        raise ServerError("stat failed", code=1, procedure="stat")
+        raise ServerError("stat failed", code=1, procedure="stat", end=pos + 1)
     parsed = parse_get(buf, pos)
     if parsed is None:
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import email.utils
+import itertools
 import math
 import os
 import platform
@@ -19,7 +20,7 @@ import resource
 import subprocess
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from kt.server.engines import kc
 from kt.server.engines.kc import DUPREC, LOGIC, NOIMPL, NOREC, KCError
@@ -978,50 +979,63 @@ class KTService:
         return 204, out, b""
 
     # -- binary protocol ----------------------------------------------------------------------
-    def bin_set_bulk(self, records: Iterable[Tuple[int, bytes, bytes, int]]) -> int:
-        """Apply records in order; out-of-range dbidx skipped; a DB failure raises KCError."""
+    def bin_set_bulk(self, records: Sequence[Tuple[int, bytes, bytes, int]]) -> int:
+        """Apply records in order; out-of-range dbidx skipped; a DB failure raises KCError.
+
+        Each run of records for one database is one engine batch (``TimedDB.set_many``).
+        """
         hits = 0
-        n = len(self.dbs)
-        for dbidx, key, value, xt in records:
-            if dbidx < n:
-                self._count(0)
-                try:
-                    self.dbs[dbidx].set(key, value, xt)
-                except KCError:
-                    self._count(1)
-                    raise
-                hits += 1
+        for db, run in self._runs(records):
+            self._count(0, len(run))
+            try:
+                db.set_many([rec[1:] for rec in run])
+            except KCError as exc:
+                self._count(0, getattr(exc, "applied", len(run) - 1) + 1 - len(run))
+                self._count(1)
+                raise
+            hits += len(run)
         return hits
 
-    def bin_remove_bulk(self, records: Iterable[Tuple[int, bytes]]) -> int:
+    def bin_remove_bulk(self, records: Sequence[Tuple[int, bytes]]) -> int:
         """Remove records; misses are not errors; other DB failures raise KCError."""
         hits = 0
-        n = len(self.dbs)
-        for dbidx, key in records:
-            if dbidx < n:
-                self._count(2)
-                try:
-                    self.dbs[dbidx].remove(key)
-                    hits += 1
-                except KCError as e:
-                    self._count(3)
-                    if e.code != NOREC:
-                        raise
+        for db, run in self._runs(records):
+            self._count(2, len(run))
+            try:
+                n = db.remove_many([rec[1] for rec in run])
+            except KCError:
+                self._count(3)
+                raise
+            self._count(3, len(run) - n)
+            hits += n
         return hits
 
-    def bin_get_bulk(self, records: Iterable[Tuple[int, bytes]]) -> List[Tuple[int, bytes, bytes, int]]:
+    def bin_get_bulk(self, records: Sequence[Tuple[int, bytes]]) -> List[Tuple[int, bytes, bytes, int]]:
         """Hits in request order as ``(dbidx, key, value, absolute xt)``."""
-        out = []
-        n = len(self.dbs)
-        for dbidx, key in records:
-            if dbidx < n:
-                self._count(4)
-                rec = self.dbs[dbidx].get(key)
-                if rec is None:
-                    self._count(5)
-                else:
-                    out.append((dbidx, key, rec[0], rec[1]))
+        out: List[Tuple[int, bytes, bytes, int]] = []
+        for db, run in self._runs(records):
+            keys = [rec[1] for rec in run]
+            found = db.get_many(keys)
+            dbidx = run[0][0]
+            hits = [(dbidx, key, rec[0], rec[1]) for key, rec in zip(keys, found) if rec is not None]
+            self._count(4, len(run))
+            self._count(5, len(run) - len(hits))
+            out += hits
         return out
+
+    def _runs(self, records: Sequence[tuple]) -> List[Tuple[TimedDB, Sequence[tuple]]]:
+        """Consecutive records for one database, as ``(db, records)``; unknown dbidx dropped."""
+        if not records:
+            return []
+        dbs = self.dbs
+        first = records[0][0]
+        if all(rec[0] == first for rec in records):  # the usual case: one database
+            return [(dbs[first], records)] if first < len(dbs) else []
+        runs: List[Tuple[TimedDB, Sequence[tuple]]] = []
+        for dbidx, group in itertools.groupby(records, key=lambda rec: rec[0]):
+            if dbidx < len(dbs):
+                runs.append((dbs[dbidx], list(group)))
+        return runs
 
     def bin_play_script(
         self, name: bytes, records: Iterable[Tuple[bytes, bytes]]

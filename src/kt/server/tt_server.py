@@ -131,9 +131,11 @@ class TTService:
         version: str = TT_VERSION,
         libver: str = TT_LIBVER,
         thnum: int = 1,
+        rts_path: str = "ttserver.rts",
     ) -> None:
         self.db = db
         self.thnum = thnum
+        self.rts_path = rts_path  # -rts (ttserver's DEFRTSPATH when absent): setmst uses it too
         self.logger = logger or Logger(kinds=LOG_ERROR, style="tt")
         self.ext = ext
         self.sid = sid
@@ -368,7 +370,7 @@ class TTService:
             self.slave = None
         self.master = {"host": host, "port": port, "ts": ts, "opts": opts} if host else None
         if host:
-            self.slave = ReplicationSlave(self, host, port, rts_path or "ttserver.rts", redo=redo,
+            self.slave = ReplicationSlave(self, host, port, rts_path or self.rts_path, redo=redo,
                                           check=bool(opts & tt.RESTORE_CONSISTENCY_CHECK), start_ts=ts)
             self.slave.start()
 
@@ -1546,7 +1548,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stderr.write(f"ttserver: {exc}\n")
         return 1
     version = TT_VERSION
-    service = TTService(db, logger=logger, sid=sid, mask=mask, version=version, thnum=thnum)
+    rts_path = str(options.get("-rts", "ttserver.rts"))
+    service = TTService(db, logger=logger, sid=sid, mask=mask, version=version, thnum=thnum,
+                        rts_path=os.path.abspath(rts_path) if "-rts" in options else rts_path)
     ulog_dir = options.get("-ulog")
     if ulog_dir and sid < 1:
         logger.info("warning: update logging is omitted because the SID is not specified")
@@ -1600,9 +1604,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if mhost and sid < 1:
         logger.info("warning: replication is omitted because the SID is not specified")
     elif mhost:
-        rts_path = os.path.abspath(str(options.get("-rts", "ttserver.rts")))
         opts = tt.RESTORE_CONSISTENCY_CHECK if options.get("-rcc") else 0
-        service.set_master(str(mhost), _int_option(options, "-mport", 1978), 0, opts, rts_path=rts_path)
+        service.set_master(str(mhost), _int_option(options, "-mport", 1978), 0, opts,
+                           rts_path=os.path.abspath(service.rts_path))
 
     stop_periodic = threading.Event()
     for name, period in periods:

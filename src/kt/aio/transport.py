@@ -1,0 +1,455 @@
+"""The asyncio socket layer: pipelined connections and a small pool of them.
+
+API (the asyncio clients code against exactly these names)
+
+``AsyncConnection``  (an ``asyncio.Protocol``; made by ``AsyncPool``)
+    One TCP connection carrying many requests at once.  ``submit(data, parse, deadline)``
+    queues ``data`` for writing and returns a future of ``parse``'s result for its reply.
+    Requests queued in one event-loop turn go out in one write; replies are matched to
+    requests in order (both servers answer a connection's requests in order).  A reply
+    whose caller was cancelled is still read, then dropped, so it never reaches anyone else.
+    ``send(data)`` writes a request that has no reply (TT ``putnr``).
+
+    Failure rules (as in ``kt.transport``): a parser error other than a complete error reply
+    (``ServerError`` with ``end``), EOF, a socket error or a timeout closes the connection and
+    fails every request still waiting on it, at once:
+
+    * the request whose reply is late: ``ServerTimeoutError``;
+    * the requests written behind it: ``ServerConnectionError`` (sent, outcome unknown);
+    * EOF/reset before a request's first reply byte: ``ConnectionDroppedError``, which the
+      pool answers by resending the request on a fresh connection when it is idempotent.
+
+``AsyncPool(host, port, coalesce_gets=False, timeout=None, connect_timeout=5.0, max_size=4)``
+    Up to ``max_size`` connections; a request goes to an idle connection, else to a new one
+    while below ``max_size``, else to the connection with the fewest requests in flight.
+    ``timeout`` bounds each reply (from the moment the request is queued); ``connect_timeout``
+    bounds connecting.  ``submit(data, parse, idempotent=False)`` returns a future of the
+    parsed reply at once (no coroutine per request: the hot path); ``request(...)`` is the
+    same as a coroutine.  ``pin()`` returns one connection for a caller that keeps server-side
+    state on it (KT cursors); ``close()`` closes every connection (the pool reconnects on
+    demand).  A request that lost its connection before any reply byte is queued once more on
+    another connection when it is idempotent or was never written.  The pool
+    notices a fork (pid change) or a different event loop and starts over with new
+    connections, leaving the old sockets to their owner.
+
+    ``coalesce_gets``: KT single-record ``get`` requests queued on one connection in the same
+    event-loop turn are sent as one binary ``get_bulk`` and each caller gets its own value
+    (missing keys included); nothing else is ever merged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+from collections import deque
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+from kt.errors import ProtocolError, ServerConnectionError, ServerError, ServerTimeoutError
+from kt.protocol import kt_binary
+from kt.transport import ConnectionDroppedError, Pool, current_pid
+
+__all__ = ["AsyncConnection", "AsyncPool", "DEFAULT_ASYNC_MAX_SIZE", "NeverSentError"]
+
+DEFAULT_ASYNC_MAX_SIZE = 4
+Parser = Callable[[Any, int], Optional[Tuple[Any, int]]]
+
+_LARGE = 1 << 20  # a partial reply larger than this switches to collecting chunks
+try:
+    import fcntl
+    import termios
+
+    _FIONREAD: Optional[int] = termios.FIONREAD
+except ImportError:  # pragma: no cover - not POSIX: always re-parse
+    _FIONREAD = None
+_GET_ONE = kt_binary.parse_get_value_reply
+_GET_ONE_HEAD = 9 + 2 + 4  # magic, flags, count | dbidx, ksiz: then the key
+
+
+class NeverSentError(ConnectionDroppedError):
+    """The connection failed before this request was written: safe to send elsewhere."""
+
+
+class _Waiter:
+    """One request queued or written on a connection, waiting for its reply."""
+
+    __slots__ = ("data", "parse", "future", "deadline", "idempotent", "started", "retried")
+
+    def __init__(self, data: bytes, parse: Parser, future: asyncio.Future, deadline: float, idempotent: bool):
+        self.data = data
+        self.parse = parse
+        self.future = future
+        self.deadline = deadline
+        self.idempotent = idempotent
+        self.started = False  # some byte of this reply has arrived
+        self.retried = False
+
+
+class AsyncConnection(asyncio.Protocol):
+    """One pipelined connection; see the module docstring."""
+
+    def __init__(self, pool: AsyncPool) -> None:
+        self.pool = pool
+        self.address = pool.address
+        self.timeout = pool.timeout
+        self.loop = pool.loop
+        self.transport: Optional[asyncio.Transport] = None
+        self.closed = False
+        self.waiting: Deque[_Waiter] = deque()
+        self._outbox: List[bytes] = []
+        self._unsent = 0  # the last this-many waiters are still in the outbox
+        self._gets: List[_Waiter] = []  # coalescing: KT gets of this turn
+        self._flush_scheduled = False
+        self._buf = b""
+        self._chunks: List[bytes] = []  # large-reply mode (see data_received)
+        self._size = self._tried = 0
+        self._fd = -1
+        self._timer: Optional[asyncio.TimerHandle] = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.load} in flight"
+        return f"<AsyncConnection {self.address} {state}>"
+
+    @property
+    def load(self) -> int:
+        return len(self.waiting) + len(self._gets)
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._fd = sock.fileno()
+            except OSError:
+                pass
+
+    def _more_pending(self) -> bool:
+        """True when the kernel already holds more bytes of this connection (FIONREAD)."""
+        if _FIONREAD is None or self._fd < 0:
+            return False
+        try:
+            pending = fcntl.ioctl(self._fd, _FIONREAD, b"\0\0\0\0")
+        except OSError:
+            return False
+        return int.from_bytes(pending, sys.byteorder) > 0
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        if not self.closed:
+            reason = f": {exc}" if exc else ""
+            self._fail(None, f"{self.address} closed the connection{reason}")
+
+    def eof_received(self) -> bool:
+        self._fail(None, f"{self.address} closed the connection")
+        return False
+
+    def data_received(self, data: bytes) -> None:
+        if self._chunks:  # a large reply is arriving: collect, parse again only when it may be whole
+            self._chunks.append(data)
+            self._size += len(data)
+            if self._size < 2 * self._tried and self._more_pending():
+                return  # more bytes are already queued: data_received will run again
+            buf = b"".join(self._chunks)
+            self._chunks = []
+        else:
+            buf = self._buf + data if self._buf else data
+        pos = 0
+        waiting = self.waiting
+        try:
+            while waiting:
+                waiter = waiting[0]
+                try:
+                    parsed = waiter.parse(buf, pos)
+                except ServerError as exc:
+                    if exc.end is None:
+                        raise  # a complete reply of unknown length: the stream is lost
+                    waiting.popleft()
+                    if not waiter.future.done():
+                        waiter.future.set_exception(exc)
+                    pos = exc.end
+                    continue
+                if parsed is None:
+                    if len(buf) > pos:
+                        waiter.started = True
+                    break
+                result, pos = parsed
+                waiting.popleft()
+                if not waiter.future.done():  # a cancelled caller's reply is dropped here
+                    waiter.future.set_result(result)
+            if pos < len(buf) and not waiting:
+                raise ProtocolError(f"{self.address} sent {len(buf) - pos} bytes nobody asked for")
+        except Exception as exc:
+            self._fail(exc, "")
+            return
+        self._buf = buf[pos:] if pos < len(buf) else b""
+        if len(self._buf) > _LARGE:
+            # Joining and re-parsing a growing reply on every read would be quadratic: collect
+            # the chunks instead and parse once it doubled or the socket has nothing more.
+            self._chunks, self._buf = [self._buf], b""
+            self._size = self._tried = len(self._chunks[0])
+        if waiting:
+            if pos:
+                self._arm()
+        elif self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # -- requests ------------------------------------------------------------------------
+
+    def submit(self, data: bytes, parse: Parser, idempotent: bool = False) -> asyncio.Future:
+        """Queue a request; the future gets its parsed reply (or its error)."""
+        future = self.loop.create_future()
+        deadline = self.loop.time() + self.timeout if self.timeout else 0.0
+        waiter = _Waiter(data, parse, future, deadline, idempotent)
+        self.enqueue(waiter)
+        return future
+
+    def enqueue(self, waiter: _Waiter) -> None:
+        if self.pool.coalesce_gets and waiter.parse is _GET_ONE:
+            self._gets.append(waiter)
+        else:
+            self._queue(waiter)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _queue(self, waiter: _Waiter) -> None:
+        self.waiting.append(waiter)
+        self._outbox.append(waiter.data)
+        self._unsent += 1
+        if self._timer is None and waiter.deadline:
+            self._arm()
+
+    def send(self, data: bytes) -> None:
+        """A request with no reply: goes out in order with the others."""
+        self._outbox.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._gets:
+            self._merge_gets()
+        if self.closed or self.transport is None:
+            return  # _fail already answered the waiters; the pool flushes once connected
+        if self._outbox:
+            data = b"".join(self._outbox) if len(self._outbox) > 1 else self._outbox[0]
+            self._outbox.clear()
+            self._unsent = 0
+            self.transport.write(data)
+
+    def _merge_gets(self) -> None:
+        callers, self._gets = self._gets, []
+        if len(callers) == 1:
+            self._queue(callers[0])
+            return
+        # A get_one request is a get_bulk of one record: [head:9][dbidx:2][ksiz:4][key].
+        keys = [(int.from_bytes(w.data[9:11], "big"), w.data[_GET_ONE_HEAD:]) for w in callers]
+        future = self.loop.create_future()
+        future.add_done_callback(lambda f: _split_bulk(f, keys, callers))
+        self._queue(
+            _Waiter(kt_binary.encode_get_bulk(keys), kt_binary.parse_get_bulk_reply, future,
+                    callers[0].deadline, True)
+        )
+
+    # -- timeouts and failure ------------------------------------------------------------
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.waiting and self.waiting[0].deadline:
+            self._timer = self.loop.call_at(self.waiting[0].deadline, self._check_deadline)
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        if not self.waiting or self.closed:
+            return
+        head = self.waiting[0]
+        if self.loop.time() + 0.001 < head.deadline:
+            self._arm()
+            return
+        self._fail(
+            ServerTimeoutError(f"no reply from {self.address} within {self.timeout}s (connection closed)"),
+            "",
+        )
+
+    def _fail(self, exc: Optional[BaseException], dropped: str, every: bool = False) -> None:
+        """Close, and answer every waiting request: ``exc`` for the first (for all with
+        ``every``), then by what is known of the rest; unanswered ones may go elsewhere."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.transport is not None:
+            self.transport.abort()
+        self._buf = b""
+        self._chunks = []
+        self._outbox.clear()
+        waiting = list(self.waiting)
+        sent = len(waiting) - self._unsent
+        waiting.extend(self._gets)
+        self.waiting.clear()
+        self._gets = []
+        self.pool._discard(self)
+        timed_out = isinstance(exc, ServerTimeoutError)
+        for index, waiter in enumerate(waiting):
+            if waiter.future.done():
+                continue
+            if exc is not None and (every or index == 0):
+                error: BaseException = exc
+            elif index >= sent:
+                error = NeverSentError(f"connection to {self.address} failed before sending")
+            elif exc is None and not waiter.started:
+                error = ConnectionDroppedError(f"{dropped} before replying")
+            elif timed_out:
+                error = ServerTimeoutError(
+                    f"connection to {self.address} closed: an earlier request on it got no reply "
+                    f"within {self.timeout}s; this one was sent, its outcome is unknown"
+                )
+            else:
+                cause = "an earlier request on it failed" if exc is not None else dropped
+                error = ServerConnectionError(
+                    f"connection to {self.address} closed ({cause}); the request was sent, "
+                    "its outcome is unknown"
+                )
+            if isinstance(error, ConnectionDroppedError) and not waiter.retried and (
+                waiter.idempotent or isinstance(error, NeverSentError)
+            ):
+                waiter.retried = True  # once: the old server never answered it
+                self.pool._requeue(waiter)
+            else:
+                waiter.future.set_exception(error)
+
+    def close(self) -> None:
+        closed = ServerConnectionError(f"connection to {self.address} closed by the client")
+        self._fail(closed, "", every=True)
+
+
+def _split_bulk(future: asyncio.Future, keys: List[Tuple[int, bytes]], callers: List[_Waiter]) -> None:
+    """Hand each coalesced get its own value (None for a key the server did not return)."""
+    if future.cancelled():
+        return
+    exc = future.exception()
+    if exc is not None:
+        for waiter in callers:
+            if not waiter.future.done():
+                waiter.future.set_exception(exc)
+        return
+    found: Dict[Tuple[int, bytes], bytes] = {(db, key): value for db, key, value, _xt in future.result()}
+    for key, waiter in zip(keys, callers):
+        if not waiter.future.done():
+            waiter.future.set_result(found.get(key))
+
+
+class AsyncPool:
+    """A bounded set of pipelined connections to one server; see the module docstring."""
+
+    def __init__(self, host: str, port: int, coalesce_gets: bool = False, **settings: Any) -> None:
+        """``settings``: ``timeout``, ``connect_timeout``, ``max_size`` as ``kt.transport.Pool``
+        takes them (``max_size`` defaults to DEFAULT_ASYNC_MAX_SIZE here)."""
+        settings.setdefault("max_size", DEFAULT_ASYNC_MAX_SIZE)
+        spec = Pool(host, port, **settings)  # the sync pool validates the settings, once
+        self.host, self.port, self.address = spec.host, spec.port, spec.address
+        self.timeout, self.connect_timeout, self.max_size = spec.timeout, spec.connect_timeout, spec.max_size
+        self.coalesce_gets = coalesce_gets
+        self.loop: Any = None
+        self._pid = 0
+        self._conns: List[AsyncConnection] = []
+
+    def __repr__(self) -> str:
+        return f"<AsyncPool {self.address} {len(self._conns)}/{self.max_size} connections>"
+
+    @property
+    def size(self) -> int:
+        return len(self._conns)
+
+    def _pick(self) -> AsyncConnection:
+        """An idle connection, else a new one while below max_size, else the least loaded."""
+        if self._pid != current_pid() or self.loop is not asyncio.get_running_loop():
+            # A forked child or another event loop: the old connections are not ours to use.
+            self.loop = asyncio.get_running_loop()
+            self._pid = current_pid()
+            self._conns = []
+        best = None
+        for conn in self._conns:
+            load = conn.load
+            if not load:
+                return conn
+            if best is None or load < best.load:
+                best = conn
+        if best is None or len(self._conns) < self.max_size:
+            return self._open()
+        return best
+
+    def _open(self) -> AsyncConnection:
+        conn = AsyncConnection(self)
+        self._conns.append(conn)
+        self.loop.create_task(self._connect(conn))
+        return conn
+
+    async def _connect(self, conn: AsyncConnection) -> None:
+        try:
+            connect = self.loop.create_connection(lambda: conn, self.host, self.port)
+            try:
+                await asyncio.wait_for(connect, self.connect_timeout)
+            except asyncio.TimeoutError:
+                raise ServerTimeoutError(
+                    f"connecting to {self.address} timed out after {self.connect_timeout}s"
+                ) from None
+            except OSError as exc:
+                reason = exc.strerror or exc
+                raise ServerConnectionError(f"cannot connect to {self.address}: {reason}") from exc
+        except Exception as exc:
+            conn._fail(exc, "", every=True)
+            return
+        if conn.closed:  # closed by the client (or a timeout) while connecting
+            if conn.transport is not None:
+                conn.transport.abort()
+            return
+        conn._flush()
+
+    def _discard(self, conn: AsyncConnection) -> None:
+        try:
+            self._conns.remove(conn)
+        except ValueError:
+            pass
+
+    def _requeue(self, waiter: _Waiter) -> None:
+        try:
+            conn = self._pick()
+        except RuntimeError:  # no running event loop any more
+            waiter.future.set_exception(ServerConnectionError(f"connection to {self.address} lost"))
+        else:
+            conn.enqueue(waiter)
+
+    def submit(self, data: bytes, parse: Parser, idempotent: bool = False) -> asyncio.Future:
+        """Queue one request; returns a future of its parsed reply."""
+        return self._pick().submit(data, parse, idempotent)
+
+    async def request(self, data: bytes, parse: Parser, idempotent: bool = False) -> Any:
+        """Send one request and return its parsed reply (see the module docstring)."""
+        return await self._pick().submit(data, parse, idempotent)
+
+    def send(self, data: bytes) -> AsyncConnection:
+        """Queue a no-reply request (it goes out with this turn's other requests); returns
+        the connection that carries it (a later request on it sees the write done)."""
+        conn = self._pick()
+        conn.send(data)
+        return conn
+
+    def pin(self) -> AsyncConnection:
+        """A connection for a caller keeping server-side state on it (it stays shared)."""
+        return self._pick()
+
+    def close(self) -> None:
+        """Close every connection; requests in flight fail; the pool reconnects on demand."""
+        conns, self._conns = self._conns, []
+        if self._pid == current_pid():
+            for conn in conns:
+                conn.close()
