@@ -16,7 +16,9 @@ from kt.errors import (
     TokyoTyrantError,
 )
 from kt.kyototycoon import Cursor, KyotoTycoon
+from kt.replication import ReplicationClient, UpdateEntry
 from kt.serializers import KT_BINARY, KT_JSON, KT_MSGPACK, KT_NONE, KT_PICKLE, TT_TABLE
+from kt.sharding import ShardedKyotoTycoon, ShardedTokyoTyrant, UnshardableOperation
 from kt.tokyotyrant import (
     INDEX_NUM,
     INDEX_QGRAM,
@@ -104,4 +106,9 @@ __all__ = [
     "ORDER_STR_DESC",
     "ORDER_NUM_ASC",
     "ORDER_NUM_DESC",
+    "ShardedKyotoTycoon",
+    "ShardedTokyoTyrant",
+    "UnshardableOperation",
+    "ReplicationClient",
+    "UpdateEntry",
 ]

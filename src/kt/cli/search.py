@@ -79,13 +79,13 @@ def build_query(
 ) -> QueryBuilder:
     query = QueryBuilder()
     for word in filters:
-        query.filter(*parse_filter(word))
+        query = query.filter(*parse_filter(word))
     if order:
-        query.order_by(*parse_order(order))
+        query = query.order_by(*parse_order(order))
     if limit is not None:
-        query.limit(limit)
+        query = query.limit(limit)
     if offset:
-        query.offset(offset)
+        query = query.offset(offset)
     return query
 
 

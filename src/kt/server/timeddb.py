@@ -23,6 +23,8 @@ import time
 from fractions import Fraction
 from typing import Callable, Optional, Sequence, Union
 
+from kt.errors import ProtocolError
+from kt.protocol.kt_ulog import read_varnum
 from kt.server.engines import kc
 from kt.server.engines.kc import DUPREC, LOGIC, NOREC, KCError
 from kt.server.posix_regex import PosixRegex
@@ -87,14 +89,10 @@ def _encode_varnum(n: int) -> bytes:
 
 def _decode_varnum(buf: bytes, off: int) -> tuple[Optional[int], int]:
     """KC's readvarnum; ``(None, off)`` when the number runs past the buffer."""
-    n = 0
-    while off < len(buf):
-        c = buf[off]
-        off += 1
-        n = (n << 7) | (c & 0x7F)
-        if c < 0x80:
-            return n, off
-    return None, off
+    try:
+        return read_varnum(buf, off)
+    except ProtocolError:
+        return None, off
 
 
 def update_message(op: int, key: bytes = b"", stored: Optional[bytes] = None) -> bytes:
