@@ -16,10 +16,11 @@ the servers' asynchronous replication.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Awaitable, Callable, List, Optional, Sequence, Tuple, Union
 
 from kt.errors import KyotoTycoonError, ServerConnectionError, ServerTimeoutError
 from kt.kyototycoon import KyotoTycoon
@@ -93,9 +94,13 @@ class Shard:
         failover_after: int,
         recheck_interval: float,
         health_check: HealthCheck,
+        health_clients: Optional[Sequence[Any]] = None,
     ) -> None:
         self.name = name
         self.clients = list(clients)
+        # blocking clients of the same servers for the health check (the clients themselves
+        # unless they are asyncio ones)
+        self.health_clients = list(health_clients) if health_clients is not None else self.clients
         self.failover_after = failover_after
         self.recheck_interval = recheck_interval
         self.health_check = health_check
@@ -119,8 +124,9 @@ class Shard:
 
     def call(self, fn: Callable[[Any], Any], retry_safe: bool) -> Any:
         """``fn(client)`` on the active server, failing over as the module docstring says."""
-        if self._active and time.monotonic() >= self._next_check:
-            self._maybe_switch_back()
+        probe = self._probe_due()
+        if probe is not None and self._health(probe):
+            self._back_to_primary()
         attempts = len(self.clients)  # every server once at most
         while True:
             index = self._active
@@ -128,13 +134,41 @@ class Shard:
                 result = fn(self.clients[index])
             except ServerConnectionError as exc:
                 attempts -= 1
-                moved = _is_server_failure(exc) and self._failed(index, exc)
-                if not moved or not attempts or not (retry_safe or _never_sent(exc)):
+                if not self._retry_after(index, exc, attempts, retry_safe):
                     raise
                 continue
-            if self._failures and index == self._active:
-                self._failures = 0
+            self._succeeded(index)
             return result
+
+    async def acall(self, fn: Callable[[Any], Awaitable[Any]], retry_safe: bool) -> Any:
+        """:meth:`call` for asyncio clients: the same decisions, ``await fn(client)``; the
+        health check (blocking I/O on ``health_clients``) runs in the default executor."""
+        probe = self._probe_due()
+        if probe is not None:
+            healthy = await asyncio.get_running_loop().run_in_executor(None, self._health, probe)
+            if healthy:
+                self._back_to_primary()
+        attempts = len(self.clients)
+        while True:
+            index = self._active
+            try:
+                result = await fn(self.clients[index])
+            except ServerConnectionError as exc:
+                attempts -= 1
+                if not self._retry_after(index, exc, attempts, retry_safe):
+                    raise
+                continue
+            self._succeeded(index)
+            return result
+
+    def _retry_after(self, index: int, exc: ServerConnectionError, attempts: int, retry_safe: bool) -> bool:
+        """Count the failure of server ``index``; True when the call should go to the next one."""
+        moved = _is_server_failure(exc) and self._failed(index, exc)
+        return bool(moved and attempts and (retry_safe or _never_sent(exc)))
+
+    def _succeeded(self, index: int) -> None:
+        if self._failures and index == self._active:
+            self._failures = 0
 
     def _failed(self, index: int, exc: Exception) -> bool:
         """Count a failure of server ``index``; True when calls now go elsewhere."""
@@ -158,24 +192,31 @@ class Shard:
         )
         return True
 
-    def _maybe_switch_back(self) -> None:
+    def _probe_due(self) -> Optional[Tuple[Any, Any]]:
+        """``(primary, current)`` health-check clients when this call should probe the primary
+        (one caller per ``recheck_interval``), else None."""
+        if not self._active or time.monotonic() < self._next_check:
+            return None
         with self._lock:
             now = time.monotonic()
             if not self._active or now < self._next_check:
-                return
-            self._next_check = now + self.recheck_interval  # one probing thread per interval
-            current = self.clients[self._active]
-        primary = self.clients[0]
+                return None
+            self._next_check = now + self.recheck_interval  # one probing caller per interval
+            return self.health_clients[0], self.health_clients[self._active]
+
+    def _health(self, probe: Tuple[Any, Any]) -> bool:
         try:
-            healthy = self.health_check(primary, current)
+            return bool(self.health_check(*probe))
         except KyotoTycoonError as exc:
             log.debug("shard %s: primary still unhealthy: %s", self.name, exc)
-            return
-        if healthy:
-            with self._lock:
-                self._active = 0
-                self._failures = 0
-            log.warning("shard %s: calls go back to the primary %s:%s", self.name, primary.host, primary.port)
+            return False
+
+    def _back_to_primary(self) -> None:
+        with self._lock:
+            self._active = 0
+            self._failures = 0
+        primary = self.clients[0]
+        log.warning("shard %s: calls go back to the primary %s:%s", self.name, primary.host, primary.port)
 
 
 def kt_replication_position(primary: KyotoTycoon, current: KyotoTycoon) -> Optional[Tuple[int, int]]:

@@ -30,7 +30,20 @@ import functools
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from kt.errors import KyotoTycoonError
 from kt.failover import Address, HealthCheck, KTCatchUpCheck, Shard, TTCatchUpCheck, shard_addresses
@@ -42,6 +55,37 @@ from kt.tokyotyrant import TokyoTyrant
 __all__ = ["ShardedKyotoTycoon", "ShardedTokyoTyrant", "UnshardableOperation"]
 
 ShardSpec = Union[Address, Sequence[Address]]
+Merge = Callable[[List[Any]], Any]
+
+
+class _Plan(NamedTuple):
+    """What an operation runs: ``fn(client)`` on some shards, then ``merge`` of the results."""
+
+    calls: List[Tuple[Shard, Callable[[Any], Any]]]
+    retry_safe: bool
+    merge: Merge
+
+
+def _concat(parts: List[list], limit: Optional[int] = None) -> list:
+    merged = [item for part in parts for item in part]
+    return merged if limit is None else merged[:limit]
+
+
+def _unite(parts: List[Mapping[Any, Any]]) -> Dict[Any, Any]:
+    merged: Dict[Any, Any] = {}
+    for part in parts:
+        merged.update(part)
+    return merged
+
+
+def _nothing(parts: List[Any]) -> None:
+    return None
+
+
+def _by_key(parts: List[Mapping[Any, Any]], limit: int = 0) -> Dict[Any, Any]:
+    """Ranges of several shards as one, in key (byte) order, at most ``limit`` (0: all)."""
+    records = sorted((kv for part in parts for kv in part.items()), key=lambda kv: _key_bytes(kv[0]))
+    return dict(records[:limit] if limit else records)
 
 
 class UnshardableOperation(KyotoTycoonError, NotImplementedError):
@@ -98,7 +142,8 @@ class _Sharded:
                 raise ValueError(f"shard {name} is listed twice")
             clients = [self._client_class(host=h, port=p, **client_kwargs) for h, p in addresses]
             check = health_check or self._health_check_factory()
-            shard = Shard(name, clients, failover_after, recheck_interval, check)
+            blocking = self._health_clients(addresses, client_kwargs)
+            shard = Shard(name, clients, failover_after, recheck_interval, check, blocking)
             self.shards.append(shard)
             self._by_name[name] = shard
         weights = dict(weights or {})
@@ -112,6 +157,10 @@ class _Sharded:
         self._max_workers = max_workers or len(self.shards)
         self._pool: Optional[ThreadPoolExecutor] = None
         self._pool_lock = threading.Lock()
+
+    def _health_clients(self, addresses: List[Tuple[str, int]], kwargs: Dict[str, Any]) -> Optional[list]:
+        """Blocking clients for the health check; None: the shard's own clients are blocking."""
+        return None
 
     @staticmethod
     def _name(address: Tuple[str, int]) -> str:
@@ -147,7 +196,21 @@ class _Sharded:
             groups.setdefault(shard, []).append(key)
         return groups
 
-    # -- running --------------------------------------------------------------------------
+    # -- running: every operation is a _Plan; _execute (sync here, asyncio in kt.aio.sharding)
+    # -- runs its calls and merges the results, so the methods below serve both drivers.
+
+    def _execute(self, plan: _Plan) -> Any:
+        """Run ``fn(client)`` of every call (in parallel when more than one), then ``merge``."""
+        calls = plan.calls
+        if len(calls) == 1:
+            shard, fn = calls[0]
+            return plan.merge([shard.call(fn, plan.retry_safe)])
+        futures = [self._executor().submit(shard.call, fn, plan.retry_safe) for shard, fn in calls]
+        wait_futures(futures)
+        return plan.merge([future.result() for future in futures])
+
+    def _call_one(self, shard: Shard, fn: Callable[[Any], Any], retry_safe: bool) -> Any:
+        return shard.call(fn, retry_safe)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
@@ -156,56 +219,46 @@ class _Sharded:
                     self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="kt-shard")
         return self._pool
 
-    def _run_each(self, calls: List[Tuple[Shard, Callable[[Any], Any]]], retry_safe: bool) -> List[Any]:
-        """Run ``fn(client)`` on each shard (in parallel when more than one); results in order."""
-        if len(calls) == 1:
-            shard, fn = calls[0]
-            return [shard.call(fn, retry_safe)]
-        futures = [self._executor().submit(shard.call, fn, retry_safe) for shard, fn in calls]
-        wait_futures(futures)
-        return [future.result() for future in futures]
+    def _run(self, calls: List[Tuple[Shard, Callable[[Any], Any]]], retry_safe: bool, merge: Merge) -> Any:
+        return self._execute(_Plan(calls, retry_safe, merge))
 
-    def _fan_out(self, name: str, *args: Any, retry_safe: bool = True, **kwargs: Any) -> List[Any]:
-        """``client.name(*args, **kwargs)`` on every shard, results in shard order."""
-        return self._on_every_shard(lambda c: getattr(c, name)(*args, **kwargs), retry_safe)
+    def _fan_out(
+        self, name: str, *args: Any, retry_safe: bool = True, merge: Merge = list, **kwargs: Any
+    ) -> Any:
+        """``client.name(*args, **kwargs)`` on every shard, ``merge`` of the results in shard order."""
+        return self._on_every_shard(lambda c: getattr(c, name)(*args, **kwargs), retry_safe, merge)
 
-    def _on_every_shard(self, fn: Callable[[Any], Any], retry_safe: bool = True) -> List[Any]:
-        return self._run_each([(shard, fn) for shard in self.shards], retry_safe)
+    def _on_every_shard(self, fn: Callable[[Any], Any], retry_safe: bool = True, merge: Merge = list) -> Any:
+        return self._run([(shard, fn) for shard in self.shards], retry_safe, merge)
 
-    def _per_shard(self, name: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
-        return dict(zip([s.name for s in self.shards], self._fan_out(name, *args, **kwargs)))
+    def _per_shard(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        names = [s.name for s in self.shards]
+        return self._fan_out(name, *args, merge=lambda parts: dict(zip(names, parts)), **kwargs)
 
-    def _merge_lists(self, name: str, max_keys: Optional[int], *args: Any, **kwargs: Any) -> list:
-        merged: list = []
-        for part in self._fan_out(name, *args, **kwargs):
-            merged.extend(part)
-        return merged if max_keys is None else merged[:max_keys]
+    def _merge_lists(self, name: str, max_keys: Optional[int], *args: Any, **kwargs: Any) -> Any:
+        return self._fan_out(name, *args, merge=functools.partial(_concat, limit=max_keys), **kwargs)
 
-    def _bulk_keys(self, name: str, keys: Iterable[Any], *args: Any, retry_safe: bool = True) -> List[Any]:
-        groups = self._split(keys)
-        return self._run_each(
-            [(shard, lambda c, part=part: getattr(c, name)(part, *args)) for shard, part in groups.items()],
-            retry_safe,
-        )
+    def _bulk_keys(self, name: str, keys: Iterable[Any], *args: Any, merge: Merge = list) -> Any:
+        return self._each_part(name, self._split(keys), args, merge)
 
-    def _merged(self, name: str, keys: Iterable[Any], *args: Any) -> Dict[Any, Any]:
+    def _merged(self, name: str, keys: Iterable[Any], *args: Any) -> Any:
         """``client.name(keys_of_the_shard, *args)`` per shard, the dicts united."""
-        merged: Dict[Any, Any] = {}
-        for part in self._bulk_keys(name, keys, *args):
-            merged.update(part)
-        return merged
+        return self._bulk_keys(name, keys, *args, merge=_unite)
 
-    def _bulk_items(self, name: str, data: Mapping[Any, Any], *args: Any) -> List[Any]:
+    def _bulk_items(self, name: str, data: Mapping[Any, Any], *args: Any, merge: Merge = list) -> Any:
         if self._single is not None:
-            return [self._single.call(lambda c: getattr(c, name)(data, *args), True)]
-        groups: Dict[Shard, Dict[Any, Any]] = {}
-        node_of, by_name = self.ring.node_of, self._by_name
-        for key, value in data.items():
-            groups.setdefault(by_name[node_of(_key_bytes(key))], {})[key] = value
-        return self._run_each(
-            [(shard, lambda c, part=part: getattr(c, name)(part, *args)) for shard, part in groups.items()],
-            True,
-        )
+            groups: Dict[Shard, Mapping[Any, Any]] = {self._single: data} if data else {}
+        else:
+            groups = {}
+            node_of, by_name = self.ring.node_of, self._by_name
+            for key, value in data.items():
+                groups.setdefault(by_name[node_of(_key_bytes(key))], {})[key] = value  # type: ignore[index]
+        return self._each_part(name, groups, args, merge)
+
+    def _each_part(self, name: str, groups: Mapping[Shard, Any], args: Tuple[Any, ...], merge: Merge) -> Any:
+        """``client.name(part, *args)`` for each shard's part of a bulk call (all idempotent)."""
+        calls = [(shard, lambda c, p=part: getattr(c, name)(p, *args)) for shard, part in groups.items()]
+        return self._run(calls, True, merge)
 
     # -- connections ----------------------------------------------------------------------
 
@@ -245,7 +298,8 @@ def _key_op(client_class: Any, name: str, retry_safe: bool) -> Callable[..., Any
 
     @functools.wraps(target)
     def method(self: _Sharded, key: Any, *args: Any, **kwargs: Any) -> Any:
-        return self.shard_for(key).call(lambda c: target(c, key, *args, **kwargs), retry_safe)
+        shard = self.shard_for(key)
+        return self._call_one(shard, lambda c: getattr(c, name)(key, *args, **kwargs), retry_safe)
 
     return method
 
@@ -310,21 +364,21 @@ class ShardedKyotoTycoon(_Sharded):
         **kwargs: Any,
     ) -> int:
         """Store every pair (split per shard, in parallel); returns the number stored."""
-        return sum(self._bulk_items("set_bulk", _merge_data(__data, kwargs), db, expire_time))
+        return self._bulk_items("set_bulk", _merge_data(__data, kwargs), db, expire_time, merge=sum)
 
     update = set_bulk
 
     def remove_bulk(self, keys: Iterable[Any], db: Optional[int] = None) -> int:
         """Remove every key (split per shard, in parallel); returns the number removed."""
-        return sum(self._bulk_keys("remove_bulk", keys, db))
+        return self._bulk_keys("remove_bulk", keys, db, merge=sum)
 
     # -- whole database -------------------------------------------------------------------
 
     def clear(self, db: Optional[int] = None) -> bool:
-        return all(self._fan_out("clear", db))
+        return self._fan_out("clear", db, merge=all)
 
     def count(self, db: Optional[int] = None) -> int:
-        return sum(self._fan_out("count", db))
+        return self._fan_out("count", db, merge=sum)
 
     def __len__(self) -> int:
         return self.count()
@@ -332,7 +386,7 @@ class ShardedKyotoTycoon(_Sharded):
     @property
     def size(self) -> int:
         """Sum of the shards' database sizes."""
-        return sum(int(status["size"]) for status in self.status().values())
+        return self._fan_out("status", merge=lambda parts: sum(int(status["size"]) for status in parts))
 
     def status(self, db: Optional[int] = None) -> Dict[str, Dict[str, str]]:
         """``{shard name: that server's status}``."""
@@ -344,10 +398,10 @@ class ShardedKyotoTycoon(_Sharded):
     def synchronize(
         self, hard: bool = False, command: Optional[str] = None, db: Optional[int] = None
     ) -> bool:
-        return all(self._fan_out("synchronize", hard, command, db))
+        return self._fan_out("synchronize", hard, command, db, merge=all)
 
     def vacuum(self, step: int = 0, db: Optional[int] = None) -> bool:
-        return all(self._fan_out("vacuum", step, db))
+        return self._fan_out("vacuum", step, db, merge=all)
 
     def match_prefix(self, prefix: Any, max_keys: Optional[int] = None, db: Optional[int] = None) -> list:
         """Matching keys of every shard, shard by shard (at most ``max_keys`` in all)."""
@@ -446,7 +500,7 @@ class ShardedTokyoTyrant(_Sharded):
 
     def set_bulk(self, __data: Optional[Mapping[Any, Any]] = None, **kwargs: Any) -> bool:
         data = _merge_data(__data, kwargs)
-        return all(self._bulk_items("set_bulk", data)) if data else True
+        return self._bulk_items("set_bulk", data, merge=all)
 
     def update(
         self,
@@ -463,12 +517,10 @@ class ShardedTokyoTyrant(_Sharded):
 
     def setnr_bulk(self, __data: Optional[Mapping[Any, Any]] = None, **kwargs: Any) -> None:
         data = _merge_data(__data, kwargs)
-        if data:
-            self._bulk_items("setnr_bulk", data)
+        return self._bulk_items("setnr_bulk", data, merge=_nothing)
 
     def remove_bulk(self, keys: Iterable[Any]) -> bool:
-        keys = list(keys)
-        return all(self._bulk_keys("remove_bulk", keys)) if keys else True
+        return self._bulk_keys("remove_bulk", keys, merge=all)
 
     def misc(
         self, cmd: Union[str, bytes], args: Optional[Sequence[Any]] = None, update_log: bool = True
@@ -484,18 +536,15 @@ class ShardedTokyoTyrant(_Sharded):
             for i in range(0, len(args) - stride + 1, stride):
                 shard = by_name[node_of(_arg_bytes(args[i]))]
                 groups.setdefault(shard, []).extend(args[i : i + stride])
-            if not groups:
-                return []
-            parts = self._run_each(
+            return self._run(
                 [(s, lambda c, p=part: c.misc(name, p, update_log)) for s, part in groups.items()],
                 True,  # getlist/putlist/outlist: repeating them changes nothing
+                lambda parts: None if any(part is None for part in parts) else _concat(parts),
             )
-            if any(part is None for part in parts):
-                return None
-            return [item for part in parts for item in part]
         if name in self._MISC_ONE_KEY and args:
             shard = self._by_name[self.ring.node_of(_arg_bytes(args[0]))]
-            return shard.call(lambda c: c.misc(name, args, update_log), name in (b"get", b"put", b"out"))
+            retry_safe = name in (b"get", b"put", b"out")
+            return self._call_one(shard, lambda c: c.misc(name, args, update_log), retry_safe)
         raise UnshardableOperation(
             f"ShardedTokyoTyrant.misc({name.decode('utf-8', 'replace')!r}) cannot be sharded: {_ONE_SERVER}"
         )
@@ -506,22 +555,22 @@ class ShardedTokyoTyrant(_Sharded):
             raise UnshardableOperation(
                 f"ShardedTokyoTyrant.script without a key cannot be sharded: {_ONE_SERVER}"
             )
-        return self.shard_for(key).call(lambda c: c.script(name, key, value, **kwargs), False)
+        return self._call_one(self.shard_for(key), lambda c: c.script(name, key, value, **kwargs), False)
 
     # -- whole database -------------------------------------------------------------------
 
     def clear(self) -> bool:
-        return all(self._fan_out("clear"))
+        return self._fan_out("clear", merge=all)
 
     def count(self) -> int:
-        return sum(self._fan_out("count"))
+        return self._fan_out("count", merge=sum)
 
     def __len__(self) -> int:
         return self.count()
 
     @property
     def size(self) -> int:
-        return sum(self._on_every_shard(lambda c: c.size))
+        return self._on_every_shard(lambda c: c.size, merge=sum)
 
     def status(self) -> Dict[str, Dict[str, str]]:
         return self._per_shard("status")
@@ -529,22 +578,23 @@ class ShardedTokyoTyrant(_Sharded):
     @property
     def error(self) -> Dict[str, Any]:
         """``{shard name: (code, message) or None}``."""
-        return dict(zip([s.name for s in self.shards], self._on_every_shard(lambda c: c.error)))
+        names = [s.name for s in self.shards]
+        return self._on_every_shard(lambda c: c.error, merge=lambda parts: dict(zip(names, parts)))
 
     def synchronize(self) -> bool:
-        return all(self._fan_out("synchronize"))
+        return self._fan_out("synchronize", merge=all)
 
     def optimize(self, options: Union[str, bytes] = "") -> bool:
-        return all(self._fan_out("optimize", options))
+        return self._fan_out("optimize", options, merge=all)
 
     def set_index(self, name: Union[str, bytes], index_type: int, check_exists: bool = False) -> bool:
-        return all(self._fan_out("set_index", name, index_type, check_exists))
+        return self._fan_out("set_index", name, index_type, check_exists, merge=all)
 
     def optimize_index(self, name: Union[str, bytes]) -> bool:
-        return all(self._fan_out("optimize_index", name))
+        return self._fan_out("optimize_index", name, merge=all)
 
     def delete_index(self, name: Union[str, bytes]) -> bool:
-        return all(self._fan_out("delete_index", name))
+        return self._fan_out("delete_index", name, merge=all)
 
     def match_prefix(self, prefix: Any, max_keys: Optional[int] = 1024) -> List[Any]:
         return self._merge_lists("match_prefix", max_keys, prefix, max_keys)
@@ -554,11 +604,8 @@ class ShardedTokyoTyrant(_Sharded):
 
     def get_range(self, start: Any = None, stop: Any = None, max_keys: int = 0) -> Dict[Any, Any]:
         """B+ tree ranges of every shard, merged in key (byte) order, at most ``max_keys``."""
-        records: List[Tuple[Any, Any]] = []
-        for part in self._fan_out("get_range", start, stop, max_keys):
-            records.extend(part.items())
-        records.sort(key=lambda kv: _key_bytes(kv[0]))
-        return dict(records[:max_keys] if max_keys else records)
+        merge = functools.partial(_by_key, limit=max_keys)
+        return self._fan_out("get_range", start, stop, max_keys, merge=merge)
 
     def keys(self) -> List[Any]:
         """Every key, shard after shard (each in its database's order)."""
@@ -579,12 +626,8 @@ class ShardedTokyoTyrant(_Sharded):
         Ordering (``setorder``) and limits (``setlimit``) apply within each shard's part.
         """
         expressions = list(expressions)
-        parts = self._fan_out("search", expressions, cmd, retry_safe=cmd != "out")
-        if cmd == "count":
-            return sum(parts)
-        if cmd == "out":
-            return all(parts)
-        return [item for part in parts for item in part]
+        merge = sum if cmd == "count" else all if cmd == "out" else _concat
+        return self._fan_out("search", expressions, cmd, retry_safe=cmd != "out", merge=merge)
 
     # -- mapping protocol: the client's own methods (they call get_range/get/set/remove/exists)
     __getitem__ = TokyoTyrant.__getitem__

@@ -6,7 +6,8 @@ and the driver (:func:`kt.ops.arun`) are asyncio-specific.
 """
 
 from kt.aio.kyototycoon import Cursor, KyotoTycoon
+from kt.aio.sharding import ShardedKyotoTycoon, ShardedTokyoTyrant
 from kt.aio.tokyotyrant import TokyoTyrant
 from kt.aio.transport import AsyncPool
 
-__all__ = ["AsyncPool", "Cursor", "KyotoTycoon", "TokyoTyrant"]
+__all__ = ["AsyncPool", "Cursor", "KyotoTycoon", "ShardedKyotoTycoon", "ShardedTokyoTyrant", "TokyoTyrant"]
