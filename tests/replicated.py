@@ -88,9 +88,39 @@ class ReplicatedPair:
         )
 
     def start(self, i: Optional[int] = None) -> None:
-        """Start server ``i`` (both when None)."""
+        """Start server ``i`` (both when None, and then wait until both replication links work)."""
         for j in range(2) if i is None else [i]:
             self.servers[j].run()
+        if i is None:
+            self.wait_linked()
+
+    def wait_linked(self, timeout: float = 30.0) -> None:
+        """Wait until each server applies the other's updates.
+
+        The real ttserver's slave connects on a timer (its first try often finds the peer not yet
+        listening), so right after start a write can stay unreplicated for seconds; a failover
+        test that kills a server then would see its old writes arrive on the replica after the
+        newer ones made during the outage (Tokyo Tyrant applies updates in arrival order).  A
+        probe record written on each side and seen on the other proves both links; it is removed
+        again (and the removal waited for) so the databases stay as they were.
+        """
+        from kt import KT_NONE, KyotoTycoon, TokyoTyrant
+
+        cls = KyotoTycoon if self.product == "kt" else TokyoTyrant
+        clients = [cls("127.0.0.1", port, serializer=KT_NONE, timeout=10) for port in self.ports]
+        deadline = time.monotonic() + timeout
+        try:
+            for i, (source, target) in enumerate([clients, clients[::-1]]):
+                probe = b"__replication_probe_%d__" % i
+                for value in (b"1", None):  # written, then removed
+                    source.set(probe, value) if value else source.remove(probe)
+                    while target.get(probe) != value:
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"servers {self.addresses} do not replicate to each other")
+                        time.sleep(0.05)
+        finally:
+            for client in clients:
+                client.close()
 
     def kill(self, i: int) -> None:
         """``kill -9`` server ``i`` (no shutdown, no final sync)."""

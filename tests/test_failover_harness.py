@@ -231,7 +231,8 @@ def _check_caught_up(
                     break
                 assert time.monotonic() < deadline, (
                     f"shard {pair.addresses}: servers still differ after {timeout}s "
-                    f"({counts[0]} vs {counts[1]} records, {len(mine)} keys written)"
+                    f"({counts[0]} vs {counts[1]} records, {len(mine)} keys written); "
+                    f"(key, first, second, acknowledged): {_differences(mine, values_a, values_b)[:5]}"
                 )
                 time.sleep(0.3)
             missing += sum(values_a.get(k) != v for k, v in mine.items())
@@ -239,3 +240,8 @@ def _check_caught_up(
             a.close()
             b.close()
     return missing, waited
+
+
+def _differences(acked, a, b):
+    """``(key, first server's value, second's, latest acknowledged)`` where the servers differ."""
+    return [(k, a.get(k), b.get(k), v) for k, v in acked.items() if a.get(k) != b.get(k)]

@@ -8,6 +8,7 @@ checked on a dual-master pair (tests/replicated.py).
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -40,17 +41,27 @@ def _start_all(servers):
     return servers
 
 
-@pytest.fixture(scope="module")
-def kt_trio():
-    servers = _start_all([EmbeddedServer(None, database=["*", "%"]) for _ in range(3)])
+def _flavours(variable):
+    """The bundled server, and the real one named by ``variable`` when it is set."""
+    yield pytest.param(None, id="bundled")
+    yield pytest.param(
+        os.environ.get(variable),
+        id="real",
+        marks=pytest.mark.skipif(not os.environ.get(variable), reason=f"{variable} is not set"),
+    )
+
+
+@pytest.fixture(scope="module", params=list(_flavours("KTSERVER")))
+def kt_trio(request):
+    servers = _start_all([EmbeddedServer(request.param, database=["*", "%"]) for _ in range(3)])
     yield servers
     for server in servers:
         server.stop()
 
 
-@pytest.fixture(scope="module")
-def tt_trio():
-    servers = _start_all([EmbeddedTokyoTyrantServer(None, database="+") for _ in range(3)])
+@pytest.fixture(scope="module", params=list(_flavours("TTSERVER")))
+def tt_trio(request):
+    servers = _start_all([EmbeddedTokyoTyrantServer(request.param, database="+") for _ in range(3)])
     yield servers
     for server in servers:
         server.stop()
@@ -248,9 +259,9 @@ def test_tt_single_key_and_misc_operations(stt):
 # -- failover -----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def kt_pair(tmp_path):
-    pair = ReplicatedPair("kt", str(tmp_path / "pair"))
+@pytest.fixture(params=list(_flavours("KTSERVER")))
+def kt_pair(tmp_path, request):
+    pair = ReplicatedPair("kt", str(tmp_path / "pair"), server=request.param)
     pair.start()
     yield pair
     pair.stop()
@@ -318,10 +329,11 @@ def test_kt_health_check_waits_for_catch_up(kt_pair):
     assert applied >= newest > 0
 
 
-def test_tt_failover_and_catch_up_check(tmp_path):
+@pytest.mark.parametrize("server", list(_flavours("TTSERVER")))
+def test_tt_failover_and_catch_up_check(tmp_path, server):
     from kt.failover import TTCatchUpCheck
 
-    pair = ReplicatedPair("tt", str(tmp_path / "ttpair"))
+    pair = ReplicatedPair("tt", str(tmp_path / "ttpair"), server=server)
     pair.start()
     client = ShardedTokyoTyrant([tuple(pair.addresses)], recheck_interval=0.2, serializer=KT_NONE)
     primary, replica = (TokyoTyrant("127.0.0.1", port, serializer=KT_NONE) for port in pair.ports)

@@ -219,18 +219,29 @@ class Shard:
         log.warning("shard %s: calls go back to the primary %s:%s", self.name, primary.host, primary.port)
 
 
-def kt_replication_position(primary: KyotoTycoon, current: KyotoTycoon) -> Optional[Tuple[int, int]]:
+# The real ktserver keeps update-log entries in memory and writes them to the log file (where
+# ``ulog_list`` sees them) every 0.1 s (``UpdateLogger::FLUSHWAIT`` in ktulog.h).
+KT_ULOG_FLUSH_WAIT = 0.1
+
+
+def kt_replication_position(
+    primary: KyotoTycoon, current: KyotoTycoon, settle: float = 0.0
+) -> Optional[Tuple[int, int]]:
     """``(applied, logged)``: the newest update ``primary`` applied from ``current`` and the newest
     ``current`` logged; None when ``primary`` does not replicate from ``current`` (or
     ``current`` keeps no update log).  Raises when ``primary`` does not answer.
 
     The primary's ``report`` shows the timestamp of the last update it applied from its master
     (``repl_timestamp``); the master's ``ulog_list`` shows the newest timestamp it logged.
+    ``settle`` seconds pass between the two, so that what ``current`` acknowledged before the
+    call has reached its log file (see ``KT_ULOG_FLUSH_WAIT``).
     """
     report = primary.report()
     applied = report.get("repl_timestamp")
     if applied is None or report.get("repl_master_port") != str(current.port):
         return None
+    if settle:
+        time.sleep(settle)
     logged = _newest_logged(current)
     return None if logged is None else (int(applied), logged)
 
@@ -267,14 +278,17 @@ class KTCatchUpCheck:
     While writes keep arriving on the replica its log never stops moving, so "everything logged
     now" is rarely reached; the target of the previous check is, once the primary's replication
     delay is below ``recheck_interval``.  Moving back before that could let a write on the
-    primary be overwritten by an older one still on its way from the replica.
+    primary be overwritten by an older one still on its way from the replica.  ``settle``: the
+    wait before reading the replica's log position, so that writes it acknowledged just before
+    the check are in its log file (the real ktserver flushes its log every 0.1 s).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, settle: float = 1.5 * KT_ULOG_FLUSH_WAIT) -> None:
         self._target: Optional[int] = None
+        self.settle = settle
 
     def __call__(self, primary: KyotoTycoon, current: KyotoTycoon) -> bool:
-        position = kt_replication_position(primary, current)
+        position = kt_replication_position(primary, current, self.settle)
         if position is None:
             return True  # not replicating from the server we use now: nothing to wait for
         applied, logged = position
@@ -294,10 +308,12 @@ class TTCatchUpCheck:
     the last update it applied (``rts``).  Tokyo Tyrant shows no log position of its own, so the
     check asks the replica's update-log stream, as a slave with the primary's id (the stream
     then leaves out what originated on the primary), for the updates after ``rts``: when none
-    arrives within ``window`` seconds the primary has caught up.
+    arrives within ``window`` seconds the primary has caught up.  The real ttserver reads its
+    log for a new reader only after waiting up to 1 s for a write (``tculrdwait`` in
+    tculog.c), so the window must be longer than that.
     """
 
-    def __init__(self, window: float = 0.3) -> None:
+    def __init__(self, window: float = 1.5) -> None:
         self.window = window
 
     def __call__(self, primary: TokyoTyrant, current: TokyoTyrant) -> bool:
