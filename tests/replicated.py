@@ -17,9 +17,33 @@ import socket
 import time
 from typing import List, Optional
 
+import pytest
+
 from kt.embedded import EmbeddedServer, EmbeddedTokyoTyrantServer
 
 _DB_SUFFIX = {"kt": "kch", "tt": "tch"}
+
+
+def flavours(variable: str):
+    """pytest params: the bundled server (None), and the real one named by ``variable`` when set."""
+    yield pytest.param(None, id="bundled")
+    yield pytest.param(
+        os.environ.get(variable),
+        id="real",
+        marks=pytest.mark.skipif(not os.environ.get(variable), reason=f"{variable} is not set"),
+    )
+
+
+def start_all(servers: list) -> list:
+    """Run every embedded server; stop them all if one fails to start."""
+    try:
+        for server in servers:
+            server.run()
+    except Exception:
+        for server in servers:
+            server.stop()
+        raise
+    return servers
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> List[int]:

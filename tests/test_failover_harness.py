@@ -50,8 +50,19 @@ def _flavours():
             product,
             os.environ.get(variable),
             id=f"{product}-real",
-            marks=pytest.mark.skipif(not os.environ.get(variable), reason=f"{variable} is not set"),
+            marks=[
+                pytest.mark.skipif(not os.environ.get(variable), reason=f"{variable} is not set"),
+                *([pytest.mark.xfail(reason=_KT_ULOG_CACHE, strict=False)] if product == "kt" else []),
+            ],
         )
+
+
+# Seen with ktserver 0.9.56: the replica of the killed server misses ~400 of the keys the killed
+# server acknowledged just before kill -9 (they are in its database file, not in its update log).
+_KT_ULOG_CACHE = (
+    "the real ktserver keeps update-log entries in memory for up to 0.1 s (FLUSHWAIT in ktulog.h): "
+    "writes the killed server acknowledged just before kill -9 never reach its replica"
+)
 
 
 def _value(key: bytes, version: int) -> bytes:

@@ -292,6 +292,7 @@ class KTCatchUpCheck:
         if position is None:
             return True  # not replicating from the server we use now: nothing to wait for
         applied, logged = position
+        log.debug("catch-up check: primary applied %d, replica logged %d", applied, logged)
         target = logged if self._target is None else self._target
         self._target = logged
         if applied >= target:
@@ -308,12 +309,14 @@ class TTCatchUpCheck:
     the last update it applied (``rts``).  Tokyo Tyrant shows no log position of its own, so the
     check asks the replica's update-log stream, as a slave with the primary's id (the stream
     then leaves out what originated on the primary), for the updates after ``rts``: when none
-    arrives within ``window`` seconds the primary has caught up.  The real ttserver reads its
-    log for a new reader only after waiting up to 1 s for a write (``tculrdwait`` in
-    tculog.c), so the window must be longer than that.
+    arrives within ``window`` seconds the primary has caught up.  The real ttserver sends a
+    keep-alive at once, reads its log for the new reader only after waiting up to 1 s for a
+    write (``tculrdwait`` in tculog.c) and sends the next keep-alive after that read: the
+    window must reach that second keep-alive (it ends the wait; a silent server ends it by
+    the socket timeout).
     """
 
-    def __init__(self, window: float = 1.5) -> None:
+    def __init__(self, window: float = 1.0) -> None:
         self.window = window
 
     def __call__(self, primary: TokyoTyrant, current: TokyoTyrant) -> bool:
@@ -323,10 +326,11 @@ class TTCatchUpCheck:
         if status.get("mport") != str(current.port) or "rts" not in status or int(status.get("sid", 0)) < 1:
             return True  # not replicating from the server we use now: nothing to wait for
         stream = ReplicationClient(
-            current.host, current.port, sid=int(status["sid"]), server="tt", timeout=self.window
+            current.host, current.port, sid=int(status["sid"]), server="tt", timeout=self.window + 0.5
         )
         try:
-            for _entry in stream.updates(start_ts=int(status["rts"])):
+            # ttserver refuses a start timestamp of 0 (its rts is 0 until its slave applied something)
+            for _entry in stream.updates(start_ts=max(int(status["rts"]), 1), idle_timeout=self.window):
                 return False  # the replica has an update the primary has not applied yet
         except ServerTimeoutError:
             return True  # nothing newer within the window
