@@ -304,6 +304,22 @@ def test_export_import_round_trip_is_byte_identical(kt, tmp_path, fmt):
         assert {r.key: (r.value, r.xt) for r in records} == expected
 
 
+def test_round_trip_of_100k_records_is_byte_identical(kt, tmp_path):
+    """The issue's acceptance check at full size: 100k binary records, two thirds expiring."""
+    db = kt.client(serializer=KT_NONE, decode_keys=False)
+    expected = _fill(db, 100_000, int(time.time()))
+    first, second = tmp_path / "first.tsv", tmp_path / "second.tsv"
+    assert run(kt, "--db", "1", "export", str(first)).exit_code == 0
+    records = [decode_tsv(line) for line in first.read_bytes().splitlines()]
+    assert {r.key: (r.value, r.xt) for r in records} == expected
+    db.clear(db=1)
+    imported = run(kt, "--db", "1", "import", str(first))
+    assert imported.exit_code == 0 and "imported 100,000 records" in imported.stderr, imported.stderr
+    assert run(kt, "--db", "1", "export", str(second)).exit_code == 0
+    assert first.read_bytes() == second.read_bytes()
+    db.clear(db=1)
+
+
 def test_round_trip_through_a_pipe_of_two_processes(kt):
     db = kt.client(serializer=KT_NONE, decode_keys=False)
     _fill(db, 1000, int(time.time()))
