@@ -6,9 +6,15 @@ process driving N raw sockets with a selector, one request in flight per connect
 pre-built once with the KT codecs; so the numbers are the server's plus one loopback round trip.
 
     .venv/bin/python bench/bench_kt_server.py [--seconds 1] [--rounds 3] [--conns 1,4,16] [--profile]
+    KTSERVER=/path/to/ktserver .venv/bin/python bench/bench_kt_server.py --versus [--load 1000000]
 
 ``--profile`` runs the real connection handler in-process on a socketpair under cProfile and
 prints where the server's time goes for each workload.
+
+``--versus`` runs the bundled server and the real ktserver ($KTSERVER) side by side, same
+load generator (bench/_versus.py), interleaved rounds, and prints bundled ÷ real: get/set at
+1/4/16 connections, get/set/remove_bulk of 1000 x 100 B at 1/4, loading ``--load`` records
+with set_bulk batches of 1000 (time and server RSS), and match_prefix over those records.
 """
 
 from __future__ import annotations
@@ -63,6 +69,94 @@ def workloads() -> List[Tuple[str, bytes, Callable]]:
          kb.parse_set_bulk_reply),
         ("HTTP RPC get", rpc_request(b"get", [(b"key", b"key%05d" % 1234)]), parse_http_reply),
     ]
+
+
+VALUE = bytes(range(100))  # 100-byte benchmark values
+
+
+def _records(keys: List[bytes]) -> List[Tuple[int, bytes, bytes, int]]:
+    return [(0, key, VALUE, NO_XT) for key in keys]
+
+
+def _count_reply(buf, pos: int = 0) -> Optional[Tuple[int, int]]:
+    """A set_bulk or remove_bulk reply (magic + 4-byte count): both alternate on one connection."""
+    if len(buf) - pos < 5:
+        return None
+    if buf[pos] == kb.MAGIC_REMOVE_BULK:
+        return kb.parse_remove_bulk_reply(buf, pos)
+    return kb.parse_set_bulk_reply(buf, pos)
+
+
+def versus_workloads() -> list:
+    """The issue-13 table's KT rows, as _versus workloads (conn ``c`` uses its own keys)."""
+    from _versus import Workload
+
+    def bulk_keys(c: int) -> List[bytes]:
+        return [b"key%05d" % ((c * 1000 + i) % RECORDS) for i in range(1000)]
+
+    def fill(target) -> None:
+        from _versus import connect, exchange
+
+        sock = connect(target)
+        for start in range(0, RECORDS, 1000):
+            exchange(sock, kb.encode_set_bulk(_records([b"key%05d" % i for i in range(start, start + 1000)])),
+                     kb.parse_set_bulk_reply)
+        sock.close()
+
+    removes = []
+    for c in range(4):
+        keys = [b"rm%d-%04d" % (c, i) for i in range(1000)]
+        removes.append([kb.encode_remove_bulk([(0, k) for k in keys]), kb.encode_set_bulk(_records(keys))])
+    return [
+        Workload("get", [[kb.encode_get_bulk([(0, b"key%05d" % (1234 + c))])] for c in range(16)],
+                 kb.parse_get_bulk_reply, (1, 4, 16), setup=fill),
+        Workload("set 100 B", [[kb.encode_set_bulk(_records([b"set%02d" % c]))] for c in range(16)],
+                 kb.parse_set_bulk_reply, (1, 4, 16)),
+        Workload("get_bulk 1000", [[kb.encode_get_bulk([(0, k) for k in bulk_keys(c)])] for c in range(4)],
+                 kb.parse_get_bulk_reply, (1, 4)),
+        Workload("set_bulk 1000 x 100 B", [[kb.encode_set_bulk(_records(bulk_keys(c)))] for c in range(4)],
+                 kb.parse_set_bulk_reply, (1, 4)),
+        Workload("remove_bulk 1000 / set_bulk 1000 alternating", removes, _count_reply, (1, 4)),
+    ]
+
+
+def run_versus(args) -> None:
+    """Bundled vs real ktserver: the ratio tables of issue 13."""
+    from _versus import Workload, load_records, load_table, servers, versus, versus_table
+
+    conns = tuple(int(c) for c in args.conns.split(","))
+    workloads = versus_workloads()
+    for w in workloads:
+        w.conns = tuple(c for c in w.conns if c in conns) or w.conns[:1]
+    with servers("kt", "*") as targets:
+        cells = versus(targets, workloads, args.rounds, args.seconds)
+    print("\n### KT: bundled ÷ real ktserver (in-memory `*`, 10k records of 100 B)\n")
+    print(versus_table(cells))
+    if not args.load:
+        return
+    batches = [range(start, min(start + 1000, args.load)) for start in range(0, args.load, 1000)]
+    requests = [kb.encode_set_bulk(_records([b"key%07d" % i for i in batch])) for batch in batches]
+    results: dict = {"bundled": [], "real": []}
+    cells = []
+    prefix = b"key%s" % (b"%07d" % (args.load // 2))[:-2]  # matches 100 keys
+    search = Workload(f"match_prefix (100 of {args.load} keys)",
+                      [[rpc_request(b"match_prefix", [(b"prefix", prefix)])]], parse_http_reply, (1,))
+    for _ in range(args.load_rounds):
+        with servers("kt", "*") as targets:
+            for target in targets:
+                results[target.name].append(load_records(target, requests, kb.parse_set_bulk_reply))
+            print(f"  loaded {args.load:,}: " + ", ".join(
+                f"{name} {runs[-1].seconds:.2f} s" for name, runs in results.items()), flush=True)
+            cells.extend(versus(targets, [search], max(1, args.rounds // args.load_rounds), args.seconds))
+    merged = cells[0]
+    for cell in cells[1:]:
+        for name in merged.rates:
+            merged.rates[name] += cell.rates[name]
+            merged.cpu_us[name] += cell.cpu_us[name]
+    print(f"\n### KT: loading {args.load:,} records of 100 B, set_bulk batches of 1000, one connection\n")
+    print(load_table(results, args.load))
+    print("\n### KT: match_prefix over the loaded records\n")
+    print(versus_table([merged]))
 
 
 def start_server(workdir: str, dbname: str) -> Tuple[subprocess.Popen, int]:
@@ -196,7 +290,13 @@ def main() -> int:
     ap.add_argument("--conns", default="1,4,16")
     ap.add_argument("--db", default="*", help="database name given to the server (default '*')")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--versus", action="store_true", help="bundled vs real ktserver ($KTSERVER), ratios")
+    ap.add_argument("--load", type=int, default=1000000, help="--versus: records to load (0: skip)")
+    ap.add_argument("--load-rounds", type=int, default=2, help="--versus: fresh server pairs for loading")
     args = ap.parse_args()
+    if args.versus:
+        run_versus(args)
+        return 0
     if os.environ.get("KT_BENCH_QUICK", "") not in ("", "0"):
         args.seconds = min(args.seconds, 0.3)
     conns_list = [int(c) for c in args.conns.split(",")]

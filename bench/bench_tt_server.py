@@ -10,6 +10,11 @@ the server's, plus one loopback round trip each.
 
 ``--profile`` also runs the request path in-process (codec parse -> service -> reply encode,
 no sockets) under cProfile and prints the top functions.
+
+``TTSERVER=/path/to/ttserver bench_tt_server.py --versus`` runs the bundled server and the real
+ttserver side by side (bench/_versus.py: same load generator, interleaved rounds) and prints
+bundled ÷ real: get/put at 1/4/16 connections and mget/putlist/outlist of 1000 x 100 B at 1/4
+on ``*``, and the indexed table search (limit 10) on a ``.tct``.
 """
 
 from __future__ import annotations
@@ -117,6 +122,57 @@ def workloads() -> List[Tuple[str, bytes, Callable]]:
     ]
 
 
+def versus_workloads() -> Tuple[list, list]:
+    """The issue-13 table's TT rows: (workloads on ``*``, workloads on a table database)."""
+    from _versus import Workload, connect
+
+    value = bytes(range(100))
+
+    def putlist(keys: List[bytes]) -> bytes:
+        return tt.encode_misc(b"putlist", [x for k in keys for x in (k, value)])
+
+    def fill(target) -> None:
+        sock = connect(target)
+        for start in range(0, RECORDS, 1000):
+            call(sock, putlist([b"%05d" % i for i in range(start, start + 1000)]), tt.parse_misc)
+        sock.close()
+
+    def bulk_keys(c: int) -> List[bytes]:
+        return [b"%05d" % ((c * 1000 + i) % RECORDS) for i in range(1000)]
+
+    alternating = []
+    for c in range(4):
+        keys = [b"rm%d-%04d" % (c, i) for i in range(1000)]
+        alternating.append([tt.encode_misc(b"outlist", keys), putlist(keys)])
+    plain = [
+        Workload("get", [[tt.encode_get(b"%05d" % (1234 + c))] for c in range(16)], tt.parse_get,
+                 (1, 4, 16), setup=fill),
+        Workload("put 100 B", [[tt.encode_put(b"put%02d" % c, value)] for c in range(16)], tt.parse_put),
+        Workload("mget 1000", [[tt.encode_mget(bulk_keys(c))] for c in range(4)], tt.parse_mget, (1, 4)),
+        Workload("misc putlist 1000 x 100 B", [[putlist(bulk_keys(c))] for c in range(4)], tt.parse_misc,
+                 (1, 4)),
+        Workload("misc outlist 1000 / putlist 1000 alternating", alternating, tt.parse_misc, (1, 4)),
+    ]
+    search = tt.encode_misc(b"search", [tt.query_addcond("age", 8, "42"), tt.query_setlimit(10, 0)], opts=1)
+    table = [Workload("table search (indexed, limit 10)", [[search]], tt.parse_misc, (1, 4),
+                      setup=lambda target: prepare(target.port))]
+    return plain, table
+
+
+def run_versus(args) -> None:
+    from _versus import servers, versus, versus_table
+
+    plain, table = versus_workloads()
+    with servers("tt", "*") as targets:
+        cells = versus(targets, plain, args.rounds, args.seconds)
+    with tempfile.TemporaryDirectory() as workdir:
+        with servers("tt", os.path.join(workdir, "bench-%s.tct")) as targets:
+            cells += versus(targets, table, args.rounds, args.seconds)
+    print("\n### TT: bundled ÷ real ttserver (`*` with 10k records of 100 B; search on a `.tct` of "
+          "10k rows, index on age)\n")
+    print(versus_table(cells))
+
+
 def profile(seconds: float) -> None:
     """cProfile of the in-process request path for each workload (no sockets)."""
     import cProfile
@@ -154,7 +210,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--conns", default="1,4,16")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--versus", action="store_true", help="bundled vs real ttserver ($TTSERVER), ratios")
+    ap.add_argument("--rounds", type=int, default=5, help="--versus: interleaved rounds")
     args = ap.parse_args()
+    if args.versus:
+        run_versus(args)
+        return 0
     conns_list = [int(c) for c in args.conns.split(",")]
     with tempfile.TemporaryDirectory() as workdir:
         proc, port = start_server(os.path.join(workdir, "bench.tct"), workdir)

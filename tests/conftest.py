@@ -19,6 +19,7 @@ it.  Clients made by the factory are closed after each test.
 | ``real_tt_server`` (``_btree``, ``_table``) | ``$TTSERVER`` | as the bundled ones |
 | ``kt_servers`` | params ``bundled``, ``real`` | as ``kt_server`` |
 | ``tt_servers`` (``_btree``, ``_table``) | params ``bundled``, ``real`` | hash / B+ tree / table |
+| ``any_server`` | params kt/tt × bundled/real (``.product`` says which) | as above (TT: hash) |
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class RunningServer:
         self.port: int = embedded.port
         self.databases: List[str] = list(embedded.databases)
         self._clients: List[Any] = []
+        self.product: str = embedded.product  # "kt" or "tt"
 
     def client(self, **kwargs: Any) -> Any:
         """A new client bound to this server (closed after the test)."""
@@ -148,8 +150,12 @@ def _kt(farm: ServerFarm, flavour: str, kind: str = "mem") -> RunningServer:
 def _tt(farm: ServerFarm, flavour: str, kind: str) -> RunningServer:
     name = TT_DATABASES[kind]
     database = name if name == "*" else os.path.join(farm.tmp_dir, f"{flavour}-{name}")
+    # A replication timestamp file of its own: a test that calls set_master makes ttserver
+    # write it, and without -rts that would land in the directory pytest runs in.
+    rts = ["-rts", os.path.join(farm.tmp_dir, f"tt-{flavour}-{kind}.rts")]
     return farm.get(
-        f"tt-{flavour}-{kind}", lambda: _start(EmbeddedTokyoTyrantServer, flavour, database=database)
+        f"tt-{flavour}-{kind}",
+        lambda: _start(EmbeddedTokyoTyrantServer, flavour, database=database, server_args=rts),
     )
 
 
@@ -225,3 +231,46 @@ def tt_servers_btree(request, server_farm) -> RunningServer:
 @pytest.fixture(params=["bundled", "real"])
 def tt_servers_table(request, server_farm) -> RunningServer:
     return _tt(server_farm, request.param, "table")
+
+
+# -- with the shipped Lua scripts (kt/scripts/kt.lua, tt.lua) ------------------------------
+
+
+def _kt_lua(farm: ServerFarm, flavour: str) -> RunningServer:
+    from kt import scripts
+
+    # db 0 is the B+ tree: scripts use db 0 unless called with db=N (as in coleifer/kt)
+    return farm.get(f"kt-{flavour}-lua", lambda: _start(
+        EmbeddedServer, flavour, database=["%", "*"], server_args=["-scr", scripts.KT_SCRIPT]))
+
+
+def _tt_lua(farm: ServerFarm, flavour: str) -> RunningServer:
+    from kt import scripts
+
+    database = os.path.join(farm.tmp_dir, f"{flavour}-lua.tcb")
+    return farm.get(f"tt-{flavour}-lua", lambda: _start(
+        EmbeddedTokyoTyrantServer, flavour, database=database, server_args=["-ext", scripts.TT_SCRIPT]))
+
+
+@pytest.fixture(params=["bundled", "real"])
+def kt_servers_lua(request, server_farm) -> RunningServer:
+    """KT (``%`` as db 0, ``*`` as db 1) running ``-scr kt.lua``."""
+    return _kt_lua(server_farm, request.param)
+
+
+@pytest.fixture(params=["bundled", "real"])
+def tt_servers_lua(request, server_farm) -> RunningServer:
+    """TT on a B+ tree file running ``-ext tt.lua``."""
+    return _tt_lua(server_farm, request.param)
+
+
+@pytest.fixture(
+    params=[("kt", "bundled"), ("kt", "real"), ("tt", "bundled"), ("tt", "real")],
+    ids=lambda param: "-".join(param),
+)
+def any_server(request, server_farm) -> RunningServer:
+    """Every product and flavour in turn (KT with two databases, TT hash); check ``.product``."""
+    product, flavour = request.param
+    if product == "kt":
+        return _kt(server_farm, flavour)
+    return _tt(server_farm, flavour, "hash")

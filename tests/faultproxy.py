@@ -12,8 +12,11 @@ with the given probabilities and a seeded generator, be:
   executed the request, the client sees the connection drop before any reply byte;
 * ``truncate_reply``: a prefix of the reply is forwarded, then both are closed (executed;
   the client sees EOF mid-reply);
-* ``delay``: forwarded after sleeping ``delay_seconds`` (a (min, max) range), e.g. beyond
-  the client's timeout.
+* ``delay_request`` / ``delay_reply``: forwarded after sleeping a random time in
+  ``request_delay_seconds`` / ``reply_delay_seconds`` (``(min, max)``).  A reply delayed
+  beyond the client's timeout makes it time out after the server executed the request; a
+  request delayed beyond it would still reach the server after the client gave up (as on
+  a real network), so keep request delays short when a test must know when that happened.
 
 ``counts`` tallies what happened (``requests``, ``replies`` forwarded and each fault), so a
 test can check the server-side effect against what the client was told.  ``faults_on`` can
@@ -29,7 +32,8 @@ import time
 from collections import Counter
 from typing import List, Optional, Tuple
 
-_FAULTS = ("drop_request", "truncate_request", "drop_reply", "truncate_reply", "delay")
+_FORWARDED = {"request": "requests", "reply": "replies"}
+_FAULTS = ("drop_request", "truncate_request", "delay_request", "drop_reply", "truncate_reply", "delay_reply")
 
 
 class FaultProxy:
@@ -45,8 +49,10 @@ class FaultProxy:
         truncate_request: float = 0.0,
         drop_reply: float = 0.0,
         truncate_reply: float = 0.0,
-        delay: float = 0.0,
-        delay_seconds: Tuple[float, float] = (0.01, 0.05),
+        delay_request: float = 0.0,
+        delay_reply: float = 0.0,
+        request_delay_seconds: Tuple[float, float] = (0.001, 0.02),
+        reply_delay_seconds: Tuple[float, float] = (0.001, 0.02),
     ) -> None:
         self.target = (host, port)
         self.rates = {
@@ -54,9 +60,10 @@ class FaultProxy:
             "truncate_request": truncate_request,
             "drop_reply": drop_reply,
             "truncate_reply": truncate_reply,
-            "delay": delay,
+            "delay_request": delay_request,
+            "delay_reply": delay_reply,
         }
-        self.delay_seconds = delay_seconds
+        self.delay_seconds = {"request": request_delay_seconds, "reply": reply_delay_seconds}
         self.counts: Counter = Counter()
         self.faults_on = True
         self._random = random.Random(seed)
@@ -81,7 +88,7 @@ class FaultProxy:
         with self._lock:
             roll = self._random.random()
             for fault in _FAULTS:
-                if fault != "delay" and not fault.endswith(direction):
+                if not fault.endswith(direction):
                     continue
                 rate = self.rates[fault]
                 if roll < rate:
@@ -89,9 +96,9 @@ class FaultProxy:
                 roll -= rate
         return None
 
-    def _delay(self) -> float:
+    def _delay(self, direction: str) -> float:
         with self._lock:
-            return self._random.uniform(*self.delay_seconds)
+            return self._random.uniform(*self.delay_seconds[direction])
 
     def _cut(self, size: int) -> int:
         with self._lock:
@@ -167,13 +174,13 @@ class _Pair:
                 fault = proxy._pick(direction)
                 if fault is None:
                     dst.sendall(chunk)
-                    proxy.count(direction + "s")
+                    proxy.count(_FORWARDED[direction])
                     continue
                 proxy.count(fault)
-                if fault == "delay":
-                    time.sleep(proxy._delay())
+                if fault.startswith("delay"):
+                    time.sleep(proxy._delay(direction))
                     dst.sendall(chunk)
-                    proxy.count(direction + "s")
+                    proxy.count(_FORWARDED[direction])
                     continue
                 if fault.startswith("truncate"):
                     cut = proxy._cut(len(chunk))

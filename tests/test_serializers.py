@@ -162,7 +162,7 @@ def test_custom_pair_is_accepted():
     assert ser.decode(ser.encode("abc")) == "abc"
 
 
-@pytest.mark.parametrize("bad", ["json", 3, (len,), (len, 3)])
+@pytest.mark.parametrize("bad", ["yaml", 3, (len,), (len, 3)])  # kt 0.9.6's "json"... are accepted
 def test_unknown_serializer_is_rejected(bad):
     with pytest.raises(TypeError, match="serializer"):
         resolve_serializer(bad)

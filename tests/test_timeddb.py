@@ -252,3 +252,101 @@ def test_atomic_bulk_operations(tdb):
     assert tdb.get_bulk([b"a", b"b\x00", b"old", b"none"], atomic=True) == {b"a": b"1", b"b\x00": b"2"}
     assert tdb.remove_bulk([b"a", b"none", b"old"], atomic=True) == 1
     assert tdb.get(b"a") is None and tdb.db.get(b"old") is None
+
+
+def _cursor_keys(tdb) -> list:
+    cur = tdb.db.cursor()
+    keys = []
+    if cur.jump():
+        while True:
+            key = cur.get_key(True)
+            if key is None:
+                break
+            keys.append(key)
+    cur.close()
+    return keys
+
+
+@pytest.mark.parametrize("keys", [
+    [b"k%03d" % i for i in range(300)],  # ascending: KC's own bulk call
+    [b"k%03d" % ((i * 37) % 300) for i in range(300)] + [b"k005"],  # any order, a repeat
+])
+def test_set_many_matches_one_set_per_record(keys, tmp_path):
+    """Same records, values, xt and (hash DB) cursor order as a set per record."""
+    one, many = TimedDB("*"), TimedDB("*")
+    records = [(key, b"v%d" % i, -2000000000 if i % 3 else INT64MAX) for i, key in enumerate(keys)]
+    for key, value, xt in records:
+        one.set(key, value, xt)
+    many.set_many(records)
+    assert _cursor_keys(many) == _cursor_keys(one)
+    assert [many.db.get(k) for k in keys] == [one.db.get(k) for k in keys]
+    one.close()
+    many.close()
+
+
+def test_get_many_remove_many_and_expired_records(tdb):
+    tdb.set_many([(b"a", b"1", INT64MAX), (b"big", b"x" * 40000, 60), (b"old", b"v", past())])
+    now = int(time.time())
+    found = tdb.get_many([b"a", b"none", b"big", b"old", b"a"])
+    assert found[0] == (b"1", XTMAX) and found[1] is None and found[3] is None
+    assert found[2][0] == b"x" * 40000 and now + 59 <= found[2][1] <= now + 61
+    assert found[4] == found[0]
+    assert tdb.remove_many([b"a", b"a", b"old", b"none", b"big"]) == 2  # expired counts as absent
+    assert tdb.count() == 0
+
+
+def test_no_sweep_until_a_record_can_expire():
+    tdb = TimedDB("*")
+    for i in range(100):
+        tdb.set(b"k%d" % i, b"v")
+    assert not tdb._xtrecs and tdb.get(b"k1") == (b"v", XTMAX)
+    tdb.set_many([(b"x%02d" % i, b"v", past()) for i in range(50)])
+    assert tdb._xtrecs and tdb.get(b"x01") is None and tdb.count() == 150
+    for _ in range(600):  # writes drive the expirer again: the expired records go
+        tdb.set(b"live", b"v")
+    assert tdb.count() < 150
+    tdb.close()
+
+
+def test_match_prefix_after_a_key_with_a_nul_byte():
+    tdb = TimedDB("*")
+    tdb.set_many([(b"ab", b"v", INT64MAX), (b"ac", b"v", INT64MAX)])
+    assert sorted(tdb.match_prefix(b"a")) == [b"ab", b"ac"]  # KC's search (no NUL key yet)
+    tdb.set_many([(b"a\x00z", b"v", INT64MAX)])
+    assert sorted(tdb.match_prefix(b"a")) == [b"a\x00z", b"ab", b"ac"]  # whole, not cut at NUL
+    tdb.close()
+
+
+def test_batches_and_visitors_in_threads_do_not_deadlock():
+    """Batches hold the GIL in C; visitor callbacks need it while KC holds a record lock."""
+    import threading
+
+    tdb = TimedDB("*")
+    keys = [b"k%03d" % i for i in range(200)]
+    tdb.set_many([(k, b"0", INT64MAX) for k in keys])
+    errors = []
+
+    def batches():
+        try:
+            for _ in range(50):
+                tdb.set_many([(k, b"1", INT64MAX) for k in keys])
+                assert len(tdb.get_many(keys)) == len(keys)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def visitors():
+        try:
+            for i in range(2000):
+                tdb.increment(keys[i % 7] + b"n", 1)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=f) for f in (batches, visitors, batches, visitors)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not any(t.is_alive() for t in threads) and not errors
+    per_thread = len(range(0, 2000, 7))  # increments of keys[0] + b"n" by each visitor thread
+    assert tdb.get(keys[0] + b"n") == (struct.pack(">q", 2 * per_thread), XTMAX)
+    tdb.close()

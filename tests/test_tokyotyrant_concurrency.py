@@ -134,7 +134,7 @@ def test_script(lua_server):
         assert db.script("setget", "sk", "sv") == b"sv" and db.get("sk") == "sv"
         assert db.script("incr", "n", "5") == b"5"
         assert db.script("incr", "n", "-7") == b"-2" and db.incr("n", 0) == -2
-        assert db.script("truth") == b"true"
+        assert db.script("truth") is True  # "true" -> True, as coleifer/kt gave it (issue 11)
         assert db.script("count_keys") == b"2"
         for name in ("fail", "boom", "nosuch", "_put"):
             with pytest.raises(ScriptError):

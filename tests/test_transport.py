@@ -140,6 +140,11 @@ class FramedServer:
             for i in range(0, len(data), 97):
                 conn.sendall(data[i : i + 97])
                 time.sleep(0.0005)
+        elif cmd == b"drip":
+            for byte in reply(b"d" * 25):
+                if self._stop.wait(float(arg)):
+                    return False
+                conn.sendall(bytes([byte]))
         elif cmd == b"nr":
             self.no_reply.append(arg)
         elif cmd == b"nrlist":
@@ -332,6 +337,49 @@ def test_pool_eof_mid_reply_is_not_retried(server):
         pool.request(frame(b"half"), parse_reply)
     assert server.received.count(b"half") == 1
     pool.close()
+
+
+def test_drop_after_sending_is_resent_only_when_idempotent(server):
+    """The server reads the request and hangs up without a reply: it may have acted on it."""
+    pool = Pool("127.0.0.1", server.port)
+    assert echo(pool, "warm") == b"warm"  # the next request goes on a reused connection
+    with pytest.raises(ConnectionDroppedError, match="unknown"):
+        pool.request(frame(b"close"), parse_reply)
+    assert server.received.count(b"close") == 1  # sent once, never repeated
+    assert echo(pool, "warm") == b"warm"
+    with pytest.raises(ConnectionDroppedError):
+        pool.request(frame(b"close"), parse_reply, idempotent=True)
+    assert server.received.count(b"close") == 3  # resent once on a fresh connection
+    assert pool.size == 0  # both failed connections were discarded
+    pool.close()
+
+
+def test_idle_connection_the_peer_closed_is_replaced_before_sending():
+    first = FramedServer()
+    pool = Pool("127.0.0.1", first.port)
+    assert echo(pool, "x") == b"x"
+    first.stop()
+    second = FramedServer(first.port)
+    try:
+        time.sleep(0.05)  # let the FIN arrive
+        pool.send(frame(b"nr:once"))
+        assert pool.request(frame(b"nrlist"), parse_reply) == b"once"
+        assert echo(pool, "write-like") == b"write-like"  # not idempotent, still no error
+    finally:
+        pool.close()
+        second.stop()
+
+
+def test_timeout_bounds_the_whole_reply_not_each_read(server):
+    """A reply trickling in slower than the timeout allows as a whole times out."""
+    conn = Connection("127.0.0.1", server.port, timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(ServerTimeoutError):
+        conn.request(frame(b"drip:0.1"), parse_reply)  # 1 byte per 0.1 s of 30 bytes
+    assert time.monotonic() - started < 1.0
+    assert conn.closed
+    assert echo(conn, "after") == b"after"
+    conn.close()
 
 
 def test_server_restart_next_call_reconnects():

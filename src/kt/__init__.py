@@ -5,6 +5,8 @@ This module only re-exports the public names of the API reference (seed-api.rst)
 
 from kt.embedded import EmbeddedServer, EmbeddedTokyoTyrantServer
 from kt.errors import (
+    ConnectionDroppedError,
+    ImproperlyConfigured,
     KyotoTycoonError,
     ProtocolError,
     ScriptError,
@@ -14,7 +16,9 @@ from kt.errors import (
     TokyoTyrantError,
 )
 from kt.kyototycoon import Cursor, KyotoTycoon
+from kt.replication import ReplicationClient, UpdateEntry
 from kt.serializers import KT_BINARY, KT_JSON, KT_MSGPACK, KT_NONE, KT_PICKLE, TT_TABLE
+from kt.sharding import ShardedKyotoTycoon, ShardedTokyoTyrant, UnshardableOperation
 from kt.tokyotyrant import (
     INDEX_NUM,
     INDEX_QGRAM,
@@ -63,10 +67,12 @@ __all__ = [
     "KT_PICKLE",
     "TT_TABLE",
     "KyotoTycoonError",
+    "ImproperlyConfigured",
     "TokyoTyrantError",
     "ProtocolError",
     "ScriptError",
     "ServerConnectionError",
+    "ConnectionDroppedError",
     "ServerError",
     "ServerTimeoutError",
     "TokyoTyrant",
@@ -100,4 +106,9 @@ __all__ = [
     "ORDER_STR_DESC",
     "ORDER_NUM_ASC",
     "ORDER_NUM_DESC",
+    "ShardedKyotoTycoon",
+    "ShardedTokyoTyrant",
+    "UnshardableOperation",
+    "ReplicationClient",
+    "UpdateEntry",
 ]

@@ -11,6 +11,13 @@ and only report success once the server answers a request.
 names (numbered 0.. in order).  ``server_args`` are extra options placed before the
 database names (both real servers stop reading options at the first database name).
 
+coleifer/kt 0.9.6's keywords are accepted too: ``serializer`` (used by ``client``),
+``quiet`` (True, the default here: the server's output goes to ``log`` with a quiet log
+level; False: the server writes to this process's stdout/stderr, as kt's default did) and
+``connection_pool`` (accepted for compatibility; this package's clients always pool).
+kt put ``serializer`` fifth, before ``server_args``; the seed's order wins, but a serializer
+passed fifth is still recognised.
+
 From asyncio: ``async with EmbeddedServer() as server`` (or ``await server.astart()`` /
 ``await server.astop()``) starts and stops the process in the loop's executor, so the event
 loop keeps running meanwhile.
@@ -30,7 +37,9 @@ import tempfile
 import time
 from typing import Any, List, Optional, Sequence, Union
 
-from kt.errors import KyotoTycoonError, ProtocolError
+from kt.errors import KyotoTycoonError
+from kt.protocol import http, tt_binary
+from kt.serializers import Serializer, resolve_serializer
 from kt.transport import Connection
 
 __all__ = ["EmbeddedServer", "EmbeddedTokyoTyrantServer", "EmbeddedServerError"]
@@ -59,7 +68,12 @@ class _BaseEmbeddedServer:
         port: Optional[int] = None,
         database: Union[str, Sequence[str]] = "*",
         server_args: Optional[Sequence[str]] = None,
+        serializer: Any = None,
+        quiet: bool = True,
+        connection_pool: bool = True,
     ) -> None:
+        if isinstance(server_args, Serializer):  # kt 0.9.6 order: (..., database, serializer, server_args)
+            server_args, serializer = None, server_args
         if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536):
             raise ValueError(f"port must be an integer in 1..65535 or None, not {port!r}")
         self.server = server
@@ -70,6 +84,9 @@ class _BaseEmbeddedServer:
         if not self.databases or not all(isinstance(d, str) and d for d in self.databases):
             raise ValueError(f"database must be a non-empty name or list of names, not {database!r}")
         self.server_args = [str(a) for a in (server_args or ())]
+        self.serializer = resolve_serializer(serializer)
+        self.quiet = bool(quiet)
+        self.connection_pool = connection_pool
         self.executable = self._resolve(server)
         self._process: Optional[subprocess.Popen] = None
         self._tmpdir: Optional[str] = None
@@ -96,7 +113,8 @@ class _BaseEmbeddedServer:
     def command(self, port: int) -> List[str]:
         """The command line that starts the server on ``port``."""
         head = [self.executable] if self.executable else [sys.executable, "-m", "kt.server", self.product]
-        return [*head, "-host", self.host, "-port", str(port), *self.quiet_args, *self.server_args,
+        log_args = self.quiet_args if self.quiet else ()
+        return [*head, "-host", self.host, "-port", str(port), *log_args, *self.server_args,
                 *self.databases]
 
     def run(self) -> bool:
@@ -126,8 +144,9 @@ class _BaseEmbeddedServer:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         cmd = self.command(port)
         try:
+            out = self._log if self.quiet else None  # not quiet: the server writes to our stdout/stderr
             self._process = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+                cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT if self.quiet else None,
                 env=env,
             )
         except OSError as exc:
@@ -311,38 +330,16 @@ def _looks_like_port_in_use(output: str) -> bool:
     return any(sign in text for sign in ("address already in use", "eaddrinuse", "bind"))
 
 
-def _parse_http_status(buf, pos=0):
-    """Enough HTTP to see that a KT server answered ``/rpc/void``: (status, end) | None."""
-    head_end = bytes(buf[pos : pos + 65536]).find(b"\r\n\r\n")
-    if head_end < 0:
-        if len(buf) - pos > 65536:
-            raise ProtocolError("HTTP header too long")
-        return None
-    head = bytes(buf[pos : pos + head_end]).decode("latin-1")
-    lines = head.split("\r\n")
-    parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-        raise ProtocolError(f"not an HTTP status line: {lines[0]!r}")
-    length = 0
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        if name.strip().lower() == "content-length":
-            length = int(value.strip())
-    end = pos + head_end + 4 + length
-    if len(buf) < end:
-        return None
-    return int(parts[1]) == 200, end
+def _parse_kt_probe(buf, pos=0):
+    """``/rpc/void``'s reply read by the HTTP codec: (answered 200, end) | None."""
+    parsed = http.parse_response(buf, pos)
+    return parsed and (parsed[0].status == 200, parsed[1])
 
 
-def _parse_tt_rnum(buf, pos=0):
-    """The reply of TT ``rnum`` (C8 80): code 0 + 8-byte count."""
-    if len(buf) - pos < 1:
-        return None
-    if buf[pos] != 0:
-        raise ProtocolError(f"unexpected rnum reply code {buf[pos]}")
-    if len(buf) - pos < 9:
-        return None
-    return True, pos + 9
+def _parse_tt_probe(buf, pos=0):
+    """``rnum``'s reply read by the TT codec: (True, end) | None (any count is an answer)."""
+    parsed = tt_binary.parse_rnum(buf, pos)
+    return parsed and (True, parsed[1])
 
 
 class EmbeddedServer(_BaseEmbeddedServer):
@@ -351,7 +348,7 @@ class EmbeddedServer(_BaseEmbeddedServer):
     product = "kt"
     quiet_args = ("-ls",)
     probe_request = b"GET /rpc/void HTTP/1.1\r\nHost: localhost\r\n\r\n"
-    parse_probe_reply = staticmethod(_parse_http_status)
+    parse_probe_reply = staticmethod(_parse_kt_probe)
 
     def __init__(
         self,
@@ -360,13 +357,17 @@ class EmbeddedServer(_BaseEmbeddedServer):
         port: Optional[int] = None,
         database: Union[str, Sequence[str]] = "*",
         server_args: Optional[Sequence[str]] = None,
+        serializer: Any = None,
+        quiet: bool = True,
+        connection_pool: bool = True,
     ) -> None:
-        super().__init__(server, host, port, database, server_args)
+        super().__init__(server, host, port, database, server_args, serializer, quiet, connection_pool)
 
     def make_client(self, **kwargs):
         """A new ``KyotoTycoon`` client for this server (``kwargs`` go to its constructor)."""
         from kt.kyototycoon import KyotoTycoon
 
+        kwargs.setdefault("serializer", self.serializer)
         return KyotoTycoon(host=self.host, port=self.port, **kwargs)
 
 
@@ -376,7 +377,7 @@ class EmbeddedTokyoTyrantServer(_BaseEmbeddedServer):
     product = "tt"
     quiet_args = ("-le",)
     probe_request = b"\xc8\x80"
-    parse_probe_reply = staticmethod(_parse_tt_rnum)
+    parse_probe_reply = staticmethod(_parse_tt_probe)
 
     def __init__(
         self,
@@ -385,13 +386,17 @@ class EmbeddedTokyoTyrantServer(_BaseEmbeddedServer):
         port: Optional[int] = None,
         database: str = "*",
         server_args: Optional[Sequence[str]] = None,
+        serializer: Any = None,
+        quiet: bool = True,
+        connection_pool: bool = True,
     ) -> None:
         if not isinstance(database, str):
             raise ValueError("a Tokyo Tyrant server serves exactly one database name")
-        super().__init__(server, host, port, database, server_args)
+        super().__init__(server, host, port, database, server_args, serializer, quiet, connection_pool)
 
     def make_client(self, **kwargs):
         """A new ``TokyoTyrant`` client for this server (``kwargs`` go to its constructor)."""
         from kt.tokyotyrant import TokyoTyrant
 
+        kwargs.setdefault("serializer", self.serializer)
         return TokyoTyrant(host=self.host, port=self.port, **kwargs)

@@ -22,6 +22,14 @@ class ServerConnectionError(KyotoTycoonError, builtins.ConnectionError):
     """The server could not be reached, or the connection broke mid-request."""
 
 
+class ConnectionDroppedError(ServerConnectionError):
+    """The peer closed or reset the connection before any byte of the reply arrived.
+
+    When the request was sent and is not safe to repeat, its outcome is unknown: the server
+    may or may not have applied it (the message says so).  See docs/reliability.md.
+    """
+
+
 class ServerTimeoutError(ServerConnectionError, builtins.TimeoutError):
     """Connecting or waiting for a reply took longer than the configured timeout."""
 
@@ -59,6 +67,10 @@ class ScriptError(ServerError):
     """A server-side Lua procedure was missing, disabled or failed."""
 
 
+class ImproperlyConfigured(KyotoTycoonError, TypeError):
+    """A client was configured wrongly (unknown serializer, msgpack not installed...)."""
+
+
 class EngineError(KyotoTycoonError):
     """The bundled server's storage engine (Kyoto/Tokyo Cabinet) reported an error."""
 
@@ -67,9 +79,11 @@ __all__ = [
     "KyotoTycoonError",
     "TokyoTyrantError",
     "ServerConnectionError",
+    "ConnectionDroppedError",
     "ServerTimeoutError",
     "ProtocolError",
     "ServerError",
     "ScriptError",
     "EngineError",
+    "ImproperlyConfigured",
 ]

@@ -19,7 +19,8 @@ from kt.expiry import ExpireTime
 from kt.ops import Plan, run
 from kt.ops import kt as _ops
 from kt.ops.codec import Codec, check_db
-from kt.serializers import KT_BINARY
+from kt.pooled import PooledClient
+from kt.serializers import KT_BINARY, Serializer
 from kt.transport import DEFAULT_CONNECT_TIMEOUT, Connection, Pool
 
 __all__ = ["KyotoTycoon", "Cursor"]
@@ -45,7 +46,9 @@ class KyotoTycoonBase:
         default_db: int = 0,
         connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
         max_connections: Optional[int] = None,
+        connection_pool: bool = True,
     ) -> None:
+        """``connection_pool`` is accepted for coleifer/kt code; connections are always pooled."""
         size = {} if max_connections is None else {"max_size": max_connections}
         self._pool = self._transport(host, port, timeout=timeout, connect_timeout=connect_timeout, **size)
         self.host = self._pool.host
@@ -63,6 +66,11 @@ class KyotoTycoonBase:
         return f"<{name} {self.host}:{self.port} db={codec.default_db} {codec.serializer.name}>"
 
     @property
+    def serializer(self) -> Serializer:
+        """The value serializer (``KT_BINARY``, ``KT_JSON``... or a custom pair)."""
+        return self._codec.serializer
+
+    @property
     def default_db(self) -> int:
         return self._codec.default_db
 
@@ -76,29 +84,23 @@ class KyotoTycoonBase:
         return self
 
 
-class KyotoTycoon(KyotoTycoonBase):
+class KyotoTycoon(KyotoTycoonBase, PooledClient):
     """Client for one Kyoto Tycoon server (thread-safe; connections are pooled).
 
-    ``timeout`` bounds every wait for a reply (None: wait forever); ``connect_timeout``
-    bounds connecting; ``max_connections`` bounds the pool (default 32).  Every method runs
-    one operation of :mod:`kt.ops.kt` (the asyncio client runs the same ones).
+    ``timeout`` bounds each whole request, from sending to the reply's last byte (None: wait
+    forever); ``connect_timeout`` bounds connecting; ``max_connections`` bounds the pool
+    (default 32).  Every method runs one operation of :mod:`kt.ops.kt` (the asyncio client
+    runs the same ones).
     """
 
-    # -- connection management -----------------------------------------------------------
+    def _bind(self) -> None:
+        self._init_no_reply(self._pool)  # kt.pooled: no-reply writes, close/checkin/open/lua
 
-    def checkin(self) -> None:
-        """Return the calling thread's pinned connection to the pool for re-use."""
-        self._pool.checkin()
+    # -- connection management (close, checkin, open, close_idle, lua: kt.pooled) -------
 
-    def close(self) -> None:
-        """Close the idle connections (the client stays usable: it reconnects on demand)."""
-        self._pool.close()
-
-    def __enter__(self) -> KyotoTycoon:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+    def __iter__(self) -> Iterator[Any]:
+        """The keys of the default database (``list(db)``)."""
+        return self.keys()
 
     def _rpc(self, procedure: str, params: List[Tuple[bytes, bytes]], db: Optional[int] = None) -> bool:
         """Call any RPC procedure: True on success, False on a logical failure (450)."""
@@ -110,17 +112,36 @@ class KyotoTycoon(KyotoTycoonBase):
         """The stored bytes of ``key``, or None when it does not exist."""
         return self._run(_ops.get_raw(self._codec, key, db))
 
+    get_bytes = get_raw
+
     def get(self, key: Any, db: Optional[int] = None) -> Any:
         """The deserialized value of ``key``, or None when it does not exist."""
         return self._run(_ops.get(self._codec, key, db))
 
-    def set(self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None) -> int:
-        """Store ``value`` (overwriting); returns the number of records set (1)."""
+    def set(
+        self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+        no_reply: bool = False,
+    ) -> Optional[int]:
+        """Store ``value`` (overwriting); returns the number of records set (1).
+
+        ``no_reply``: sent with the binary protocol's no-reply flag; returns None at once
+        (a later call from the same thread sees the write, see :mod:`kt.noreply`)."""
+        if no_reply:
+            return self._run_or_send(_ops.set_no_reply(self._codec, key, value, db, expire_time))
         return self._run(_ops.set(self._codec, key, value, db, expire_time))
 
-    def remove(self, key: Any, db: Optional[int] = None) -> int:
-        """Remove ``key``; returns the number of records removed (0 or 1)."""
-        return self._run(_ops.remove(self._codec, key, db))
+    def set_bytes(
+        self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+        no_reply: bool = False,
+    ) -> Optional[int]:
+        """``set`` of bytes (or text, as UTF-8) without the serializer."""
+        if no_reply:
+            return self._run_or_send(_ops.set_no_reply(self._codec, key, value, db, expire_time, False))
+        return self._run(_ops.set_bytes(self._codec, key, value, db, expire_time))
+
+    def remove(self, key: Any, db: Optional[int] = None, no_reply: bool = False) -> Optional[int]:
+        """Remove ``key``; returns the number of records removed (0 or 1); None with ``no_reply``."""
+        return self._run_or_send(_ops.remove(self._codec, key, db, no_reply))
 
     # -- binary protocol: bulk ----------------------------------------------------------
 
@@ -128,29 +149,65 @@ class KyotoTycoon(KyotoTycoonBase):
         """``{key: raw bytes}`` for every key that exists."""
         return self._run(_ops.get_bulk_raw(self._codec, keys, db))
 
-    def get_bulk(self, keys: Iterable[Any], db: Optional[int] = None) -> Dict[Any, Any]:
-        """``{key: value}`` for every key that exists."""
-        return self._run(_ops.get_bulk(self._codec, keys, db))
+    def get_bulk(
+        self, keys: Iterable[Any], db: Optional[int] = None, decode_values: bool = True
+    ) -> Dict[Any, Any]:
+        """``{key: value}`` for every key that exists (values as bytes unless ``decode_values``)."""
+        return self._run(_ops.get_bulk(self._codec, keys, db, decode_values))
+
+    def get_bulk_details(
+        self, keys: Iterable[Any], db: Optional[int] = None, decode_values: bool = True
+    ) -> List[Tuple[int, Any, Any, Optional[int]]]:
+        """``[(db, key, value, expire_time)]`` for the keys that exist; ``expire_time`` is the
+        stored expiry in epoch seconds, None for none."""
+        return self._run(_ops.get_bulk_details(self._codec, keys, db, decode_values))
+
+    def get_bulk_raw_details(
+        self, db_key_list: Iterable[Tuple[int, Any]], decode_values: bool = True
+    ) -> List[Tuple[int, Any, Any, Optional[int]]]:
+        """Like ``get_bulk_details`` for ``(db, key)`` pairs, across databases."""
+        return self._run(_ops.get_bulk_raw_details(self._codec, db_key_list, decode_values))
 
     def set_bulk(
         self,
         __data: Optional[Mapping[Any, Any]] = None,
         db: Optional[int] = None,
         expire_time: ExpireTime = None,
+        no_reply: bool = False,
+        encode_values: bool = True,
         **kwargs: Any,
-    ) -> int:
-        """Store every pair of ``__data`` and ``kwargs``; returns the number stored."""
-        return self._run(_ops.set_bulk(self._codec, __data, db, expire_time, **kwargs))
+    ) -> Optional[int]:
+        """Store every pair of ``__data`` and ``kwargs``; returns the number stored (None with
+        ``no_reply``); ``encode_values=False`` sends bytes/text without the serializer."""
+        return self._run_or_send(
+            _ops.set_bulk(self._codec, __data, db, expire_time, no_reply, encode_values, **kwargs)
+        )
 
     update = set_bulk
 
-    def remove_bulk(self, keys: Iterable[Any], db: Optional[int] = None) -> int:
-        """Remove every key; returns the number actually removed."""
-        return self._run(_ops.remove_bulk(self._codec, keys, db))
+    def set_bulk_raw(
+        self, data: Iterable[Tuple[int, Any, Any, ExpireTime]], no_reply: bool = False,
+        encode_values: bool = True,
+    ) -> Optional[int]:
+        """Store ``(db, key, value, expire_time)`` records across databases."""
+        return self._run_or_send(_ops.set_bulk_raw(self._codec, data, no_reply, encode_values))
+
+    def remove_bulk(
+        self, keys: Iterable[Any], db: Optional[int] = None, no_reply: bool = False
+    ) -> Optional[int]:
+        """Remove every key; returns the number actually removed (None with ``no_reply``)."""
+        return self._run_or_send(_ops.remove_bulk(self._codec, keys, db, no_reply))
+
+    def remove_bulk_raw(
+        self, db_key_list: Iterable[Tuple[int, Any]], no_reply: bool = False
+    ) -> Optional[int]:
+        """Remove ``(db, key)`` pairs across databases; the number removed."""
+        return self._run_or_send(_ops.remove_bulk_raw(self._codec, db_key_list, no_reply))
 
     def script(
-        self, name: Any, __data: Optional[Mapping[Any, Any]] = None, encode_values: bool = True, **kwargs: Any
-    ) -> Dict[Any, Any]:
+        self, name: Any, __data: Optional[Mapping[Any, Any]] = None, encode_values: bool = True,
+        decode_values: Optional[bool] = None, no_reply: bool = False, **kwargs: Any
+    ) -> Optional[Dict[Any, Any]]:
         """Run the server-side Lua procedure ``name`` (binary play_script) and return its output.
 
         With ``encode_values`` the input values are serialized and the output values
@@ -158,21 +215,34 @@ class KyotoTycoon(KyotoTycoonBase):
         as UTF-8) and the output values are returned as bytes.  ScriptError when the
         procedure fails, is missing, or scripting is disabled.
         """
-        return self._run(_ops.script(self._codec, name, __data, encode_values, **kwargs))
+        return self._run_or_send(
+            _ops.script(self._codec, name, __data, encode_values, decode_values, no_reply, **kwargs)
+        )
+
+    _script = script  # what ``db.lua.name(...)`` calls
 
     # -- HTTP RPC: record operations ----------------------------------------------------
 
-    def add(self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None) -> bool:
+    def add(
+        self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+        encode_value: bool = True,
+    ) -> bool:
         """Store only if ``key`` does not exist (expired counts as absent)."""
-        return self._run(_ops.add(self._codec, key, value, db, expire_time))
+        return self._run(_ops.add(self._codec, key, value, db, expire_time, encode_value))
 
-    def replace(self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None) -> bool:
+    def replace(
+        self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+        encode_value: bool = True,
+    ) -> bool:
         """Store only if ``key`` exists."""
-        return self._run(_ops.replace(self._codec, key, value, db, expire_time))
+        return self._run(_ops.replace(self._codec, key, value, db, expire_time, encode_value))
 
-    def append(self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None) -> bool:
+    def append(
+        self, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+        encode_value: bool = True,
+    ) -> bool:
         """Append the serialized ``value`` to the stored bytes (creates a missing key)."""
-        return self._run(_ops.append(self._codec, key, value, db, expire_time))
+        return self._run(_ops.append(self._codec, key, value, db, expire_time, encode_value))
 
     def exists(self, key: Any, db: Optional[int] = None) -> bool:
         """True when ``key`` exists (and has not expired)."""
@@ -180,9 +250,13 @@ class KyotoTycoon(KyotoTycoonBase):
 
     check = exists
 
-    def seize(self, key: Any, db: Optional[int] = None) -> Any:
+    def length(self, key: Any, db: Optional[int] = None) -> Optional[int]:
+        """Size in bytes of the value at ``key``; None when it does not exist."""
+        return self._run(_ops.length(self._codec, key, db))
+
+    def seize(self, key: Any, db: Optional[int] = None, decode_value: bool = True) -> Any:
         """Get and remove ``key`` atomically; None when it does not exist."""
-        return self._run(_ops.seize(self._codec, key, db))
+        return self._run(_ops.seize(self._codec, key, db, decode_value))
 
     pop = seize
 
@@ -193,9 +267,10 @@ class KyotoTycoon(KyotoTycoonBase):
         new_val: Any,
         db: Optional[int] = None,
         expire_time: ExpireTime = None,
+        encode_value: bool = True,
     ) -> bool:
         """Compare-and-swap: ``old_val`` None means "must not exist", ``new_val`` None removes."""
-        return self._run(_ops.cas(self._codec, key, old_val, new_val, db, expire_time))
+        return self._run(_ops.cas(self._codec, key, old_val, new_val, db, expire_time, encode_value))
 
     def incr(
         self,
@@ -246,6 +321,15 @@ class KyotoTycoon(KyotoTycoonBase):
         """Purge expired records (``step`` > 0: only that many steps)."""
         return self._run(_ops.vacuum(self._codec, step, db))
 
+    def ulog_list(self) -> List[Tuple[str, int, Any]]:
+        """The server's update-log files: ``[(path, size, datetime of its last record)]``
+        (ServerError when the server runs without ``-ulog``)."""
+        return self._run(_ops.ulog_list(self._codec))
+
+    def ulog_remove(self, max_dt: Any = None) -> bool:
+        """Remove the update-log files older than ``max_dt`` (a datetime; default now)."""
+        return self._run(_ops.ulog_remove(self._codec, max_dt))
+
     def count(self, db: Optional[int] = None) -> int:
         """Number of records in the database (expired but unpurged ones included)."""
         return self._run(_ops.count(self._codec, db))
@@ -290,6 +374,10 @@ class KyotoTycoon(KyotoTycoonBase):
     def keys(self, db: Optional[int] = None) -> Iterator[Any]:
         """Every key of the database, lazily, in the database's order."""
         return self._walk(db, _ops.cur_key)
+
+    def keys_nonlazy(self, db: Optional[int] = None) -> List[Any]:
+        """Every key of the database in one request (a list)."""
+        return self._run(_ops.keys_nonlazy(self._codec, db))
 
     def values(self, db: Optional[int] = None) -> Iterator[Any]:
         """Every value of the database, lazily."""
@@ -444,6 +532,19 @@ class Cursor(CursorBase):
 
     def __iter__(self) -> Iterator[Tuple[Any, Any]]:
         return self._walk(_ops.cur_get, from_start=False)
+
+    def is_valid(self) -> bool:
+        """True while the cursor is positioned on a record (after a successful move or read)."""
+        return self._state.positioned
+
+    def __next__(self) -> Tuple[Any, Any]:
+        """The current ``(key, value)``, stepping on; StopIteration once not positioned."""
+        item = self.get(step=True) if self._state.positioned else None
+        if item is None:
+            raise StopIteration
+        return item
+
+    next = __next__
 
     def close(self) -> None:
         """Delete the server-side cursor and give the connection back to the pool."""

@@ -11,6 +11,8 @@ import json
 import pickle
 from typing import Any, Callable, Dict, NamedTuple, Tuple, Union
 
+from kt.errors import ImproperlyConfigured
+
 Encoder = Callable[[Any], bytes]
 Decoder = Callable[[bytes], Any]
 
@@ -147,6 +149,17 @@ KT_PICKLE = Serializer("KT_PICKLE", _pickle_encode, _pickle_decode)
 TT_TABLE = Serializer("TT_TABLE", encode_table, decode_table)
 
 
+# coleifer/kt's serializer constants were these strings; code that spelled them out keeps working.
+_BY_KT_NAME = {
+    "binary": KT_BINARY,
+    "json": KT_JSON,
+    "msgpack": KT_MSGPACK,
+    "none": KT_NONE,
+    "pickle": KT_PICKLE,
+    "table": TT_TABLE,
+}
+
+
 def resolve_serializer(serializer: Any) -> Serializer:
     """Turn a seed constant or an ``(encode, decode)`` pair into a ``Serializer``.
 
@@ -154,13 +167,15 @@ def resolve_serializer(serializer: Any) -> Serializer:
     """
     if serializer is None:
         return KT_BINARY
+    if isinstance(serializer, str) and serializer in _BY_KT_NAME:
+        serializer = _BY_KT_NAME[serializer]
     if isinstance(serializer, Serializer):
         if serializer is KT_MSGPACK:
             _load_msgpack()
         return serializer
     if isinstance(serializer, tuple) and len(serializer) == 2 and all(map(callable, serializer)):
         return Serializer("custom", serializer[0], serializer[1])
-    raise TypeError(
+    raise ImproperlyConfigured(
         "serializer must be KT_BINARY, KT_JSON, KT_MSGPACK, KT_NONE, KT_PICKLE, TT_TABLE "
         f"or an (encode, decode) pair of callables, not {serializer!r}"
     )

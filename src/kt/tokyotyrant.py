@@ -6,13 +6,8 @@ sans-IO codec ``kt.protocol.tt_binary`` and hands it to the shared transport
 ``add`` of an existing key is ``False``); failures that can only mean trouble raise
 ``ServerError`` / ``ScriptError``.
 
-No-reply writes (``setnr``/``setnr_bulk``) go out at once and their connection goes straight
-back to the pool, so they never hold one.  The calling thread remembers which connection
-carried them: its next request takes that very connection back if it is idle (a server
-handles one connection's requests in order, so the request sees the writes), or goes
-anywhere once that connection has answered someone else's request since (the writes were
-processed before that answer).  While another thread is using it, the request waits for
-it, at most ``timeout`` (or ``connect_timeout``).
+No-reply writes (``setnr``/``setnr_bulk``, ``set(no_reply=True)``) never hold a connection,
+and a later read from the same thread sees them (:mod:`kt.pooled`, shared with KT).
 
 Only requests whose repetition cannot change the outcome are resent after a dropped
 connection (``idempotent=True`` below; the table is in docs/reliability.md): reads, ``set``,
@@ -23,16 +18,15 @@ connection (``idempotent=True`` below; the table is in docs/reliability.md): rea
 
 from __future__ import annotations
 
-import threading
-from functools import partial
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+import functools
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from kt.ops import run
 from kt.ops import tt as _ops
 from kt.ops.codec import Codec, check_int
+from kt.pooled import PooledClient
 from kt.protocol import tt_binary as tt
 from kt.serializers import KT_BINARY, Serializer
-from kt.transport import DEFAULT_CONNECT_TIMEOUT, ConnectionDroppedError, Pool
+from kt.transport import DEFAULT_CONNECT_TIMEOUT, Pool
 
 __all__ = [
     "TokyoTyrant",
@@ -116,29 +110,6 @@ Key = _ops.Key
 _text = Codec.arg
 
 
-class _PendingWrites:
-    """Which connection carried this thread's latest no-reply writes, and its reply count then.
-
-    Holds no connection checked out.  ``__del__`` (the thread ended) keeps the client's count
-    of threads with pending writes right.
-    """
-
-    __slots__ = ("conn", "replies", "owner")
-
-    def __init__(self, conn: Any, replies: int, owner: TokyoTyrant) -> None:
-        self.conn = conn
-        self.replies = replies
-        self.owner: Optional[TokyoTyrant] = owner  # set while counted in owner._pending_threads
-
-    def __del__(self) -> None:
-        try:
-            owner, self.owner = self.owner, None
-            if owner is not None:
-                owner._count_pending(-1)
-        except Exception:  # pragma: no cover - interpreter shutdown
-            pass
-
-
 class TokyoTyrantBase:
     """What the sync and the asyncio TokyoTyrant share: settings and Codec.
 
@@ -158,7 +129,9 @@ class TokyoTyrantBase:
         timeout: Optional[float] = None,
         connect_timeout: Optional[float] = DEFAULT_CONNECT_TIMEOUT,
         max_connections: Optional[int] = None,
+        connection_pool: bool = True,
     ) -> None:
+        """``connection_pool`` is accepted for coleifer/kt code; connections are always pooled."""
         self._codec = Codec(serializer, decode_keys)
         self.decode_keys = decode_keys
         size = {} if max_connections is None else {"max_size": max_connections}
@@ -183,7 +156,7 @@ class TokyoTyrantBase:
         return self._pool
 
 
-class TokyoTyrant(TokyoTyrantBase):
+class TokyoTyrant(TokyoTyrantBase, PooledClient):
     """Client for a Tokyo Tyrant server (ttserver 1.1.41 protocol) or kt's bundled one.
 
     Every method runs one operation of :mod:`kt.ops.tt` (the asyncio client runs the same
@@ -191,88 +164,7 @@ class TokyoTyrant(TokyoTyrantBase):
     """
 
     def _bind(self) -> None:
-        # While some thread holds a no-reply connection, requests look for it first.
-        self._run_pooled = partial(run, self._pool.request)
-        self._run_pending = partial(run, self._request)
-        self._run = self._run_pooled
-        self._local = threading.local()
-        self._pending_threads = 0  # > 0 while some thread holds a no-reply connection
-        self._pending_lock = threading.Lock()
-
-    # -- transport ------------------------------------------------------------------------
-
-    def _request(self, data: bytes, parse: Any, idempotent: bool = False) -> Any:
-        """Pool.request, but first on this thread's no-reply connection (when it has one)."""
-        if self._pending_threads:
-            conn = self._reclaim()
-            if conn is not None:
-                if conn.is_stale():  # dropped: nothing to wait for, nothing sent yet
-                    self._pool.release(conn)
-                else:
-                    try:
-                        return conn.request(data, parse)
-                    except ConnectionDroppedError:
-                        if not idempotent:
-                            raise
-                    finally:
-                        self._pool.release(conn)
-        return self._pool.request(data, parse, idempotent=idempotent)
-
-    def _take_pending(self) -> Optional[_PendingWrites]:
-        pending = getattr(self._local, "pending", None)
-        if pending is not None:
-            self._local.pending = None
-            if pending.owner is not None:
-                pending.owner = None
-                self._count_pending(-1)
-        return pending
-
-    def _count_pending(self, delta: int) -> None:
-        with self._pending_lock:
-            self._pending_threads += delta
-            self._run = self._run_pending if self._pending_threads else self._run_pooled
-
-    def _reclaim(self) -> Any:
-        """The connection of this thread's unprocessed no-reply writes, checked out, or None."""
-        pending = self._take_pending()
-        if pending is None:
-            return None
-        return self._pool.reclaim(pending.conn, pending.replies)
-
-    def _send_no_reply(self, data: bytes) -> None:
-        pool = self._pool
-        conn = self._reclaim()  # keeps this thread's no-reply writes in order
-        if conn is None:
-            conn = pool.acquire()
-        if conn.is_stale():  # a write to a peer that hung up would be lost silently
-            pool.release(conn)  # closed by is_stale(): the pool discards it
-            conn = pool.acquire()
-        try:
-            conn.send(data)
-            replies = conn.replies
-        finally:
-            pool.release(conn)
-        self._count_pending(1)
-        self._local.pending = _PendingWrites(conn, replies, self)
-
-    def checkin(self) -> None:
-        """Return this thread's pinned connection (if any) to the pool."""
-        self._release_pending()
-        self._pool.checkin()
-
-    def close(self) -> None:
-        """Close idle connections (the client reconnects on its next call)."""
-        self._release_pending()
-        self._pool.close()
-
-    def _release_pending(self) -> None:
-        self._take_pending()
-
-    def __enter__(self) -> TokyoTyrant:
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
+        self._init_no_reply(self._pool)  # kt.pooled: no-reply writes, close/checkin/open/lua
 
     # -- single records -------------------------------------------------------------------
 
@@ -284,21 +176,31 @@ class TokyoTyrant(TokyoTyrantBase):
         """The stored bytes at ``key``, or None."""
         return self._run(_ops.get_raw(self._codec, key))
 
-    def set(self, key: Key, value: Any) -> bool:
-        """Store ``value`` at ``key`` (overwriting); True, or ServerError if the server refused."""
+    get_bytes = get_raw
+
+    def set(self, key: Key, value: Any, no_reply: bool = False) -> Optional[bool]:
+        """Store ``value`` at ``key`` (overwriting); True, or ServerError if the server refused.
+
+        ``no_reply``: send it as ``setnr`` and return None without waiting."""
+        if no_reply:
+            return self.setnr(key, value)
         return self._run(_ops.set(self._codec, key, value))
 
-    def add(self, key: Key, value: Any) -> bool:
+    def set_bytes(self, key: Key, value: Any, no_reply: bool = False) -> Optional[bool]:
+        """``set`` of bytes (or text) without the serializer."""
+        return self._run_or_send(_ops.set_bytes(self._codec, key, value, no_reply))
+
+    def add(self, key: Key, value: Any, encode_value: bool = True) -> bool:
         """Store only if ``key`` is new; False when it already exists."""
-        return self._run(_ops.add(self._codec, key, value))
+        return self._run(_ops.add(self._codec, key, value, encode_value))
 
-    def append(self, key: Key, value: Any) -> bool:
+    def append(self, key: Key, value: Any, encode_value: bool = True) -> bool:
         """Append to the value at ``key`` (creating it when missing)."""
-        return self._run(_ops.append(self._codec, key, value))
+        return self._run(_ops.append(self._codec, key, value, encode_value))
 
-    def addshl(self, key: Key, value: Any, width: int) -> bool:
+    def addshl(self, key: Key, value: Any, width: int, encode_value: bool = True) -> bool:
         """Append, then keep only the last ``width`` bytes of the value."""
-        return self._run(_ops.addshl(self._codec, key, value, width))
+        return self._run(_ops.addshl(self._codec, key, value, width, encode_value))
 
     def setnr(self, key: Key, value: Any) -> None:
         """Store without waiting for (or getting) any reply."""
@@ -313,6 +215,12 @@ class TokyoTyrant(TokyoTyrantBase):
     def remove(self, key: Key) -> int:
         """Remove ``key``; the number of records removed (1 or 0)."""
         return self._run(_ops.remove(self._codec, key))
+
+    def seize(self, key: Key, decode_value: bool = True) -> Any:
+        """Get and remove the value at ``key`` (None when missing); two requests, not atomic."""
+        return self._run(_ops.seize(self._codec, key, decode_value))
+
+    pop = seize
 
     def exists(self, key: Key) -> bool:
         """True when ``key`` exists."""
@@ -330,56 +238,71 @@ class TokyoTyrant(TokyoTyrantBase):
         """Add ``n`` (may be negative) to an 8-byte double record; returns the new value."""
         return self._run(_ops.incr_double(self._codec, key, n))
 
-    def get_part(self, key: Key, start: Optional[int] = None, end: Optional[int] = None) -> Any:
+    def get_part(
+        self, key: Key, start: Optional[int] = None, end: Optional[int] = None, decode_value: bool = True
+    ) -> Any:
         """Part of the value: ``end`` bytes (a length, as in the seed) from offset ``start``
         (defaults: 0 and the rest).  False when the key is missing or ``start`` is past the
-        end of the value.  KT_BINARY/KT_NONE decode the part; other serializers give bytes."""
-        return self._run(_ops.get_part(self._codec, key, start, end))
+        end of the value.  KT_BINARY/KT_NONE decode the part (unless ``decode_value`` is
+        False); other serializers give bytes."""
+        return self._run(_ops.get_part(self._codec, key, start, end, decode_value))
 
     # -- bulk -----------------------------------------------------------------------------
 
-    def get_bulk(self, keys: Iterable[Key]) -> Dict[Any, Any]:
-        """Dict of the keys found (deserialized values); missing keys are left out."""
-        return self._run(_ops.get_bulk(self._codec, keys))
+    def get_bulk(self, keys: Iterable[Key], decode_values: bool = True) -> Dict[Any, Any]:
+        """Dict of the keys found (deserialized values unless ``decode_values`` is False);
+        missing keys are left out."""
+        return self._run(_ops.get_bulk(self._codec, keys, decode_values))
 
     def get_bulk_raw(self, keys: Iterable[Key]) -> Dict[Any, bytes]:
         """Dict of the keys found, values as stored bytes."""
         return self._run(_ops.get_bulk_raw(self._codec, keys))
 
-    def set_bulk(self, __data: Optional[Dict[Any, Any]] = None, **kwargs: Any) -> bool:
-        """Store many records in one call (misc ``putlist``)."""
-        return self._run(_ops.set_bulk(self._codec, __data, **kwargs))
+    def set_bulk(
+        self, __data: Optional[Dict[Any, Any]] = None, no_reply: bool = False, encode_values: bool = True,
+        **kwargs: Any,
+    ) -> Optional[bool]:
+        """Store many records in one call (misc ``putlist``); ``no_reply``: as no-reply puts
+        (returns None); ``encode_values=False`` sends bytes/text without the serializer."""
+        return self._run_or_send(
+            _ops.set_bulk(self._codec, __data, no_reply=no_reply, encode_values=encode_values, **kwargs)
+        )
 
     def update(
-        self, __data: Optional[Dict[Any, Any]] = None, db: Any = None, expire_time: Any = None, **kwargs: Any
-    ) -> bool:
+        self, __data: Optional[Dict[Any, Any]] = None, db: Any = None, expire_time: Any = None,
+        no_reply: bool = False, encode_values: bool = True, **kwargs: Any,
+    ) -> Optional[bool]:
         """Same as ``set_bulk`` (``db`` and ``expire_time`` exist for signature compatibility
         with KyotoTycoon; Tokyo Tyrant has neither)."""
-        return self._run(_ops.update(self._codec, __data, db, expire_time, **kwargs))
+        return self._run_or_send(_ops.update(
+            self._codec, __data, db, expire_time, no_reply=no_reply, encode_values=encode_values, **kwargs
+        ))
 
     def remove_bulk(self, keys: Iterable[Key]) -> bool:
         """Remove many records in one call (misc ``outlist``; missing keys are ignored)."""
         return self._run(_ops.remove_bulk(self._codec, keys))
 
-    def setdup(self, key: Key, value: Any) -> bool:
+    def setdup(self, key: Key, value: Any, encode_value: bool = True) -> bool:
         """B+ tree: add ``value`` after the key's existing values (False on other databases)."""
-        return self._run(_ops.setdup(self._codec, key, value))
+        return self._run(_ops.setdup(self._codec, key, value, encode_value))
 
-    def setdupback(self, key: Key, value: Any) -> bool:
+    def setdupback(self, key: Key, value: Any, encode_value: bool = True) -> bool:
         """B+ tree: add ``value`` before the key's existing values (False on other databases)."""
-        return self._run(_ops.setdupback(self._codec, key, value))
+        return self._run(_ops.setdupback(self._codec, key, value, encode_value))
 
     # -- misc, script ---------------------------------------------------------------------
 
     def misc(
-        self, cmd: Union[str, bytes], args: Optional[Sequence[Any]] = None, update_log: bool = True
+        self, cmd: Union[str, bytes], args: Optional[Sequence[Any]] = None, update_log: bool = True,
+        decode_values: bool = False,
     ) -> Any:
-        """Call a database function; a list of byte strings, or None when it failed.
+        """Call a database function; a list of byte strings (deserialized values with
+        ``decode_values``), or None when it failed.
 
         ``update_log=False`` sets RDBMONOULOG (opts bit 0): the call is not written to the
         server's update log.
         """
-        return self._run(_ops.misc(self._codec, cmd, args, update_log))
+        return self._run(_ops.misc(self._codec, cmd, args, update_log, decode_values))
 
     def script(
         self,
@@ -390,6 +313,10 @@ class TokyoTyrant(TokyoTyrantBase):
         lock_all: bool = False,
         encode_value: bool = True,
         decode_result: bool = False,
+        decode_value: Optional[bool] = None,
+        as_list: bool = False,
+        as_dict: bool = False,
+        as_int: bool = False,
     ) -> Any:
         """Call the Lua function ``name(key, value)`` of the server's ``-ext`` script.
 
@@ -397,9 +324,12 @@ class TokyoTyrant(TokyoTyrantBase):
         when the function is missing, fails, or returns nil/false (the protocol cannot tell
         these apart).
         """
-        return self._run(
-            _ops.script(self._codec, name, key, value, lock_records, lock_all, encode_value, decode_result)
-        )
+        return self._run(_ops.script(
+            self._codec, name, key, value, lock_records, lock_all, encode_value, decode_result, decode_value,
+            as_list, as_dict, as_int,
+        ))
+
+    _script = script  # what ``db.lua.name(...)`` calls
 
     # -- database -------------------------------------------------------------------------
 
@@ -437,6 +367,23 @@ class TokyoTyrant(TokyoTyrantBase):
         """Write the database to disk."""
         return self._run(_ops.synchronize(self._codec))
 
+    def restore(self, path: Union[str, bytes], timestamp: Any, options: int = 0) -> bool:
+        """Replay the update logs in directory ``path`` from ``timestamp`` (microseconds since
+        the epoch, or a local-time ``datetime``) on."""
+        return self._run(_ops.restore(self._codec, path, timestamp, options))
+
+    def set_master(self, host: Union[str, bytes], port: int, timestamp: Any, options: int = 0) -> bool:
+        """Replicate from the master ``host:port`` starting at ``timestamp`` (as ``restore``)."""
+        return self._run(_ops.set_master(self._codec, host, port, timestamp, options))
+
+    def clear_cache(self) -> bool:
+        """Drop the server's record cache (misc ``cacheclear``)."""
+        return self._run(_ops.clear_cache(self._codec))
+
+    def defragment(self, nsteps: Optional[int] = None) -> bool:
+        """Defragment the database file (misc ``defrag``), ``nsteps`` steps or all."""
+        return self._run(_ops.defragment(self._codec, nsteps))
+
     def copy(self, path: Union[str, bytes]) -> bool:
         """Copy the database file to ``path`` on the server's machine."""
         return self._run(_ops.copy(self._codec, path))
@@ -448,18 +395,34 @@ class TokyoTyrant(TokyoTyrantBase):
     # -- ranges and iteration -------------------------------------------------------------
 
     def get_range(
-        self, start: Optional[Key] = None, stop: Optional[Key] = None, max_keys: int = 0
+        self, start: Optional[Key] = None, stop: Optional[Key] = None, max_keys: int = 0,
+        decode_values: bool = True,
     ) -> Dict[Any, Any]:
-        """B+ tree: the records with ``start <= key < stop`` (``max_keys`` 0 = all)."""
-        return self._run(_ops.get_range(self._codec, start, stop, max_keys))
+        """B+ tree: the records with ``start <= key < stop`` (``max_keys`` 0 = all).  A dict
+        holds one value per key; ``get_rangelist`` keeps every record of a duplicate key."""
+        return self._run(_ops.get_range(self._codec, start, stop, max_keys, decode_values))
+
+    def get_rangelist(
+        self, start: Optional[Key] = None, stop: Optional[Key] = None, max_keys: int = 0,
+        decode_values: bool = True,
+    ) -> List[Tuple[Any, Any]]:
+        """Like ``get_range``, as a list of ``(key, value)`` (duplicate keys included)."""
+        return self._run(_ops.get_rangelist(self._codec, start, stop, max_keys, decode_values))
 
     def match_prefix(self, prefix: Key, max_keys: Optional[int] = 1024) -> List[Any]:
         """Keys starting with ``prefix`` (at most ``max_keys``; None = all)."""
         return self._run(_ops.match_prefix(self._codec, prefix, max_keys))
 
     def match_regex(self, regex: Union[str, bytes], max_keys: Optional[int] = 1024) -> List[Any]:
-        """Keys matching the POSIX extended ``regex`` (at most ``max_keys``; None = all)."""
+        """Keys matching the POSIX extended ``regex`` (at most ``max_keys`` records; None =
+        all), each key once."""
         return self._run(_ops.match_regex(self._codec, regex, max_keys))
+
+    def match_regexlist(
+        self, regex: Union[str, bytes], max_keys: Optional[int] = None, decode_values: bool = True
+    ) -> List[Tuple[Any, Any]]:
+        """The records whose key matches ``regex``, as ``(key, value)`` pairs."""
+        return self._run(_ops.match_regexlist(self._codec, regex, max_keys, decode_values))
 
     def iter_from(self, start_key: Key) -> Dict[Any, Any]:
         """The records from ``start_key`` to the end of the database, in iteration order.
@@ -469,18 +432,29 @@ class TokyoTyrant(TokyoTyrantBase):
         return self._run(_ops.iter_from(self._codec, start_key))
 
     def keys(self) -> List[Any]:
-        """Every key, in the database's order."""
+        """Every record's key, in the database's order (a B+ tree key with duplicate records
+        comes once per record; ``keys_fast`` gives each key once, in one request)."""
         return self._run(_ops.keys(self._codec))
+
+    def keys_fast(self) -> List[Any]:
+        """Every distinct key, in one request (``fwmkeys``)."""
+        return self._run(_ops.keys_fast(self._codec))
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())
 
-    def items(self) -> List[Tuple[Any, Any]]:
-        """Every ``(key, value)``, in the database's order (fetched in chunks with ``mget``)."""
-        return self._run(_ops.items(self._codec))
+    def items(self, start_key: Optional[Key] = None) -> List[Tuple[Any, Any]]:
+        """Every record as ``(key, value)``, in the database's order, duplicates included
+        (B+ tree: misc ``range`` in chunks; others: ``fwmkeys`` + ``mget``).  From
+        ``start_key`` on when given (walking the server's one shared iterator)."""
+        return self._run(_ops.items(self._codec, start_key))
+
+    def items_fast(self) -> List[Tuple[Any, Any]]:
+        """B+ tree: every record in one request (ServerError on other databases)."""
+        return self._run(_ops.items_fast(self._codec))
 
     def values(self) -> List[Any]:
-        """Every value, in the database's order."""
+        """Every record's value, in the database's order."""
         return self._run(_ops.values(self._codec))
 
     # -- mapping protocol -----------------------------------------------------------------
@@ -529,6 +503,19 @@ class TokyoTyrant(TokyoTyrantBase):
         return self._run(_ops.search(self._codec, expressions, cmd))
 
 
+def refines_clone(method: Callable[..., None]) -> Callable[..., Any]:
+    """Run a query-building ``method`` on ``self.clone()`` and return the clone: the query it
+    is called on stays as it was (coleifer/kt's queries behave this way)."""
+
+    @functools.wraps(method)
+    def refine(self: Any, *args: Any, **kwargs: Any) -> Any:
+        twin = self.clone()
+        method(twin, *args, **kwargs)
+        return twin
+
+    return refine
+
+
 class QueryBuilder:
     """Build a table query step by step, then run it with ``execute``/``get``/``count``/``delete``.
 
@@ -545,6 +532,16 @@ class QueryBuilder:
         self._limit: Optional[int] = None
         self._offset: Optional[int] = None
 
+    def clone(self) -> QueryBuilder:
+        """A copy; ``filter``/``order_by``/``limit``/``offset`` return one (the query they are
+        called on is left as it was, as in coleifer/kt), so a base query can be refined twice."""
+        twin = QueryBuilder()
+        twin._conditions = list(self._conditions)
+        twin._orderings = list(self._orderings)
+        twin._limit, twin._offset = self._limit, self._offset
+        return twin
+
+    @refines_clone
     def filter(self, column: Union[str, bytes], op: int, value: Any) -> QueryBuilder:
         """Add a condition; ``op`` is an OP_* constant, optionally ``| OP_NEGATE | OP_NOINDEX``.
 
@@ -557,27 +554,26 @@ class QueryBuilder:
         if isinstance(value, (list, tuple)):
             value = b",".join(_text(item, "filter value") for item in value)
         self._conditions.append(("addcond", _text(column, "column"), op, _text(value, "filter value")))
-        return self
 
+    @refines_clone
     def order_by(self, column: Union[str, bytes], ordering: Optional[int] = None) -> QueryBuilder:
         """Order the results by ``column`` (ORDER_STR_ASC unless told otherwise)."""
         ordering = ORDER_STR_ASC if ordering is None else check_int(ordering, "ordering")
         if ordering not in _ORDERS:
             raise ValueError(f"unknown ordering {ordering!r}; use the ORDER_* constants")
         self._orderings.append(("setorder", _text(column, "column"), ordering))
-        return self
 
+    @refines_clone
     def limit(self, limit: Optional[int] = None) -> QueryBuilder:
         if limit is not None and check_int(limit, "limit") < 0:
             raise ValueError(f"limit must be >= 0 or None, not {limit}")
         self._limit = limit
-        return self
 
+    @refines_clone
     def offset(self, offset: Optional[int] = None) -> QueryBuilder:
         if offset is not None and check_int(offset, "offset") < 0:
             raise ValueError(f"offset must be >= 0 or None, not {offset}")
         self._offset = offset
-        return self
 
     def build_search(self) -> List[Tuple[Any, ...]]:
         """The query as ``TokyoTyrant.search`` expressions."""

@@ -8,9 +8,13 @@ operations module, so the two can never drift apart (tests compare the signature
 
 from __future__ import annotations
 
+import contextvars
 import inspect
+from functools import partial
 from types import GeneratorType
 from typing import Any, Callable, Dict, Iterable, Optional
+
+from kt.ops import arun
 
 
 def _twin(name: str, op: Callable[..., Any], sync_method: Callable[..., Any], state: Optional[str]) -> Any:
@@ -18,9 +22,14 @@ def _twin(name: str, op: Callable[..., Any], sync_method: Callable[..., Any], st
 
         async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
             plan = op(self._codec, *args, **kwargs)
+            if plan is None:  # a no-reply call with nothing to send
+                return None
             if type(plan) is GeneratorType:
                 return await self._arun(plan)
             data, parse, finish, idempotent = plan  # arun's one-round-trip case, inlined: hot
+            if parse is None:  # a no-reply request (kt 0.9.6's no_reply=True)
+                await self._send_no_reply(data)
+                return None
             result = await self._submit(data, parse, idempotent)
             return result if finish is None else finish(result)
 
@@ -69,3 +78,65 @@ class AsyncLifecycle:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.close()
+
+
+class AsyncNoReply:
+    """No-reply requests for the asyncio clients: queued on a connection that the same task's
+    next request then uses, so it sees the write (a connection's requests run in order)."""
+
+    _pool: Any
+    _submit: Any
+
+    def _bind_no_reply(self) -> None:
+        # Set per task by a no-reply call: the connection its next request must use.
+        self._pending: contextvars.ContextVar[Optional[Any]] = contextvars.ContextVar(
+            f"kt.aio-{type(self).__name__}-{id(self)}-pending", default=None
+        )
+
+    def _submit_pending(self, data: bytes, parse: Any, idempotent: bool = False) -> Any:
+        """The pool's submit, but on this task's no-reply connection when it has one."""
+        conn = self._pending.get()
+        if conn is not None:
+            self._pending.set(None)
+            if not conn.closed:
+                return conn.submit(data, parse, idempotent)
+        return self._pool.submit(data, parse, idempotent)
+
+    async def _send_no_reply(self, data: bytes) -> None:
+        conn = self._pending.get()
+        if conn is None or conn.closed:
+            conn = self._pool.send(data)
+        else:
+            conn.send(data)
+        self._pending.set(conn)
+        self._submit = self._submit_pending  # from now on requests look for it
+        self._arun = partial(arun, self._submit)
+
+    async def checkin(self) -> None:
+        """Forget this task's no-reply connection (the next request may go anywhere)."""
+        self._pending.set(None)
+
+    # -- coleifer/kt's connection controls, for asyncio ---------------------------------
+
+    async def open(self) -> bool:
+        """Connect now (one cheap request); True once a connection answered."""
+        await self.count()  # type: ignore[attr-defined]
+        return True
+
+    async def close_all(self) -> None:
+        """Same as ``close``."""
+        await self.close()  # type: ignore[attr-defined]
+
+    async def close_idle(self, cutoff: int = 60) -> int:
+        """Close the connections (asyncio connections are shared, never idle-pinned);
+        how many were open."""
+        count = self._pool.size
+        await self.close()  # type: ignore[attr-defined]
+        return count
+
+    @property
+    def lua(self) -> Any:
+        """``await db.lua.name(...)``: calls the server-side Lua function ``name``."""
+        from kt.lua import ScriptRunner
+
+        return ScriptRunner(self)

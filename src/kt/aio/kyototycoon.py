@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any, AsyncIterator, List, Optional, Tuple
 
 from kt import kyototycoon as _sync
-from kt.aio._facade import AsyncLifecycle, coroutines
+from kt.aio._facade import AsyncLifecycle, AsyncNoReply, coroutines
 from kt.aio.transport import AsyncConnection, AsyncPool
 from kt.errors import ServerConnectionError
 from kt.ops import Plan, arun, finished
@@ -24,10 +24,11 @@ __all__ = ["KyotoTycoon", "Cursor"]
 
 # Sync methods that are not one operation each (written below for asyncio), or make no sense
 # without a blocking socket.
-_OWN = {"checkin", "close", "cursor", "keys", "values", "items", "set_database", "default_db"}
+_OWN = {"checkin", "close", "cursor", "keys", "values", "items", "set_database", "default_db", "serializer"}
+_OWN |= {"close_all", "close_idle", "lua", "open"}  # kt 0.9.6's controls: kt.aio._facade.AsyncNoReply
 
 
-class KyotoTycoon(AsyncLifecycle, _sync.KyotoTycoonBase):
+class KyotoTycoon(AsyncLifecycle, AsyncNoReply, _sync.KyotoTycoonBase):
     """asyncio client for one Kyoto Tycoon server: ``kt.KyotoTycoon``'s methods as coroutines.
 
     ``await db.get(key)``, ``await db.set(key, value)``, ``async with KyotoTycoon(...) as db``,
@@ -51,9 +52,7 @@ class KyotoTycoon(AsyncLifecycle, _sync.KyotoTycoonBase):
     def _bind(self) -> None:
         self._submit = self._pool.submit
         self._arun = partial(arun, self._submit)
-
-    async def checkin(self) -> None:
-        """Nothing to do: asyncio calls never pin a connection to a task."""
+        self._bind_no_reply()
 
     async def _rpc(self, procedure: str, params: List[Tuple[bytes, bytes]], db: Optional[int] = None) -> bool:
         """Call any RPC procedure: True on success, False on a logical failure (450)."""
@@ -143,6 +142,17 @@ class Cursor(_sync.CursorBase):
     def __aiter__(self) -> AsyncIterator[Tuple[Any, Any]]:
         return self._walk(_ops.cur_get, from_start=False)
 
+    async def is_valid(self) -> bool:
+        """True while the cursor is positioned on a record (after a successful move or read)."""
+        return self._state.positioned
+
+    async def next(self) -> Tuple[Any, Any]:
+        """The current ``(key, value)``, stepping on; StopAsyncIteration once not positioned."""
+        item = await self.get(step=True) if self._state.positioned else None  # type: ignore[attr-defined]
+        if item is None:
+            raise StopAsyncIteration
+        return item
+
     async def close(self) -> None:
         """Delete the server-side cursor; its connection stays with the pool."""
         if self._closed:
@@ -167,3 +177,4 @@ _CURSOR_OPS = ("jump", "jump_back", "step", "step_back", "key", "value", "get", 
 _CURSOR_OPS += ("seize",)
 for _name, _method in coroutines(_sync.Cursor, _ops, _CURSOR_OPS, prefix="cur_", state="_state").items():
     setattr(Cursor, _name, _method)
+KyotoTycoon._script = KyotoTycoon.script  # type: ignore[attr-defined]  # what ``db.lua.name`` calls

@@ -8,22 +8,22 @@ this client (they call its ``search``).
 
 from __future__ import annotations
 
-import contextvars
 from functools import partial
 from typing import Any, AsyncIterator, Dict, Optional
 
 from kt import tokyotyrant as _sync
-from kt.aio._facade import AsyncLifecycle, coroutines
-from kt.aio.transport import AsyncConnection, AsyncPool
+from kt.aio._facade import AsyncLifecycle, AsyncNoReply, coroutines
+from kt.aio.transport import AsyncPool
 from kt.ops import arun
 from kt.ops import tt as _ops
 
 __all__ = ["TokyoTyrant"]
 
 _OWN = {"checkin", "close", "pool", "serializer", "setnr", "setnr_bulk"}
+_OWN |= {"close_all", "close_idle", "lua", "open"}  # kt 0.9.6's controls: kt.aio._facade.AsyncNoReply
 
 
-class TokyoTyrant(AsyncLifecycle, _sync.TokyoTyrantBase):
+class TokyoTyrant(AsyncLifecycle, AsyncNoReply, _sync.TokyoTyrantBase):
     """asyncio client for a Tokyo Tyrant server: ``kt.TokyoTyrant``'s methods as coroutines.
 
     ``await tt.get(key)``, ``async with TokyoTyrant(...) as tt``, ``async for key in tt``;
@@ -41,29 +41,7 @@ class TokyoTyrant(AsyncLifecycle, _sync.TokyoTyrantBase):
     def _bind(self) -> None:
         self._submit = self._pool.submit
         self._arun = partial(arun, self._submit)
-        # Set per task by setnr: the connection its next request must use.
-        self._pending: contextvars.ContextVar[Optional[AsyncConnection]] = contextvars.ContextVar(
-            f"kt.aio.TokyoTyrant-{id(self)}-pending", default=None
-        )
-
-    def _submit_pending(self, data: bytes, parse: Any, idempotent: bool = False) -> Any:
-        """The pool's submit, but on this task's no-reply connection when it has one."""
-        conn = self._pending.get()
-        if conn is not None:
-            self._pending.set(None)
-            if not conn.closed:
-                return conn.submit(data, parse, idempotent)
-        return self._pool.submit(data, parse, idempotent)
-
-    async def _send_no_reply(self, data: bytes) -> None:
-        conn = self._pending.get()
-        if conn is None or conn.closed:
-            conn = self._pool.send(data)
-        else:
-            conn.send(data)
-        self._pending.set(conn)
-        self._submit = self._submit_pending  # from now on requests look for it
-        self._arun = partial(arun, self._submit)
+        self._bind_no_reply()
 
     async def setnr(self, key: Any, value: Any) -> None:
         """Store without waiting for (or getting) any reply."""
@@ -75,10 +53,6 @@ class TokyoTyrant(AsyncLifecycle, _sync.TokyoTyrantBase):
         if plan is not None:
             await self._send_no_reply(plan.data)
 
-    async def checkin(self) -> None:
-        """Forget this task's no-reply connection (the next request may go anywhere)."""
-        self._pending.set(None)
-
     async def __aiter__(self) -> AsyncIterator[Any]:
         for key in await self.keys():  # type: ignore[attr-defined]
             yield key
@@ -88,3 +62,4 @@ for _name, _method in coroutines(
     _sync.TokyoTyrant, _ops, [n for n in dir(_sync.TokyoTyrant) if n[0] != "_" and n not in _OWN]
 ).items():
     setattr(TokyoTyrant, _name, _method)
+TokyoTyrant._script = TokyoTyrant.script  # type: ignore[attr-defined]  # what ``db.lua.name`` calls

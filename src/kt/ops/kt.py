@@ -16,12 +16,13 @@ dropped connection.  Writes whose reply or effect depends on the previous state 
 
 from __future__ import annotations
 
+import datetime
 import itertools
 from functools import partial
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from kt.errors import ScriptError, ServerError
-from kt.expiry import NO_EXPIRY_XT, ExpireTime, to_binary_xt, to_xt
+from kt.expiry import NO_EXPIRY_XT, XT_MAX, ExpireTime, to_binary_xt, to_xt
 from kt.ops import Operation, Plan, nothing
 from kt.ops.codec import Codec, check_db
 from kt.protocol import http, kt_rpc
@@ -29,13 +30,16 @@ from kt.protocol.kt_binary import (
     DATA_MAX_SIZE,
     MAGIC_GET_BULK,
     MAGIC_REMOVE_BULK,
+    encode_get_bulk,
     encode_get_one,
     encode_key_bulk,
     encode_play_script,
     encode_remove_bulk,
+    encode_set_bulk,
     encode_set_bulk_items,
     encode_set_one,
     parse_get_bulk_pairs,
+    parse_get_bulk_reply,
     parse_get_value_reply,
     parse_play_script_reply,
     parse_remove_bulk_reply,
@@ -165,9 +169,15 @@ def get_raw(c: Codec, key: Any, db: Optional[int] = None) -> Plan:
     return Plan(get(c, key, db)[0], parse_get_value_reply, None, True)
 
 
+get_bytes = get_raw
+
+
 def set(
-    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None
+    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+    no_reply: bool = False,
 ) -> Operation:
+    if no_reply:
+        return set_no_reply(c, key, value, db, expire_time)
     return (  # a Plan as a bare tuple: the hot path
         encode_set_one(
             c.default_db if db is None else check_db(db),
@@ -181,8 +191,21 @@ def set(
     )
 
 
-def remove(c: Codec, key: Any, db: Optional[int] = None) -> Plan:
-    return Plan(encode_remove_bulk(((c.db(db), c.key(key)),)), parse_remove_bulk_reply)
+def set_no_reply(
+    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+    encode_value: bool = True,
+) -> Plan:
+    """``set`` with the no-reply flag (``parse`` None: sent without waiting)."""
+    v = c.encode_value(value) if encode_value else _plain(c, value)
+    xt = NO_EXPIRY_XT if expire_time is None else to_binary_xt(expire_time)
+    return Plan(encode_set_one(c.db(db), c.key(key), v, xt, True), None)  # type: ignore[arg-type]
+
+
+def remove(c: Codec, key: Any, db: Optional[int] = None, no_reply: bool = False) -> Plan:
+    return Plan(
+        encode_remove_bulk(((c.db(db), c.key(key)),), no_reply),
+        None if no_reply else parse_remove_bulk_reply,  # type: ignore[arg-type]
+    )
 
 
 # -- binary protocol: bulk ----------------------------------------------------------------
@@ -193,9 +216,10 @@ def get_bulk_raw(c: Codec, keys: Iterable[Any], db: Optional[int] = None) -> Pla
     return Plan(data, parse_get_bulk_pairs, partial(c.records, raw_values=True), True)
 
 
-def get_bulk(c: Codec, keys: Iterable[Any], db: Optional[int] = None) -> Plan:
+def get_bulk(c: Codec, keys: Iterable[Any], db: Optional[int] = None, decode_values: bool = True) -> Plan:
     data = encode_key_bulk(MAGIC_GET_BULK, keys, c.db(db), encode_key)
-    return Plan(data, parse_get_bulk_pairs, partial(c.records, raw_values=c.raw_values), True)
+    finish = partial(c.records, raw_values=c.raw_values or not decode_values)
+    return Plan(data, parse_get_bulk_pairs, finish, True)
 
 
 def _zero(_: Any) -> int:
@@ -207,28 +231,34 @@ def set_bulk(
     __data: Optional[Mapping[Any, Any]] = None, /,
     db: Optional[int] = None,
     expire_time: ExpireTime = None,
+    no_reply: bool = False,
+    encode_values: bool = True,
     **kwargs: Any,
 ) -> Operation:
+    """``no_reply``: a plan whose ``parse`` is None (None when there is nothing to send)."""
     items: Any = __data.items() if __data else ()
     if kwargs:
         items = [*items, *kwargs.items()]
     data = encode_set_bulk_items(
-        items, c.db(db), to_binary_xt(expire_time), encode_key, c.encode_value,
-        bytes_pass_through=c.bytes_pass_through,
+        items, c.db(db), to_binary_xt(expire_time), encode_key,
+        c.encode_value if encode_values else partial(_plain, c), no_reply,
+        bytes_pass_through=c.bytes_pass_through or not encode_values,
     )
     if len(data) == _EMPTY_BULK:
-        return nothing(0)
-    return Plan(data, parse_set_bulk_reply, None, True)
+        return None if no_reply else nothing(0)  # type: ignore[return-value]
+    return Plan(data, None if no_reply else parse_set_bulk_reply, None, True)  # type: ignore[arg-type]
 
 
 update = set_bulk
 
 
-def remove_bulk(c: Codec, keys: Iterable[Any], db: Optional[int] = None) -> Operation:
-    data = encode_key_bulk(MAGIC_REMOVE_BULK, keys, c.db(db), encode_key)
+def remove_bulk(
+    c: Codec, keys: Iterable[Any], db: Optional[int] = None, no_reply: bool = False
+) -> Operation:
+    data = encode_key_bulk(MAGIC_REMOVE_BULK, keys, c.db(db), encode_key, no_reply)
     if len(data) == _EMPTY_BULK:
-        return nothing(0)
-    return Plan(data, parse_remove_bulk_reply)
+        return None if no_reply else nothing(0)  # type: ignore[return-value]
+    return Plan(data, None if no_reply else parse_remove_bulk_reply)  # type: ignore[arg-type]
 
 
 def script(
@@ -236,8 +266,12 @@ def script(
     name: Any,
     __data: Optional[Mapping[Any, Any]] = None, /,
     encode_values: bool = True,
+    decode_values: Optional[bool] = None,
+    no_reply: bool = False,
     **kwargs: Any,
 ) -> Plan:
+    """``decode_values`` (default: as ``encode_values``) deserializes the output values;
+    ``no_reply`` sends the call with the no-reply flag (``parse`` None, no output)."""
     encode_value = c.encode_value if encode_values else (lambda v: c.text(v, "script value"))
     records = []
     for source in (__data or {}, kwargs):
@@ -258,11 +292,14 @@ def script(
             ) from exc
 
     decode_key = c.decode_key
-    decode_value = c.decode_value if encode_values else bytes
+    decode = encode_values if decode_values is None else decode_values
+    decode_value = c.decode_value if decode else bytes
 
     def finish(output: List[Tuple[bytes, bytes]]) -> Dict[Any, Any]:
         return {decode_key(k): decode_value(v) for k, v in output}
 
+    if no_reply:
+        return Plan(encode_play_script(proc, records, True), None)  # type: ignore[arg-type]
     return Plan(encode_play_script(proc, records), parse, finish)
 
 
@@ -271,30 +308,33 @@ def script(
 
 def _store(
     c: Codec, procedure: str, key: Any, value: Any, db: Optional[int], expire_time: ExpireTime,
-    idempotent: bool = False,
+    idempotent: bool = False, encode_value: bool = True,
 ) -> Operation:
-    encoded = c.encode_value(value)
+    encoded = c.encode_value(value) if encode_value else _plain(c, value)
     check_size(len(encoded), procedure)  # before building a request of that size
     params = _with_xt([(b"key", c.key(key)), (b"value", encoded)], expire_time)
     return rpc(c, procedure, params, db, idempotent=idempotent)
 
 
 def add(
-    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None
+    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+    encode_value: bool = True,
 ) -> Operation:
-    return _store(c, "add", key, value, db, expire_time)
+    return _store(c, "add", key, value, db, expire_time, encode_value=encode_value)
 
 
 def replace(
-    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None
+    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+    encode_value: bool = True,
 ) -> Operation:
-    return _store(c, "replace", key, value, db, expire_time, idempotent=True)
+    return _store(c, "replace", key, value, db, expire_time, idempotent=True, encode_value=encode_value)
 
 
 def append(
-    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None
+    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+    encode_value: bool = True,
 ) -> Operation:
-    return _store(c, "append", key, value, db, expire_time)
+    return _store(c, "append", key, value, db, expire_time, encode_value=encode_value)
 
 
 def exists(c: Codec, key: Any, db: Optional[int] = None) -> Operation:
@@ -304,10 +344,12 @@ def exists(c: Codec, key: Any, db: Optional[int] = None) -> Operation:
 check = exists
 
 
-def seize(c: Codec, key: Any, db: Optional[int] = None) -> Operation:
+def seize(c: Codec, key: Any, db: Optional[int] = None, decode_value: bool = True) -> Operation:
+    decode = c.decode_value if decode_value else bytes
+
     def finish(response: http.Response) -> Any:
         ok, output = rpc_outcome(response, "seize")
-        return c.decode_value(output[b"value"]) if ok else None
+        return decode(output[b"value"]) if ok else None
 
     return rpc(c, "seize", [(b"key", c.key(key))], db, finish)
 
@@ -316,13 +358,15 @@ pop = seize
 
 
 def cas(
-    c: Codec, key: Any, old_val: Any, new_val: Any, db: Optional[int] = None, expire_time: ExpireTime = None
+    c: Codec, key: Any, old_val: Any, new_val: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+    encode_value: bool = True,
 ) -> Operation:
+    encode = c.encode_value if encode_value else partial(_plain, c)
     params = [(b"key", c.key(key))]
     if old_val is not None:
-        params.append((b"oval", c.encode_value(old_val)))
+        params.append((b"oval", encode(old_val)))
     if new_val is not None:
-        params.append((b"nval", c.encode_value(new_val)))
+        params.append((b"nval", encode(new_val)))
     return rpc(c, "cas", _with_xt(params, expire_time), db)
 
 
@@ -570,3 +614,111 @@ def cur_delete(c: Codec, state: CursorState) -> Optional[Plan]:
     if not state.created:
         return None
     return Plan(_build_rpc("cur_delete", [(b"CUR", state.cur)], c.host_header), _parse_response)
+
+
+# -- coleifer/kt 0.9.6 compatibility: kt's extra arguments and methods --------------------
+# (``encode_value(s)=False`` sends str/bytes as given; ``decode_value(s)=False`` returns bytes;
+# ``no_reply=True`` sets the binary protocol's no-reply flag: the plan's ``parse`` is None and
+# the client sends it without waiting, see KyotoTycoon._send_no_reply.)
+
+
+def _plain(c: Codec, value: Any) -> bytes:
+    return c.text(value, "value")
+
+
+def _xt_out(xt: int) -> Optional[int]:
+    """A stored expiration time as kt reported it: epoch seconds, None for never."""
+    return None if xt >= XT_MAX else xt  # the server stores "never" as XT_MAX
+
+
+def _details(c: Codec, decode_values: bool) -> Callable[[List[Tuple[int, bytes, bytes, int]]], List[Any]]:
+    decode_key = c.decode_key
+    decode = c.decode_value if decode_values else bytes
+
+    def finish(records: List[Tuple[int, bytes, bytes, int]]) -> List[Tuple[int, Any, Any, Optional[int]]]:
+        return [(db, decode_key(k), decode(v), _xt_out(xt)) for db, k, v, xt in records]
+
+    return finish
+
+
+def get_bulk_details(
+    c: Codec, keys: Iterable[Any], db: Optional[int] = None, decode_values: bool = True
+) -> Plan:
+    """``[(db, key, value, expire_time)]`` of the keys found."""
+    data = encode_key_bulk(MAGIC_GET_BULK, keys, c.db(db), encode_key)
+    return Plan(data, parse_get_bulk_reply, _details(c, decode_values), True)
+
+
+def _db_keys(c: Codec, db_key_list: Iterable[Tuple[int, Any]]) -> List[Tuple[int, bytes]]:
+    return [(check_db(db), c.key(key)) for db, key in db_key_list]
+
+
+def get_bulk_raw_details(
+    c: Codec, db_key_list: Iterable[Tuple[int, Any]], decode_values: bool = True
+) -> Plan:
+    """Like ``get_bulk_details`` for ``(db, key)`` pairs across databases."""
+    data = encode_get_bulk(_db_keys(c, db_key_list))
+    return Plan(data, parse_get_bulk_reply, _details(c, decode_values), True)
+
+
+def set_bytes(
+    c: Codec, key: Any, value: Any, db: Optional[int] = None, expire_time: ExpireTime = None,
+    no_reply: bool = False,
+) -> Plan:
+    xt = NO_EXPIRY_XT if expire_time is None else to_binary_xt(expire_time)
+    data = encode_set_one(c.db(db), c.key(key), _plain(c, value), xt, no_reply)
+    return Plan(data, None if no_reply else parse_set_bulk_reply, None, True)  # type: ignore[arg-type]
+
+
+def set_bulk_raw(c: Codec, data: Iterable[Tuple[int, Any, Any, ExpireTime]], no_reply: bool = False,
+                 encode_values: bool = True) -> Operation:
+    """``(db, key, value, expire_time)`` records across databases."""
+    encode = c.encode_value if encode_values else partial(_plain, c)
+    records = [(check_db(db), c.key(key), encode(value), NO_EXPIRY_XT if xt is None else to_binary_xt(xt))
+               for db, key, value, xt in data]
+    if not records:
+        return nothing(None if no_reply else 0)
+    return Plan(encode_set_bulk(records, no_reply), None if no_reply else parse_set_bulk_reply,  # type: ignore[arg-type]
+                None, True)
+
+
+def remove_bulk_raw(c: Codec, db_key_list: Iterable[Tuple[int, Any]], no_reply: bool = False) -> Operation:
+    records = _db_keys(c, db_key_list)
+    if not records:
+        return nothing(None if no_reply else 0)
+    return Plan(encode_remove_bulk(records, no_reply), None if no_reply else parse_remove_bulk_reply)  # type: ignore[arg-type]
+
+
+def length(c: Codec, key: Any, db: Optional[int] = None) -> Plan:
+    """Size in bytes of the value at ``key``, None when missing (RPC ``check``)."""
+    def finish(response: http.Response) -> Optional[int]:
+        ok, output = rpc_outcome(response, "check")
+        return int(output[b"vsiz"]) if ok else None
+
+    return rpc(c, "check", [(b"key", c.key(key))], db, finish, idempotent=True)
+
+
+def keys_nonlazy(c: Codec, db: Optional[int] = None) -> Plan:
+    """Every key of the database in one request (``match_prefix`` of the empty prefix)."""
+    return match_prefix(c, b"", None, db)
+
+
+def _ulog_entries(response: http.Response) -> List[Tuple[str, int, datetime.datetime]]:
+    entries = []
+    for name, meta in _output("ulog_list", response).items():
+        size, _sep, stamp = meta.partition(b":")
+        entries.append((name.decode("utf-8", "replace"), int(size),
+                        datetime.datetime.fromtimestamp(int(stamp) / 1e9)))
+    return entries
+
+
+def ulog_list(c: Codec) -> Plan:
+    """The server's update-log files: ``[(path, size, time of last record)]``."""
+    return rpc(c, "ulog_list", [], None, _ulog_entries, True, use_db=False)
+
+
+def ulog_remove(c: Codec, max_dt: Optional[datetime.datetime] = None) -> Plan:
+    """Remove update-log files older than ``max_dt`` (default: now)."""
+    moment = max_dt or datetime.datetime.now()
+    params = [(b"ts", b"%d" % int(moment.timestamp() * 1e9))]
+    return rpc(c, "ulog_remove", params, None, partial(_strict_ok, "ulog_remove"), True, use_db=False)

@@ -16,6 +16,8 @@ docs/reliability.md).
 
 from __future__ import annotations
 
+import datetime
+import time
 from functools import partial
 from typing import Any, Callable, Dict, Generator, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -91,7 +93,12 @@ def get_raw(c: Codec, key: Key) -> Plan:
     return Plan(_encode_get(c.key(key)), _parse_get, None, True)
 
 
-def set(c: Codec, key: Key, value: Any) -> Operation:
+get_bytes = get_raw
+
+
+def set(c: Codec, key: Key, value: Any, no_reply: bool = False) -> Operation:
+    if no_reply:
+        return setnr(c, key, value)
     return (  # a Plan as a bare tuple: the hot path
         _encode_put(key.encode("utf-8") if type(key) is str else c.key(key), c.encode_value(value)),
         _parse_put,
@@ -100,17 +107,17 @@ def set(c: Codec, key: Key, value: Any) -> Operation:
     )
 
 
-def add(c: Codec, key: Key, value: Any) -> Plan:
-    return Plan(tt.encode_putkeep(c.key(key), c.encode_value(value)), tt.parse_putkeep)
+def add(c: Codec, key: Key, value: Any, encode_value: bool = True) -> Plan:
+    return Plan(tt.encode_putkeep(c.key(key), _value(c, value, encode_value)), tt.parse_putkeep)
 
 
-def append(c: Codec, key: Key, value: Any) -> Plan:
-    return Plan(tt.encode_putcat(c.key(key), c.encode_value(value)), tt.parse_putcat)
+def append(c: Codec, key: Key, value: Any, encode_value: bool = True) -> Plan:
+    return Plan(tt.encode_putcat(c.key(key), _value(c, value, encode_value)), tt.parse_putcat)
 
 
-def addshl(c: Codec, key: Key, value: Any, width: int) -> Plan:
+def addshl(c: Codec, key: Key, value: Any, width: int, encode_value: bool = True) -> Plan:
     width = check_int(width, "width")
-    return Plan(tt.encode_putshl(c.key(key), c.encode_value(value), width), tt.parse_putshl)
+    return Plan(tt.encode_putshl(c.key(key), _value(c, value, encode_value), width), tt.parse_putshl)
 
 
 def setnr(c: Codec, key: Key, value: Any) -> Plan:
@@ -152,13 +159,15 @@ def incr_double(c: Codec, key: Key, n: float = 1.0) -> Plan:
     return Plan(tt.encode_adddouble(c.key(key), n), tt.parse_adddouble)
 
 
-def get_part(c: Codec, key: Key, start: Optional[int] = None, end: Optional[int] = None) -> Plan:
+def get_part(
+    c: Codec, key: Key, start: Optional[int] = None, end: Optional[int] = None, decode_value: bool = True
+) -> Plan:
     args = [c.key(key)]
     if start is not None or end is not None:
         args.append(b"%d" % (0 if start is None else check_int(start, "start")))
     if end is not None:
         args.append(b"%d" % check_int(end, "end"))
-    decode = c.serializer in (KT_BINARY, KT_NONE)
+    decode = decode_value and c.serializer in (KT_BINARY, KT_NONE)
 
     def finish(result: Optional[List[bytes]]) -> Any:
         if not result:
@@ -171,8 +180,8 @@ def get_part(c: Codec, key: Key, start: Optional[int] = None, end: Optional[int]
 # -- bulk ---------------------------------------------------------------------------------
 
 
-def get_bulk(c: Codec, keys: Iterable[Key]) -> Plan:
-    finish = partial(c.records, raw_values=c.raw_values)
+def get_bulk(c: Codec, keys: Iterable[Key], decode_values: bool = True) -> Plan:
+    finish = partial(c.records, raw_values=c.raw_values or not decode_values)
     return Plan(tt.encode_mget(c.keys(keys)), tt.parse_mget, finish, True)
 
 
@@ -180,11 +189,19 @@ def get_bulk_raw(c: Codec, keys: Iterable[Key]) -> Plan:
     return Plan(tt.encode_mget(c.keys(keys)), tt.parse_mget, partial(c.records, raw_values=True), True)
 
 
-def set_bulk(c: Codec, __data: Optional[Dict[Any, Any]] = None, /, **kwargs: Any) -> Operation:
+def set_bulk(
+    c: Codec, __data: Optional[Dict[Any, Any]] = None, /, no_reply: bool = False, encode_values: bool = True,
+    **kwargs: Any,
+) -> Operation:
+    """``no_reply``: no-reply puts (a plan whose ``parse`` is None; None when there is nothing)."""
     data = merge(__data, kwargs, "set_bulk")
+    encode = c.encode_value if encode_values else partial(_plain, c)
+    if no_reply:
+        if not data:
+            return None  # type: ignore[return-value]
+        return Plan(tt.encode_putnr_bulk([(c.key(k), encode(v)) for k, v in data.items()]), None)  # type: ignore[arg-type]
     if not data:
         return nothing(True)
-    encode = c.encode_value
     # Not idempotent: on a B+ tree database with duplicates a repeated putlist adds records.
     return _misc_ok(b"putlist", [part for k, v in data.items() for part in (c.key(k), encode(v))])
 
@@ -194,11 +211,13 @@ def update(
     __data: Optional[Dict[Any, Any]] = None, /,
     db: Any = None,
     expire_time: Any = None,
+    no_reply: bool = False,
+    encode_values: bool = True,
     **kwargs: Any,
 ) -> Operation:
     if db is not None or expire_time is not None:
         raise ValueError("Tokyo Tyrant has no numbered databases and no expiry: pass db/expire_time as None")
-    return set_bulk(c, __data, **kwargs)
+    return set_bulk(c, __data, no_reply=no_reply, encode_values=encode_values, **kwargs)
 
 
 def remove_bulk(c: Codec, keys: Iterable[Key]) -> Operation:
@@ -208,23 +227,32 @@ def remove_bulk(c: Codec, keys: Iterable[Key]) -> Operation:
     return _misc_ok(b"outlist", args, True)
 
 
-def setdup(c: Codec, key: Key, value: Any) -> Plan:
-    return _misc_ok(b"putdup", [c.key(key), c.encode_value(value)])
+def setdup(c: Codec, key: Key, value: Any, encode_value: bool = True) -> Plan:
+    return _misc_ok(b"putdup", [c.key(key), _value(c, value, encode_value)])
 
 
-def setdupback(c: Codec, key: Key, value: Any) -> Plan:
-    return _misc_ok(b"putdupback", [c.key(key), c.encode_value(value)])
+def setdupback(c: Codec, key: Key, value: Any, encode_value: bool = True) -> Plan:
+    return _misc_ok(b"putdupback", [c.key(key), _value(c, value, encode_value)])
 
 
 # -- misc, script -------------------------------------------------------------------------
 
 
 def misc(
-    c: Codec, cmd: Union[str, bytes], args: Optional[Sequence[Any]] = None, update_log: bool = True
+    c: Codec, cmd: Union[str, bytes], args: Optional[Sequence[Any]] = None, update_log: bool = True,
+    decode_values: bool = False,
 ) -> Plan:
+    """``decode_values``: the result items deserialized (kt's switch), else bytes."""
     name = c.arg(cmd, "misc command")
     encoded = [] if args is None else [c.arg(arg, "misc argument") for arg in args]
-    return _misc(name, encoded, _LOG if update_log else _NO_LOG, None, name in READ_ONLY_MISC)
+
+    def decoded(result: Optional[List[bytes]]) -> Optional[List[Any]]:
+        return None if result is None else [c.decode_value(item) for item in result]
+
+    return _misc(
+        name, encoded, _LOG if update_log else _NO_LOG, decoded if decode_values else None,
+        name in READ_ONLY_MISC,
+    )
 
 
 def script(
@@ -236,7 +264,14 @@ def script(
     lock_all: bool = False,
     encode_value: bool = True,
     decode_result: bool = False,
+    decode_value: Optional[bool] = None,
+    as_list: bool = False,
+    as_dict: bool = False,
+    as_int: bool = False,
 ) -> Plan:
+    """``decode_value`` is kt's name for ``decode_result``.  A reply of ``true``/``false`` is
+    True/False (as kt gave them); ``as_list``: the reply's lines; ``as_dict``: its
+    ``key\tvalue`` lines; ``as_int``: the reply as an int (None when empty)."""
     opts = (tt.EXT_LOCK_RECORD if lock_records else 0) | (tt.EXT_LOCK_GLOBAL if lock_all else 0)
     kbytes = b"" if key is None else c.key(key)
     if value is None:
@@ -246,7 +281,22 @@ def script(
     else:
         vbytes = c.arg(value, "script value")
     data = tt.encode_ext(c.arg(name, "script name"), kbytes, vbytes, opts)
-    return Plan(data, tt.parse_ext, c.decode_value if decode_result else None)
+    decode = decode_result if decode_value is None else decode_value
+    return Plan(data, tt.parse_ext, partial(_script_result, c, decode, as_list, as_dict, as_int))
+
+
+def _script_result(c: Codec, decode: bool, as_list: bool, as_dict: bool, as_int: bool, raw: bytes) -> Any:
+    if raw == b"true" or raw == b"false":
+        return raw == b"true"
+    if as_int:
+        return int(raw) if raw else None
+    if as_list or as_dict:
+        lines = raw.rstrip(b"\n").split(b"\n") if raw else []
+        convert = c.decode_value if decode else bytes
+        if as_dict:
+            return {convert(k): convert(v) for k, _, v in (line.partition(b"\t") for line in lines)}
+        return [convert(line) for line in lines]
+    return c.decode_value(raw) if decode else raw
 
 
 # -- database -----------------------------------------------------------------------------
@@ -314,17 +364,18 @@ def _pairs_to_dict(c: Codec, items: List[bytes]) -> Dict[Any, Any]:
     return {decode_key(k): decode(v) for k, v in zip(items[::2], items[1::2])}
 
 
-def get_range(c: Codec, start: Optional[Key] = None, stop: Optional[Key] = None, max_keys: int = 0) -> Plan:
-    args = [b"" if start is None else c.key(start), b"%d" % (check_int(max_keys or 0, "max_keys"))]
-    if stop is not None:
-        args.append(c.key(stop))
+def get_range(
+    c: Codec, start: Optional[Key] = None, stop: Optional[Key] = None, max_keys: int = 0,
+    decode_values: bool = True,
+) -> Plan:
+    """A dict holds one value per key: with duplicate keys the last record's (see get_rangelist)."""
 
     def finish(result: Optional[List[bytes]]) -> Dict[Any, Any]:
         if result is None:
             raise _fail("range failed (only B+ tree databases support ranges)", "range")
-        return _pairs_to_dict(c, result)
+        return dict(_pairs(c, result, decode_values))
 
-    return _misc(b"range", args, _NO_LOG, finish, True)
+    return _misc(b"range", _range_args(c, start, stop, max_keys), _NO_LOG, finish, True)
 
 
 def match_prefix(c: Codec, prefix: Key, max_keys: Optional[int] = 1024) -> Plan:
@@ -340,7 +391,7 @@ def match_regex(c: Codec, regex: Union[str, bytes], max_keys: Optional[int] = 10
     def finish(result: Optional[List[bytes]]) -> List[Any]:
         if result is None:
             raise _fail(f"regex {regex!r} was rejected by the server", "regex")
-        return c.decode_key_list(result[::2])
+        return c.decode_key_list(list(dict.fromkeys(result[::2])))  # a key with duplicates once
 
     return _misc(b"regex", args, _NO_LOG, finish, True)
 
@@ -357,25 +408,25 @@ def iter_from(c: Codec, start_key: Key) -> Generator[Plan, Any, Dict[Any, Any]]:
         result[c.decode_key(item[0])] = c.decode_value(item[1])
 
 
-def keys(c: Codec) -> Plan:
-    return Plan(tt.encode_fwmkeys(b"", -1), tt.parse_fwmkeys, c.decode_key_list, True)
+def keys(c: Codec) -> Generator[Plan, Any, List[Any]]:
+    """One key per record: a key with duplicates (B+ tree) comes once per record."""
+    return c.decode_key_list([k for k, _ in (yield from _records(c, False))])
 
 
-def items(c: Codec) -> Generator[Plan, Any, List[Tuple[Any, Any]]]:
-    """Every record, fetched in chunks of ITEMS_CHUNK keys with ``mget``."""
-    all_keys = yield Plan(tt.encode_fwmkeys(b"", -1), tt.parse_fwmkeys, None, True)
+def items(c: Codec, start_key: Optional[Key] = None) -> Generator[Plan, Any, List[Tuple[Any, Any]]]:
+    """Every record (from ``start_key`` on, walking the server's iterator, when given)."""
+    if start_key is None:
+        records = yield from _records(c)
+    else:
+        records = yield from _iterate_from(c, start_key)
     decode_key = c.decode_key
     decode = c.decode_value
-    result = []
-    for offset in range(0, len(all_keys), ITEMS_CHUNK):
-        chunk = all_keys[offset : offset + ITEMS_CHUNK]
-        records = yield Plan(tt.encode_mget(chunk), tt.parse_mget, None, True)
-        result.extend((decode_key(k), decode(v)) for k, v in records)
-    return result
+    return [(decode_key(k), decode(v)) for k, v in records]
 
 
 def values(c: Codec) -> Generator[Plan, Any, List[Any]]:
-    return [value for _, value in (yield from items(c))]
+    decode = c.decode_value
+    return [decode(v) for _, v in (yield from _records(c))]
 
 
 # -- table databases ----------------------------------------------------------------------
@@ -436,3 +487,166 @@ def search(c: Codec, expressions: Iterable[Sequence[Any]], cmd: Optional[str] = 
     if cmd == "out":
         return _misc(b"search", args, _LOG, finish)
     return _misc(b"search", args, _NO_LOG, finish, True)
+
+
+# -- coleifer/kt 0.9.6 compatibility: kt's extra arguments and methods --------------------
+# (kt's `encode_value=False` sends str/bytes/numbers as text; `decode_value(s)=False` returns
+# bytes.)
+
+
+def _plain(c: Codec, value: Any) -> bytes:
+    """A value sent without the serializer (kt's ``encode_value=False``)."""
+    return c.arg(value, "value")
+
+
+def _value(c: Codec, value: Any, encode_value: bool) -> bytes:
+    return c.encode_value(value) if encode_value else _plain(c, value)
+
+
+def set_bytes(c: Codec, key: Key, value: Any, no_reply: bool = False) -> Plan:
+    """``set`` without the serializer; ``no_reply``: a ``putnr`` plan (``parse`` None)."""
+    if no_reply:
+        return Plan(tt.encode_putnr(c.key(key), _plain(c, value)), None)  # type: ignore[arg-type]
+    return Plan(_encode_put(c.key(key), _plain(c, value)), _parse_put, None, True)
+
+
+def seize(c: Codec, key: Key, decode_value: bool = True) -> Generator[Plan, Any, Any]:
+    """The value at ``key`` (None when missing), removing the record: get, then out."""
+    bkey = c.key(key)
+    raw = yield Plan(_encode_get(bkey), _parse_get, None, True)
+    if raw is None:
+        return None
+    yield Plan(tt.encode_out(bkey), tt.parse_out)
+    return c.decode_value(raw) if decode_value else raw
+
+
+pop = seize
+
+
+def _restore_ts(timestamp: Any) -> int:
+    """Microseconds since the epoch, from an int or a (local-time, naive) ``datetime``."""
+    if isinstance(timestamp, datetime.datetime):
+        return int(time.mktime(timestamp.timetuple())) * 1000000 + timestamp.microsecond
+    return check_int(timestamp, "timestamp")
+
+
+def restore(c: Codec, path: Union[str, bytes], timestamp: Any, options: int = 0) -> Plan:
+    """Replay the update logs in ``path`` from ``timestamp`` on."""
+    data = tt.encode_restore(c.arg(path, "path"), _restore_ts(timestamp), check_int(options, "options"))
+    return Plan(data, tt.parse_ok)
+
+
+def set_master(c: Codec, host: Union[str, bytes], port: int, timestamp: Any, options: int = 0) -> Plan:
+    """Make the server a replica of ``host:port`` from ``timestamp`` on."""
+    data = tt.encode_setmst(c.arg(host, "host"), check_int(port, "port"), _restore_ts(timestamp),
+                            check_int(options, "options"))
+    return Plan(data, tt.parse_ok)
+
+
+def clear_cache(c: Codec) -> Plan:
+    return _misc(b"cacheclear", [], _NO_LOG, _succeeded, True)
+
+
+def defragment(c: Codec, nsteps: Optional[int] = None) -> Plan:
+    args = [] if nsteps is None else [b"%d" % check_int(nsteps, "nsteps")]
+    return _misc_ok(b"defrag", args, True)
+
+
+def _pairs(c: Codec, items: List[bytes], decode_values: bool) -> List[Tuple[Any, Any]]:
+    decode_key = c.decode_key
+    if not decode_values:
+        return [(decode_key(k), v) for k, v in zip(items[::2], items[1::2])]
+    decode = c.decode_value
+    return [(decode_key(k), decode(v)) for k, v in zip(items[::2], items[1::2])]
+
+
+def _range_args(c: Codec, start: Optional[Key], stop: Optional[Key], max_keys: int) -> List[bytes]:
+    args = [b"" if start is None else c.key(start), b"%d" % (check_int(max_keys or 0, "max_keys"))]
+    if stop is not None:
+        args.append(c.key(stop))
+    return args
+
+
+def get_rangelist(
+    c: Codec, start: Optional[Key] = None, stop: Optional[Key] = None, max_keys: int = 0,
+    decode_values: bool = True,
+) -> Plan:
+    """Like ``get_range`` as a list of pairs, which keeps the records of duplicate keys."""
+
+    def finish(result: Optional[List[bytes]]) -> List[Tuple[Any, Any]]:
+        if result is None:
+            raise _fail("range failed (only B+ tree databases support ranges)", "range")
+        return _pairs(c, result, decode_values)
+
+    return _misc(b"range", _range_args(c, start, stop, max_keys), _NO_LOG, finish, True)
+
+
+def match_regexlist(
+    c: Codec, regex: Union[str, bytes], max_keys: Optional[int] = None, decode_values: bool = True
+) -> Plan:
+    """The records whose key matches ``regex``, as ``(key, value)`` pairs."""
+    args = [c.arg(regex, "regex")]
+    if max_keys is not None:
+        args.append(b"%d" % check_int(max_keys, "max_keys"))
+
+    def finish(result: Optional[List[bytes]]) -> List[Tuple[Any, Any]]:
+        if result is None:
+            raise _fail(f"regex {regex!r} was rejected by the server", "regex")
+        return _pairs(c, result, decode_values)
+
+    return _misc(b"regex", args, _NO_LOG, finish, True)
+
+
+def keys_fast(c: Codec) -> Plan:
+    """Every distinct key in one request (``fwmkeys``)."""
+    return Plan(tt.encode_fwmkeys(b"", -1), tt.parse_fwmkeys, c.decode_key_list, True)
+
+
+def items_fast(c: Codec) -> Plan:
+    """B+ tree: every record in one request (misc ``range``), duplicates included."""
+    return get_rangelist(c)
+
+
+def _records(c: Codec, values: bool = True) -> Generator[Plan, Any, List[Tuple[bytes, bytes]]]:
+    """Every record as wire pairs, the duplicate keys of a B+ tree included.
+
+    A B+ tree answers misc ``range`` in chunks of ITEMS_CHUNK records; each chunk starts at
+    the last key seen (a range includes its start), skipping the records of that key already
+    taken.  Other databases refuse ``range``; their keys are unique, so ``fwmkeys`` and
+    ``mget`` in chunks give every record (values left empty when ``values`` is False).
+    """
+    records: List[Tuple[bytes, bytes]] = []
+    start, skip = b"", 0
+    while True:
+        chunk = ITEMS_CHUNK
+        items = yield _misc(b"range", [start, b"%d" % (skip + chunk)], _NO_LOG, None, True)
+        if items is None:
+            break  # not a B+ tree
+        pairs = list(zip(items[::2], items[1::2]))
+        records += pairs[skip:]
+        if len(pairs) < skip + chunk:
+            return records  # the range ran out
+        start = records[-1][0]
+        skip = 0
+        for key, _value in reversed(records):
+            if key != start:
+                break
+            skip += 1
+    keys = yield Plan(tt.encode_fwmkeys(b"", -1), tt.parse_fwmkeys, None, True)
+    if not values:
+        return [(k, b"") for k in keys]
+    for offset in range(0, len(keys), ITEMS_CHUNK):
+        records += yield Plan(tt.encode_mget(keys[offset : offset + ITEMS_CHUNK]), tt.parse_mget, None, True)
+    return records
+
+
+def _iterate_from(c: Codec, start_key: Key) -> Generator[Plan, Any, List[Tuple[bytes, bytes]]]:
+    """Records from ``start_key`` on, walking the server's one shared iterator."""
+    if (yield _misc(b"iterinit", [c.key(start_key)], _NO_LOG, None, True)) is None:
+        return []
+    records = []
+    while True:
+        item = yield _misc(b"iternext", [], _NO_LOG)
+        if not item:
+            return records
+        records.append((item[0], item[1]))

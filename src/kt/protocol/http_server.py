@@ -11,6 +11,7 @@ llhttp would cost more than the parser itself; ``bench/bench_kt_server.py`` meas
 Request side::
 
     parse_request(buf, pos=0, eof=False) -> (HTTPRequest, end) | None
+    RequestParser().parse(buf, pos=0, eof=False)   # the same, resumable as bytes arrive
 
 ``None`` means "need more bytes".  It raises :class:`DropConnection` when ktserver would close
 the connection without a reply, and :class:`HTTPErrorReply` when it would answer with
@@ -44,6 +45,7 @@ __all__ = [
     "DropConnection",
     "HTTPErrorReply",
     "parse_request",
+    "RequestParser",
     "build_response",
     "build_error",
     "status_name",
@@ -57,8 +59,9 @@ SERVER_NAME = b"KyotoTycoon/0.9.56b"
 LINE_MAX = 8191  # HTTPClient::LINEBUFSIZ (8192) minus the terminating NUL
 BODY_MAX = 1 << 28  # HTTPClient::RECVMAXSIZ
 HEAD_MAX = 1 << 20
-"""Our one deviation: a request head (line + headers) still incomplete after 1 MiB drops the
-connection (ktserver reads header lines without limit; we would re-scan an ever-growing head)."""
+"""Our one deviation: a request head (line + headers) longer than 1 MiB drops the connection as
+soon as that many bytes arrived (ktserver reads header lines without limit, holding one thread
+per connection; here one event loop serves everybody, so one head must not take it for long)."""
 
 M_GET, M_HEAD, M_POST, M_PUT, M_DELETE, M_UNKNOWN = range(6)
 _METHODS = {b"GET": M_GET, b"HEAD": M_HEAD, b"POST": M_POST, b"PUT": M_PUT, b"DELETE": M_DELETE}
@@ -176,56 +179,51 @@ def kc_strnrmspc(s: bytes) -> bytes:
 
 # ---------------------------------------------------------------------------- request parser
 
+_CUT = re.compile(rb"(?:\r*[^\r]){%d}" % LINE_MAX, re.S)  # LINE_MAX bytes that are not CR
+
+
 def _read_line(buf, pos: int, end: int, eof: bool):
     """``Socket::receive_line``: up to LINE_MAX non-CR bytes or up to ``\\n``.
 
     Returns ``(line, next_pos)``; the line is cut at a NUL like the C string it becomes.
-    Raises ``_NeedMore`` (or ``DropConnection`` at EOF) when the line is incomplete.
+    Raises ``_NeedMore`` (or ``DropConnection`` at EOF) when the line is incomplete.  Looks at
+    no more than LINE_MAX + 1 bytes, or :data:`HEAD_MAX` when the line holds CRs (which do not
+    count): a 100 MB line costs what its first 8 KB cost.
     """
-    nl = buf.find(b"\n", pos, end)
-    if nl >= 0:
-        raw = bytes(buf[pos:nl])
-        if b"\r" in raw:
-            raw = raw.replace(b"\r", b"")
-        if len(raw) <= LINE_MAX:
-            line, nxt = raw, nl + 1
-        else:
-            line, nxt = _cut_long_line(buf, pos, end)
+    window = min(end, pos + LINE_MAX + 1)
+    nl = buf.find(b"\n", pos, window)
+    if nl < 0 and window < end and b"\r" in buf[pos:window]:
+        window = min(end, pos + HEAD_MAX + 1)
+        nl = buf.find(b"\n", pos, window)
+    raw = bytes(buf[pos:nl if nl >= 0 else window])
+    kept = len(raw) - raw.count(b"\r")
+    if kept > LINE_MAX or (nl < 0 and kept >= LINE_MAX):
+        cut = _CUT.match(raw)
+        line, nxt = cut.group().replace(b"\r", b""), pos + cut.end()
+    elif nl >= 0:
+        line, nxt = (raw.replace(b"\r", b"") if b"\r" in raw else raw), nl + 1
+    elif window < end:
+        raise DropConnection("a line of carriage returns longer than the head limit")
+    elif eof:
+        raise DropConnection("end of input inside a line")
     else:
-        raw = bytes(buf[pos:end])
-        if len(raw) - raw.count(b"\r") >= LINE_MAX:
-            line, nxt = _cut_long_line(buf, pos, end)
-        elif eof:
-            raise DropConnection("end of input inside a line")
-        else:
-            raise _NeedMore
+        raise _NeedMore
     if b"\0" in line:
         line = line[:line.index(b"\0")]
     return line, nxt
 
 
-def _cut_long_line(buf, pos: int, end: int):
-    out = bytearray()
-    i = pos
-    while len(out) < LINE_MAX:
-        c = buf[i]
-        i += 1
-        if c != 0x0D:
-            out.append(c)
-    return bytes(out), i
-
-
 _NAME_SPACE = re.compile(rb"[\x01-\x20\x7f]")
 
 
-def _fast_head(buf, pos: int):
+def _fast_head(buf, pos: int, max_lines: Optional[int] = None):
     """The header block split into lines when it is plain CRLF text (the common case).
 
     Returns ``(lines, body_start)`` or None when the slow, byte-exact path must decide
     (bare ``\n`` or stray ``\r``, NUL bytes, over-long lines, incomplete head).
     """
-    hend = buf.find(b"\r\n\r\n", pos)
-    if hend < 0:
+    hend = buf.find(b"\r\n\r\n", pos, pos + HEAD_MAX + 4)
+    if hend < 0 or (max_lines is not None and buf.count(b"\n", pos, hend) >= max_lines):
         return None
     head = bytes(buf[pos:hend])
     crlf = head.count(b"\r\n")
@@ -239,15 +237,97 @@ def _fast_head(buf, pos: int):
 
 def parse_request(buf, pos: int = 0, eof: bool = False):
     """Parse one request from ``buf[pos:]``; see the module docstring for the contract."""
-    end = len(buf)
-    fast = _fast_head(buf, pos)
-    try:
-        if fast is not None:
-            lines, fast_end = fast
-            line = lines[0]
-            p = pos
-        else:
-            line, p = _read_line(buf, pos, end, eof)
+    return RequestParser().parse(buf, pos, eof)
+
+
+_HEAD_LINE, _HEADERS, _BODY = range(3)
+
+
+def _arrived(have: int, need: int, eof: bool) -> bool:
+    """Whether ``need`` body bytes are there; missing at EOF, ktserver answers 400."""
+    if have >= need:
+        return True
+    if eof:
+        raise HTTPErrorReply(400, "receiving data failed")
+    return False
+
+
+class RequestParser:
+    """:func:`parse_request` for a request that arrives in pieces: it resumes where it stopped.
+
+    Why: a head or chunked body that grows by a few bytes at a time must not be re-parsed from
+    its start on every arrival (a slow peer sending a 1 MB head one byte at a time would hold
+    the server's event loop for most of the time).  Call :meth:`parse` with the same ``pos`` on
+    the same, growing buffer (bytes before ``pos`` may not change) until it returns the request;
+    every complete line is parsed once, the head is limited to :data:`HEAD_MAX` bytes as they
+    arrive, and an incomplete line or chunk is the only part looked at again.
+    """
+
+    __slots__ = ("phase", "start", "next", "method", "kind", "target", "path", "query", "version",
+                 "keep", "clen", "chunked", "headers", "parts", "total", "paused")
+
+    def __init__(self) -> None:
+        self.phase = _HEAD_LINE
+        self.paused = False
+        self.headers: dict = {}
+        self.parts: list = []
+        self.total = 0
+
+    def parse(self, buf, pos: int = 0, eof: bool = False, max_lines: Optional[int] = None):
+        """``(HTTPRequest, end)`` once complete, else None; raises like :func:`parse_request`.
+
+        With ``max_lines``, at most that many head lines are parsed per call; ``paused`` is then
+        true when it stopped for that reason (call again) rather than for missing bytes.
+        """
+        end = len(buf)
+        self.paused = False
+        if self.phase == _HEAD_LINE:
+            self.start = pos
+            fast = _fast_head(buf, pos, max_lines)  # None with too many lines: sliced below
+            if fast is not None:
+                lines, body_start = fast
+                self._request_line(lines[0])
+                header = self._header
+                for index in range(1, len(lines)):
+                    header(lines[index])
+                self.next = body_start
+                self.phase = _BODY
+            else:
+                got = self._line(buf, pos, end, eof)
+                if got is None:
+                    return None
+                self._request_line(got[0])
+                self.next = got[1]
+                self.phase = _HEADERS
+        if self.phase == _HEADERS:
+            limit = self.start + HEAD_MAX
+            budget = -1 if max_lines is None else max_lines
+            while True:
+                if budget == 0:
+                    self.paused = True
+                    return None
+                budget -= 1
+                got = self._line(buf, self.next, end, eof)
+                if got is None:
+                    return None
+                line, self.next = got
+                if not line:
+                    break
+                if self.next > limit:
+                    raise DropConnection("request head too large")
+                self._header(line)
+            self.phase = _BODY
+        return self._body(buf, end, eof)
+
+    def _line(self, buf, pos: int, end: int, eof: bool):
+        try:
+            return _read_line(buf, pos, end, eof)
+        except _NeedMore:
+            if end - self.start > HEAD_MAX:
+                raise DropConnection("request head too large") from None
+            return None
+
+    def _request_line(self, line: bytes) -> None:
         sp = line.find(b" ")
         if sp < 0:
             raise DropConnection("request line without a space")
@@ -270,99 +350,88 @@ def parse_request(buf, pos: int = 0, eof: bool = False):
             version = 0
         else:
             raise DropConnection("unsupported HTTP version")
-        kind = _METHODS.get(method, M_UNKNOWN)
-        keep = version >= 1
-        clen = -1
-        chunked = False
-        headers: dict = {}
-        index = 1
+        self.method, self.target, self.path, self.query, self.version = method, target, path, query, version
+        self.kind = _METHODS.get(method, M_UNKNOWN)
+        self.keep = version >= 1
+        self.clen = -1
+        self.chunked = False
+
+    def _header(self, line: bytes) -> None:
+        colon = line.find(b":")
+        if colon < 0:
+            return
+        name = line[:colon]
+        if _NAME_SPACE.search(name):
+            name = kc_strnrmspc(name)
+        name = name.lower()
+        if not name:
+            return
+        value = line[colon + 1:].lstrip(b" ")
+        if name == b"connection":
+            low = value.lower()
+            if low == b"close":
+                self.keep = False
+            elif low == b"keep-alive":
+                self.keep = True
+        elif name == b"content-length":
+            self.clen = int(value) if len(value) < 19 and value.isdigit() else kc_atoi(value)
+        elif name == b"transfer-encoding":
+            if value.lower() == b"chunked":
+                self.chunked = True
+        self.headers[name] = value
+
+    def _body(self, buf, end: int, eof: bool):
+        p = self.next
+        body = b""
+        if self.kind in _BODY_METHODS:
+            clen = self.clen
+            if clen >= 0:
+                if clen > BODY_MAX:
+                    raise HTTPErrorReply(413, "request entity too large")
+                if not _arrived(end - p, clen, eof):
+                    return None
+                body = bytes(buf[p:p + clen])
+                p += clen
+            elif self.chunked:
+                if not self._chunks(buf, end, eof):
+                    return None
+                body, p = b"".join(self.parts), self.next
+        request = HTTPRequest(self.method, self.kind, self.target, self.path, self.query, self.version,
+                              self.headers, self.keep, body)
+        return request, p
+
+    def _chunks(self, buf, end: int, eof: bool) -> bool:
+        """Read chunks from ``self.next`` on; True once the last one is in (``self.next`` after it)."""
         while True:
-            if fast is not None:
-                if index == len(lines):
-                    p = fast_end
-                    break
-                line = lines[index]
-                index += 1
-            else:
+            p = self.next
+            try:
                 line, p = _read_line(buf, p, end, eof)
-                if not line:
-                    break
-            colon = line.find(b":")
-            if colon < 0:
-                continue
-            name = line[:colon]
-            if _NAME_SPACE.search(name):
-                name = kc_strnrmspc(name)
-            name = name.lower()
-            if not name:
-                continue
-            value = line[colon + 1:].lstrip(b" ")
-            if name == b"connection":
-                low = value.lower()
-                if low == b"close":
-                    keep = False
-                elif low == b"keep-alive":
-                    keep = True
-            elif name == b"content-length":
-                clen = int(value) if len(value) < 19 and value.isdigit() else kc_atoi(value)
-            elif name == b"transfer-encoding":
-                if value.lower() == b"chunked":
-                    chunked = True
-            headers[name] = value
-    except _NeedMore:
-        if end - pos > HEAD_MAX:
-            raise DropConnection("request head too large") from None
-        return None
-    body = b""
-    if kind in _BODY_METHODS:
-        if clen >= 0:
-            if clen > BODY_MAX:
+            except _NeedMore:
+                return False
+            except DropConnection:
+                raise HTTPErrorReply(400, "receiving data failed") from None
+            if not line:
+                self.next = p
+                return True
+            csiz = kc_atoih(line)
+            if self.total + csiz > BODY_MAX:
                 raise HTTPErrorReply(413, "request entity too large")
-            if end - p < clen:
-                if eof:
-                    raise HTTPErrorReply(400, "receiving data failed")
-                return None
-            body = bytes(buf[p:p + clen])
-            p += clen
-        elif chunked:
-            parsed = _read_chunked(buf, p, end, eof)
-            if parsed is None:
-                return None
-            body, p = parsed
-    return HTTPRequest(method, kind, target, path, query, version, headers, keep, body), p
-
-
-def _read_chunked(buf, p: int, end: int, eof: bool):
-    parts = []
-    total = 0
-    while True:
-        try:
-            line, p = _read_line(buf, p, end, eof)
-        except _NeedMore:
-            return None
-        except DropConnection:
-            raise HTTPErrorReply(400, "receiving data failed") from None
-        if not line:
-            break
-        csiz = kc_atoih(line)
-        if total + csiz > BODY_MAX:
-            raise HTTPErrorReply(413, "request entity too large")
-        if csiz > 0:
-            if end - p < csiz:
-                if eof:
-                    raise HTTPErrorReply(400, "receiving data failed")
-                return None
-            parts.append(bytes(buf[p:p + csiz]))
-            p += csiz
-        if end - p < 2 and not eof and buf[p:end] in (b"", b"\r"):
-            return None
-        if buf[p:p + 2] != b"\r\n":
-            raise HTTPErrorReply(400, "invalid chunk")
-        p += 2
-        if csiz < 1:
-            break
-        total += csiz
-    return b"".join(parts), p
+            if csiz > 0:
+                if not _arrived(end - p, csiz, eof):
+                    return False
+                chunk = bytes(buf[p:p + csiz])
+                p += csiz
+            else:
+                chunk = b""
+            if end - p < 2 and not eof and buf[p:end] in (b"", b"\r"):
+                return False
+            if buf[p:p + 2] != b"\r\n":
+                raise HTTPErrorReply(400, "invalid chunk")
+            self.next = p + 2
+            if csiz < 1:
+                return True
+            self.parts.append(chunk)
+            self.total += csiz
 
 
 # ---------------------------------------------------------------------------- responses

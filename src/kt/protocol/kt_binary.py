@@ -17,7 +17,7 @@ request records ``(dbidx, key)``, play_script records ``(key, value)``.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 from kt.errors import ProtocolError, ServerError
 
@@ -577,38 +577,68 @@ def parse_request(
         return _finish(BinaryRequest(magic), TRUNCATED, size) if eof else None
     _, flags, rnum = _HEAD.unpack_from(buf, pos)
     req = BinaryRequest(magic, flags, rnum)
-    off = pos + 9
-    records = req.records
+    records, off, failure = parse_records(buf, pos + 9, magic, rnum)
+    req.records = records
+    if failure is not None:
+        return _finish(req, failure, off)
+    if len(records) < rnum:
+        return _finish(req, TRUNCATED, size) if eof else None
+    return req, off
+
+
+def parse_records(buf: Buffer, pos: int, magic: int, count: int) -> Tuple[list, int, Optional[str]]:
+    """Up to ``count`` complete records of a set/remove/get_bulk request from ``buf[pos:]``.
+
+    For servers that apply a bulk request as it arrives (ktserver reads and applies record by
+    record, so a request announcing 2^31 records needs no more memory than one record).
+    Returns ``(records, end, failure)``: the records (``(dbidx, key, value, xt)`` for set_bulk,
+    ``(dbidx, key)`` otherwise), the offset after the last one, and :data:`OVERSIZED` when the
+    next record announces a size over :data:`DATA_MAX_SIZE` (``end`` is then after its header;
+    the request is broken).  Fewer than ``count`` records without a failure: the next one has
+    not fully arrived.
+    """
+    if type(buf) is bytes:
+        return _records(buf, buf, pos, magic, count)
+    with memoryview(buf) as data:  # released before the caller resizes its buffer
+        return _records(buf, data, pos, magic, count)
+
+
+def _records(buf: Buffer, data: Any, pos: int, magic: int, count: int) -> Tuple[list, int, Optional[str]]:
+    """parse_records' loop.  ``bytes(data[a:b])`` copies once from a memoryview and not at
+    all from bytes, with no helper call per record: this runs for every bulk record."""
+    size = len(buf)
+    off = pos
+    records: list = []
     append = records.append
     if magic == MAGIC_SET_BULK:
         unpack = _unpack_set_rec
-        for _ in range(rnum):
+        for _ in range(count):
             if size - off < 18:
-                return _finish(req, TRUNCATED, size) if eof else None
+                break
             dbidx, ksiz, vsiz, xt = unpack(buf, off)
             if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
-                return _finish(req, OVERSIZED, off + 18)
+                return records, off + 18, OVERSIZED
             kstart = off + 18
             vstart = kstart + ksiz
             end = vstart + vsiz
             if end > size:
-                return _finish(req, TRUNCATED, size) if eof else None
-            append((dbidx, _bytes_view(buf, kstart, vstart), _bytes_view(buf, vstart, end), xt))
+                break
+            append((dbidx, bytes(data[kstart:vstart]), bytes(data[vstart:end]), xt))
             off = end
-        return req, off
+        return records, off, None
     unpack_key = _KEY_REC.unpack_from
-    for _ in range(rnum):
+    for _ in range(count):
         if size - off < 6:
-            return _finish(req, TRUNCATED, size) if eof else None
+            break
         dbidx, ksiz = unpack_key(buf, off)
         if ksiz > DATA_MAX_SIZE:
-            return _finish(req, OVERSIZED, off + 6)
+            return records, off + 6, OVERSIZED
         end = off + 6 + ksiz
         if end > size:
-            return _finish(req, TRUNCATED, size) if eof else None
-        append((dbidx, _bytes_view(buf, off + 6, end)))
+            break
+        append((dbidx, bytes(data[off + 6:end])))
         off = end
-    return req, off
+    return records, off, None
 
 
 def _parse_script_request(buf: Buffer, pos: int, eof: bool) -> Optional[Tuple[BinaryRequest, int]]:
@@ -778,6 +808,7 @@ __all__ = [
     "parse_replication_frame",
     "is_binary_start",
     "parse_request",
+    "parse_records",
     "scan_request",
     "encode_count_reply",
     "encode_set_bulk_reply",

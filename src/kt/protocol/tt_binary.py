@@ -1208,6 +1208,51 @@ def parse_request(buf: Buffer, pos: int = 0) -> Parsed:
     return parser(buf, pos, end, cmd)
 
 
+def scan_request(buf: Buffer, pos: int = 0, state: Optional[tuple] = None) -> Tuple[bool, Optional[tuple]]:
+    """Resumable "is the request at ``buf[pos]`` complete yet?" for requests of many items.
+
+    ``mget`` and ``misc`` carry up to 2^20 ``[size:4][bytes]`` items; re-running
+    :func:`parse_request` on each new segment of a large one costs O(n^2) (a peer dripping
+    the last bytes of 1 MB of tiny items kept a server core busy).  This walks only the item
+    sizes it has not seen and returns ``(decidable, state)``: when ``decidable``,
+    :func:`parse_request` will not return None (complete, or an error to raise); otherwise pass
+    ``state`` back, with the same request at ``pos`` (offsets are relative to it), once more
+    bytes have arrived.  Other commands need no scan (parsing them re-reads a few fixed fields):
+    ``(True, None)`` once their first two bytes are there.
+    """
+    size = len(buf)
+    if state is None:
+        if size - pos < 2 or buf[pos] != MAGIC:
+            return size - pos >= 2 or (size > pos and buf[pos] != MAGIC), None
+        cmd = buf[pos + 1]
+        if cmd == CMD_MGET:
+            if size - pos < 6:
+                return False, None
+            count = _unpack_i32(buf, pos + 2)[0]
+            start = 6
+        elif cmd == CMD_MISC:
+            if size - pos < 14:
+                return False, None
+            nsiz, _opts, count = _I32X3.unpack_from(buf, pos + 2)
+            if nsiz < 0 or nsiz >= MAX_NAME_SIZE:
+                return True, None
+            start = 14 + nsiz
+        else:
+            return True, None
+        if count < 0 or count > MAX_ARG_NUM:
+            return True, None
+        state = (start, count)
+    off, left = state
+    off += pos
+    while left and off + 4 <= size:
+        item = _unpack_i32(buf, off)[0]
+        if item < 0 or item > MAX_ARG_SIZE:
+            return True, None
+        off += 4 + item
+        left -= 1
+    return (not left and off <= size), (off - pos, left)
+
+
 # --------------------------------------------------------------------------------------------
 # Server: reply encoders
 # --------------------------------------------------------------------------------------------

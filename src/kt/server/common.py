@@ -51,7 +51,8 @@ logger=None)``
 
 ``EventLoopServer(handler, workers=16, **same keywords)``
     Same lifecycle; ``handler`` has ``open(conn)``, ``close(conn)`` and
-    ``step(conn, eof) -> None | (reply, keep) | Offload(run) | HandOver(run)`` (see the class).
+    ``step(conn, eof) -> None | (reply, keep) | Offload(run) | HandOver(run) | AGAIN`` (see the
+    class).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ __all__ = [
     "EventLoopServer",
     "Offload",
     "HandOver",
+    "AGAIN",
     "daemonize",
 ]
 
@@ -540,6 +542,18 @@ class HandOver:
         self.run = run
 
 
+class _Again:
+    """The type of :data:`AGAIN`."""
+
+    def __repr__(self) -> str:
+        return "AGAIN"
+
+
+AGAIN = _Again()
+"""A step result: progress was made on a request that is not done; step the connection again
+after the other ready connections had their turn (a long request is handled in slices, so no
+connection holds the loop for long)."""
+
 _READ_CAP = 16 << 20  # bytes read from one connection per readiness event
 
 
@@ -550,10 +564,11 @@ class EventLoopServer(ThreadedServer):
     request; one loop serving all ready sockets measured 3-6x more requests/s at 4 and 16
     connections (``bench/bench_kt_server.py``).  ``handler`` is an object with
     ``open(conn)``, ``close(conn)`` and ``step(conn, eof)``: ``step`` handles one request from
-    ``conn.buf`` and returns None (need more bytes), ``(reply, keep)``, :class:`Offload` or
-    :class:`HandOver`.  A connection with a request in a worker is not read until it is done, so
-    replies keep their order.  ``timeout`` closes connections idle that long (a partial request
-    is first stepped with ``eof=True``, so it gets the reply the protocol gives at EOF).
+    ``conn.buf`` and returns None (need more bytes), ``(reply, keep)``, :class:`Offload`,
+    :class:`HandOver` or :data:`AGAIN`.  A connection with a request in a worker is not read until
+    it is done, so replies keep their order.  ``timeout`` closes connections idle that long (a
+    partial request is first stepped with ``eof=True``, so it gets the reply the protocol gives
+    at EOF).
     """
 
     def __init__(self, handler, *, workers: int = 16, **kwargs):
@@ -565,6 +580,7 @@ class EventLoopServer(ThreadedServer):
         self._done: collections.deque = collections.deque()
         self._pool = None
         self._handovers: List[threading.Thread] = []
+        self._again: collections.deque = collections.deque()  # connections to step once more
 
     def stop(self) -> None:
         self._stopping.set()
@@ -601,7 +617,7 @@ class EventLoopServer(ThreadedServer):
         next_sweep = time.monotonic() + 1.0
         while not self._stopping.is_set():
             try:
-                events = sel.select(1.0)
+                events = sel.select(0 if self._again else 1.0)
             except OSError as exc:
                 if exc.errno == errno.EINTR:
                     continue
@@ -615,6 +631,10 @@ class EventLoopServer(ThreadedServer):
                 else:
                     self._on_event(data, mask)
             self._finish_offloads()
+            for _ in range(len(self._again)):
+                conn = self._again.popleft()
+                if not conn.closed and not conn.busy:
+                    self._process(conn)
             now = time.monotonic()
             if now >= next_sweep:
                 next_sweep = now + 1.0
@@ -695,7 +715,8 @@ class EventLoopServer(ThreadedServer):
         pending: List[bytes] = []
         try:
             while not conn.closed and not conn.busy and not conn.out and not conn.closing:
-                if not conn.buf:
+                # a request under way (conn.state) is stepped at EOF even with nothing buffered
+                if not conn.buf and (conn.state is None or not conn.eof):
                     if conn.eof:
                         conn.closing = True
                     return
@@ -708,6 +729,9 @@ class EventLoopServer(ThreadedServer):
                 if result is None:
                     if conn.eof:
                         conn.closing = True
+                    return
+                if result is AGAIN:
+                    self._again.append(conn)
                     return
                 if isinstance(result, Offload):
                     self._emit(conn, pending)
@@ -842,7 +866,7 @@ class EventLoopServer(ThreadedServer):
             if conn.busy or conn.closed or now - conn.last < self.timeout:
                 continue
             self.logger.info(f"timed out: expr={conn.peer}")
-            if conn.buf and not conn.out:  # a partial request: answer it as at EOF
+            if (conn.buf or conn.state is not None) and not conn.out:  # partial request: answer as at EOF
                 conn.eof = True
                 self._process(conn)
             if not conn.closed:

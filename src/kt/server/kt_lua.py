@@ -21,6 +21,8 @@ import threading
 import time
 from typing import Any, Dict, Optional, Tuple
 
+from kt.errors import ProtocolError
+from kt.protocol.kt_ulog import read_varnum
 from kt.server.engines.kc import KCError
 from kt.server.lua_runtime import load_lua_runtime
 from kt.server.timeddb import DROP, INT64MAX, INT64MIN, KEEP, XTMAX, atoi, atoix, levenshtein
@@ -254,26 +256,15 @@ def _varnum(n: int) -> bytes:
     return bytes(reversed(out))
 
 
-def _read_varnum(data: bytes, off: int) -> Tuple[int, int]:
-    n = 0
-    while off < len(data):
-        c = data[off]
-        off += 1
-        n = (n << 7) | (c & 0x7F)
-        if c < 0x80:
-            return n, off
-    raise ValueError("truncated number")
-
-
 def _unvarnum_pairs(data: bytes):
     off = 0
     try:
         while off < len(data):
-            ksiz, off = _read_varnum(data, off)
-            vsiz, off = _read_varnum(data, off)
+            ksiz, off = read_varnum(data, off)
+            vsiz, off = read_varnum(data, off)
             yield data[off:off + ksiz], data[off + ksiz:off + ksiz + vsiz]
             off += ksiz + vsiz
-    except ValueError:
+    except ProtocolError:  # a truncated number ends the list, as in KC's mapload
         return
 
 
@@ -282,10 +273,10 @@ def _unvarnum_items(data: bytes):
     off = 0
     try:
         while off < len(data):
-            size, off = _read_varnum(data, off)
+            size, off = read_varnum(data, off)
             out.append(data[off:off + size])
             off += size
-    except ValueError:
+    except ProtocolError:
         pass
     return out
 

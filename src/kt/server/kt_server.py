@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import sys
 import threading
 import time
@@ -30,6 +31,7 @@ from kt.protocol import http_server as hs
 from kt.protocol import kt_binary as kb
 from kt.protocol import kt_rpc
 from kt.server.common import (
+    AGAIN,
     LOG_INFO,
     Connection,
     EventLoopServer,
@@ -80,6 +82,24 @@ _SLOW_PROCEDURES = frozenset((
     "set_bulk", "remove_bulk", "get_bulk", "ulog_list", "ulog_remove", "tune_replication",
 ))
 _REPLICATION_DUMMY_FREQ = 256  # Slave::DUMMYFREQ: a heartbeat after this many skipped records
+_STREAMED = frozenset((kb.MAGIC_SET_BULK, kb.MAGIC_REMOVE_BULK, kb.MAGIC_GET_BULK))
+_BULK_HEAD = struct.Struct(">BII")  # magic, flags, rnum
+_BULK_BATCH = 1024  # records parsed (in the loop) and applied (in a worker) per step of a bulk request
+_HEAD_LINES_PER_STEP = 128  # a longer head is parsed in slices, other connections served between
+
+
+class _BulkStream:
+    """A set/remove/get_bulk request being applied as it arrives (kept in ``conn.state``)."""
+
+    __slots__ = ("magic", "flags", "rnum", "left", "hits", "found")
+
+    def __init__(self, magic: int, flags: int, rnum: int):
+        self.magic = magic
+        self.flags = flags
+        self.rnum = rnum
+        self.left = rnum
+        self.hits = 0
+        self.found: list = []
 
 
 def _content_type(headers: dict) -> Optional[str]:
@@ -145,6 +165,8 @@ class KTServerHandler:
         Returns None (need more bytes), ``(reply, keep)``, ``Offload`` (may block: run in a
         worker) or ``HandOver`` (the replication stream).
         """
+        if isinstance(conn.state, _BulkStream):  # a bulk request arriving (the buffer may be empty)
+            return self._bulk_step(conn, conn.state, eof)
         first = conn.buf[0]
         if first == 0 or first >= 0x80:
             return self._binary(conn, eof)
@@ -153,14 +175,18 @@ class KTServerHandler:
     # ---------------------------------------------------------------- HTTP
 
     def _http(self, conn: Connection, eof: bool):
+        parser = conn.state
+        if parser is None:  # a new request; kept while it arrives, so no byte is parsed twice
+            parser = conn.state = hs.RequestParser()
         try:
-            parsed = hs.parse_request(conn.buf, 0, eof)
+            parsed = parser.parse(conn.buf, 0, eof, _HEAD_LINES_PER_STEP)
         except hs.DropConnection:
             return b"", False
         except hs.HTTPErrorReply as exc:
             return exc.reply, False
         if parsed is None:
-            return None
+            return AGAIN if parser.paused else None
+        conn.state = None
         request, end = parsed
         conn.consume(end)
         session = conn.session
@@ -226,6 +252,13 @@ class KTServerHandler:
 
     def _binary(self, conn: Connection, eof: bool):
         buf = conn.buf
+        if conn.state is None and buf[0] in _STREAMED:
+            if len(buf) < 9:
+                return (b"", False) if eof else None  # ktserver closes silently: header cut off
+            magic, flags, rnum = _BULK_HEAD.unpack_from(buf, 0)
+            conn.consume(9)
+            stream = conn.state = _BulkStream(magic, flags, rnum)
+            return self._bulk_step(conn, stream, eof)
         if not eof:
             # a large request arrives in many segments: walk only the new record headers
             # (scan_request) and parse once it is complete, instead of re-parsing each time
@@ -243,10 +276,6 @@ class KTServerHandler:
         failure = request.failure
         if failure is None:
             conn.consume(end)
-        if magic == kb.MAGIC_GET_BULK:
-            return self._maybe_offload(request, lambda: self._bin_get_bulk(request, failure, end))
-        if magic == kb.MAGIC_SET_BULK or magic == kb.MAGIC_REMOVE_BULK:
-            return self._maybe_offload(request, lambda: self._bin_update(request, failure, end))
         if magic == kb.MAGIC_PLAY_SCRIPT:
             if failure is not None:
                 return b"", False  # ktserver sends nothing for a broken play_script request
@@ -255,47 +284,59 @@ class KTServerHandler:
             return b"", False
         return HandOver(lambda c: self._bin_replication(c, request))
 
-    @staticmethod
-    def _maybe_offload(request, run):
-        if len(request.records) > _INLINE_RECORDS:
-            return Offload(run)
-        return run()
-
-    @staticmethod
-    def _header_complete(end: int, failure: Optional[str]) -> bool:
-        """ktserver closes silently when even the fixed header (flags + rnum) is short."""
-        return failure is None or end >= 9 or failure == kb.OVERSIZED
-
-    def _bin_update(self, request, failure: Optional[str], end: int):
-        if failure is not None and not self._header_complete(end, failure):
-            return b"", False
-        service = self.service
-        try:
-            if request.magic == kb.MAGIC_SET_BULK:
-                hits = service.bin_set_bulk(request.records)
-                reply = kb.encode_set_bulk_reply(hits)
+    def _bulk_step(self, conn: Connection, stream: _BulkStream, eof: bool):
+        """Apply the records of a set/remove/get_bulk that have arrived, as ktserver does
+        record by record: memory stays at one batch whatever the announced count.  A small
+        request that is all there runs inline; otherwise each batch runs in a worker thread, so
+        the event loop serves other connections between batches (and the connection is not
+        read meanwhile: the peer is slowed down, not buffered)."""
+        want = min(stream.left, _BULK_BATCH)
+        records, end, failure = kb.parse_records(conn.buf, 0, stream.magic, want)
+        conn.consume(end)
+        stream.left -= len(records)
+        if failure is None and len(records) < want:
+            if not eof:
+                if not records:
+                    return None
             else:
-                hits = service.bin_remove_bulk(request.records)
-                reply = kb.encode_remove_bulk_reply(hits)
-            ok = failure is None
-        except Exception as exc:
-            self.logger.error(f"binary {kb.MAGIC_NAMES[request.magic]} failed: {exc}")
-            ok = False
-        if request.no_reply:
-            return b"", ok
-        if not ok:
-            return _ERROR_BYTE, False
-        return reply, True
+                failure = kb.TRUNCATED
+        done = failure is not None or stream.left == 0
+        if done:
+            conn.state = None
 
-    def _bin_get_bulk(self, request, failure: Optional[str], end: int):
-        if failure is not None:
-            return (_ERROR_BYTE if self._header_complete(end, failure) else b""), False
+        def run():
+            return self._bulk_apply(stream, records, failure, done)
+
+        if done and failure is None and stream.rnum <= _INLINE_RECORDS:
+            return run()
+        return Offload(run)
+
+    def _bulk_apply(self, stream: _BulkStream, records: list, failure: Optional[str], done: bool):
+        """One batch; returns ``(reply, keep)``: nothing until the request is complete, then the
+        count (or the hits), or ``0xBF`` + close when it broke off (records before stay applied)."""
+        service = self.service
+        magic = stream.magic
         try:
-            hits = self.service.bin_get_bulk(request.records)
+            if magic == kb.MAGIC_SET_BULK:
+                stream.hits += service.bin_set_bulk(records)
+            elif magic == kb.MAGIC_REMOVE_BULK:
+                stream.hits += service.bin_remove_bulk(records)
+            elif failure is None:
+                stream.found.extend(service.bin_get_bulk(records))
         except Exception as exc:
-            self.logger.error(f"binary get_bulk failed: {exc}")
-            return _ERROR_BYTE, False
-        return kb.encode_get_bulk_reply(hits), True
+            self.logger.error(f"binary {kb.MAGIC_NAMES[magic]} failed: {exc}")
+            failure = "database error"
+            done = True
+        no_reply = magic != kb.MAGIC_GET_BULK and stream.flags & kb.FLAG_NO_REPLY
+        if failure is not None:
+            return (b"" if no_reply else _ERROR_BYTE), False
+        if not done:
+            return b"", True
+        if no_reply:
+            return b"", True
+        if magic == kb.MAGIC_GET_BULK:
+            return kb.encode_get_bulk_reply(stream.found), True
+        return kb.encode_count_reply(magic, stream.hits), True
 
     def _bin_play_script(self, request):
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import calendar
 import email.utils
+import itertools
 import math
 import os
 import platform
@@ -19,7 +20,7 @@ import resource
 import subprocess
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from kt.server.engines import kc
 from kt.server.engines.kc import DUPREC, LOGIC, NOIMPL, NOREC, KCError
@@ -978,50 +979,63 @@ class KTService:
         return 204, out, b""
 
     # -- binary protocol ----------------------------------------------------------------------
-    def bin_set_bulk(self, records: Iterable[Tuple[int, bytes, bytes, int]]) -> int:
-        """Apply records in order; out-of-range dbidx skipped; a DB failure raises KCError."""
+    def bin_set_bulk(self, records: Sequence[Tuple[int, bytes, bytes, int]]) -> int:
+        """Apply records in order; out-of-range dbidx skipped; a DB failure raises KCError.
+
+        Each run of records for one database is one engine batch (``TimedDB.set_many``).
+        """
         hits = 0
-        n = len(self.dbs)
-        for dbidx, key, value, xt in records:
-            if dbidx < n:
-                self._count(0)
-                try:
-                    self.dbs[dbidx].set(key, value, xt)
-                except KCError:
-                    self._count(1)
-                    raise
-                hits += 1
+        for db, run in self._runs(records):
+            self._count(0, len(run))
+            try:
+                db.set_many([rec[1:] for rec in run])
+            except KCError as exc:
+                self._count(0, getattr(exc, "applied", len(run) - 1) + 1 - len(run))
+                self._count(1)
+                raise
+            hits += len(run)
         return hits
 
-    def bin_remove_bulk(self, records: Iterable[Tuple[int, bytes]]) -> int:
+    def bin_remove_bulk(self, records: Sequence[Tuple[int, bytes]]) -> int:
         """Remove records; misses are not errors; other DB failures raise KCError."""
         hits = 0
-        n = len(self.dbs)
-        for dbidx, key in records:
-            if dbidx < n:
-                self._count(2)
-                try:
-                    self.dbs[dbidx].remove(key)
-                    hits += 1
-                except KCError as e:
-                    self._count(3)
-                    if e.code != NOREC:
-                        raise
+        for db, run in self._runs(records):
+            self._count(2, len(run))
+            try:
+                n = db.remove_many([rec[1] for rec in run])
+            except KCError:
+                self._count(3)
+                raise
+            self._count(3, len(run) - n)
+            hits += n
         return hits
 
-    def bin_get_bulk(self, records: Iterable[Tuple[int, bytes]]) -> List[Tuple[int, bytes, bytes, int]]:
+    def bin_get_bulk(self, records: Sequence[Tuple[int, bytes]]) -> List[Tuple[int, bytes, bytes, int]]:
         """Hits in request order as ``(dbidx, key, value, absolute xt)``."""
-        out = []
-        n = len(self.dbs)
-        for dbidx, key in records:
-            if dbidx < n:
-                self._count(4)
-                rec = self.dbs[dbidx].get(key)
-                if rec is None:
-                    self._count(5)
-                else:
-                    out.append((dbidx, key, rec[0], rec[1]))
+        out: List[Tuple[int, bytes, bytes, int]] = []
+        for db, run in self._runs(records):
+            keys = [rec[1] for rec in run]
+            found = db.get_many(keys)
+            dbidx = run[0][0]
+            hits = [(dbidx, key, rec[0], rec[1]) for key, rec in zip(keys, found) if rec is not None]
+            self._count(4, len(run))
+            self._count(5, len(run) - len(hits))
+            out += hits
         return out
+
+    def _runs(self, records: Sequence[tuple]) -> List[Tuple[TimedDB, Sequence[tuple]]]:
+        """Consecutive records for one database, as ``(db, records)``; unknown dbidx dropped."""
+        if not records:
+            return []
+        dbs = self.dbs
+        first = records[0][0]
+        if all(rec[0] == first for rec in records):  # the usual case: one database
+            return [(dbs[first], records)] if first < len(dbs) else []
+        runs: List[Tuple[TimedDB, Sequence[tuple]]] = []
+        for dbidx, group in itertools.groupby(records, key=lambda rec: rec[0]):
+            if dbidx < len(dbs):
+                runs.append((dbs[dbidx], list(group)))
+        return runs
 
     def bin_play_script(
         self, name: bytes, records: Iterable[Tuple[bytes, bytes]]
@@ -1062,6 +1076,7 @@ class ReplicationSlave(threading.Thread):
         self._host, self._port, self._iv = host, port, interval
         self._wrts: Optional[int] = None
         self.rts = 0
+        self._rts_fd = -1
         self._alive = True
         self._hup = False
         self._sock = None
@@ -1097,22 +1112,38 @@ class ReplicationSlave(threading.Thread):
         if logger is not None:
             getattr(logger, kind)(message)
 
-    def _read_rts(self) -> int:
+    def _open_rts(self) -> int:
+        """Open the RTS file as ktserver does (created, cut to 21 bytes); the stored position."""
         try:
-            with open(self.rts_path, "rb") as f:
-                return atoi(f.read(self.RTS_SIZE - 1))
+            self._rts_fd = os.open(self.rts_path, os.O_RDWR | os.O_CREAT, 0o644)
+            os.ftruncate(self._rts_fd, self.RTS_SIZE)
+            return atoi(os.pread(self._rts_fd, self.RTS_SIZE - 1, 0))
         except OSError:
+            if self._rts_fd >= 0:
+                os.close(self._rts_fd)
+                self._rts_fd = -1
+            self._log("error", f"opening the RTS file failed: path={self.rts_path}")
             return 0
 
     def _write_rts(self) -> None:
+        """One in-place write of ``%020llu\n``: a killed process leaves the old or the new one."""
         try:
-            with open(self.rts_path, "wb") as f:
-                f.write(b"%020d\n" % self.rts)
+            os.pwrite(self._rts_fd, b"%020d\n" % self.rts, 0)
         except OSError:
             self._log("system", "writing the time stamp failed")
 
     def run(self) -> None:
-        self.rts = self._read_rts()
+        self.rts = self._open_rts()
+        if self._rts_fd < 0:
+            return  # ktserver's slave ends here too
+        try:
+            self._replicate()
+        finally:
+            if self._rts_fd >= 0:
+                os.close(self._rts_fd)
+                self._rts_fd = -1
+
+    def _replicate(self) -> None:
         self._write_rts()
         deferred = False
         while self._alive:
@@ -1175,8 +1206,9 @@ class ReplicationSlave(threading.Thread):
                 while rivsum > 100 and self._alive and not self._hup:
                     time.sleep(0.1)
                     rivsum -= 100
-                if msg.ts > self.rts:
-                    self.rts = msg.ts
+                if msg.ts > self.rts:  # recorded with each record (ktserver: when the session ends),
+                    self.rts = msg.ts  # so a killed slave replays at most the record it was applying
+                    self._write_rts()
         except (OSError, ValueError) as exc:
             self._log("info", f"replication connection ended: {exc}")
         except Exception as exc:  # a protocol error from the master

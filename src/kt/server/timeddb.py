@@ -20,8 +20,10 @@ import os
 import struct
 import threading
 import time
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Sequence, Union
 
+from kt.errors import ProtocolError
+from kt.protocol.kt_ulog import read_varnum
 from kt.server.engines import kc
 from kt.server.engines.kc import DUPREC, LOGIC, NOREC, KCError
 
@@ -84,14 +86,10 @@ def _encode_varnum(n: int) -> bytes:
 
 def _decode_varnum(buf: bytes, off: int) -> tuple[Optional[int], int]:
     """KC's readvarnum; ``(None, off)`` when the number runs past the buffer."""
-    n = 0
-    while off < len(buf):
-        c = buf[off]
-        off += 1
-        n = (n << 7) | (c & 0x7F)
-        if c < 0x80:
-            return n, off
-    return None, off
+    try:
+        return read_varnum(buf, off)
+    except ProtocolError:
+        return None, off
 
 
 def update_message(op: int, key: bytes = b"", stored: Optional[bytes] = None) -> bytes:
@@ -186,6 +184,14 @@ class TimedDB:
         self._xlock = threading.Lock()
         self._xsc = 0
         self._xcur: Optional[kc.KCCursor] = None
+        # Whether a record with an expiration time (stored xt < XTMAX) may exist: set before
+        # such a record is stored, assumed for a database opened with records in it.  Without
+        # one the expirer has nothing to purge, so its sweep (a visitor per record) is skipped
+        # and reads need not decode xt.
+        self._xtrecs = self.db.count() > 0
+        # Whether a key with a NUL byte may exist: KC's C search calls hand keys back as C
+        # strings, so match_prefix uses them only while no stored key could be cut short.
+        self._nul_keys = self._xtrecs
         if (mode & kc.OWRITER) and not self.persistent:
             self._xcur = self.db.cursor()
             if self.db.count() > 0:
@@ -256,7 +262,7 @@ class TimedDB:
             if persistent:
                 stored = value
             else:
-                stored = modify_exptime(xt, now).to_bytes(8, "big")[3:] + value
+                stored = self._xt_head(xt, now) + value
             if logging:
                 self._log(update_message(USET, key, stored))
             return stored
@@ -278,14 +284,30 @@ class TimedDB:
 
         return kc_visitor
 
+    def _xt_head(self, xt: int, now: int) -> bytes:
+        """The 5-byte stored expiration time for input ``xt``; notes an expiring record."""
+        stored = modify_exptime(xt, now)
+        if stored < XTMAX:
+            self._xtrecs = True
+        return stored.to_bytes(8, "big")[3:]
+
+    def _note_keys(self, keys: bytes) -> None:
+        """Before storing under ``keys`` (one key, or several joined): note a NUL byte."""
+        if b"\0" in keys:
+            self._nul_keys = True
+
     def accept(self, key: bytes, visitor, writable: bool = True) -> None:
         """Visit ``key``: ``visitor(key, value, xt)`` (value None when absent or expired)."""
+        if writable:
+            self._note_keys(key)
         now = int(time.time())
         self.db.accept(key, self._wrap(visitor, now, [False, False]), writable)
         self._expire(XTSCUNIT if writable else XTSCUNIT // XTREADFREQ)
 
     def accept_bulk(self, keys: list[bytes], visitor, writable: bool = True) -> None:
         """``accept`` over several keys atomically."""
+        if writable:
+            self._note_keys(b"".join(keys))
         now = int(time.time())
         self.db.accept_bulk(keys, self._wrap(visitor, now, [False, False]), writable)
         self._expire(XTSCUNIT if writable else XTSCUNIT // XTREADFREQ)
@@ -301,6 +323,9 @@ class TimedDB:
             if ksiz is None or vsiz is None or len(body) - off != ksiz + vsiz:
                 raise _err(kc.INVALID, "invalid message format")
             key, stored = body[off:off + ksiz], body[off + ksiz:]
+            if len(stored) < XTWIDTH or int.from_bytes(stored[:XTWIDTH], "big") < XTMAX:
+                self._xtrecs = True
+            self._note_keys(key)
             self.db.set(key, stored)
             self._log(update_message(USET, key, stored))
         elif op == UREMOVE:
@@ -331,7 +356,8 @@ class TimedDB:
                 return
             step = self._xsc // XTSCUNIT
             self._xsc -= step * XTSCUNIT
-            self._expire_steps(step)
+            if self._xtrecs or self.capcnt > 0 or self.capsiz > 0:
+                self._expire_steps(step)
         finally:
             self._xlock.release()
 
@@ -413,11 +439,12 @@ class TimedDB:
     # -- writes -------------------------------------------------------------------------------
     def set(self, key: bytes, value: bytes, xt: int = INT64MAX) -> None:
         if self.update_trigger is None:
+            self._note_keys(key)
             now = int(time.time())
             if self.persistent:
                 self.db.set(key, value)
             else:
-                self.db.set(key, modify_exptime(xt, now).to_bytes(8, "big")[3:] + value)
+                self.db.set(key, self._xt_head(xt, now) + value)
             self._expire(XTSCUNIT)
             return
         self.accept(key, lambda k, v, x: (value, xt))
@@ -586,6 +613,8 @@ class TimedDB:
         self._log(update_message(UCLEAR))
         with self._xlock:
             self._xsc = 0
+            # _xtrecs/_nul_keys stay as they are: a store racing with the clear may have set
+            # them (before storing) just before a reset would have cleared them
 
     # -- reads --------------------------------------------------------------------------------
     def get(self, key: bytes) -> Optional[tuple[bytes, int]]:
@@ -596,6 +625,8 @@ class TimedDB:
             return None
         if self.persistent:
             return raw, INT64MAX
+        if not self._xtrecs:  # checked after the read: the flag is set before a store
+            return raw[XTWIDTH:], XTMAX
         if len(raw) < XTWIDTH:
             return None
         xt = int.from_bytes(raw[:XTWIDTH], "big")
@@ -608,6 +639,71 @@ class TimedDB:
         rec = self.get(key)
         return None if rec is None else (len(rec[0]), rec[1])
 
+    # -- batches (binary set/remove/get_bulk): one engine call per batch ----------------------
+    def set_many(self, records: Sequence[tuple[bytes, bytes, int]]) -> None:
+        """``set`` each ``(key, value, xt)`` in order, as one engine batch.
+
+        With an update log or a capacity limit each record goes through ``set`` (log messages
+        and evictions follow every record, as on ktserver).  A failure raises KCError; the
+        records before it stay stored.
+        """
+        if self.update_trigger is not None or self.capcnt > 0 or self.capsiz > 0:
+            for key, value, xt in records:
+                self.set(key, value, xt)
+            return
+        self._note_keys(b"".join([rec[0] for rec in records]))
+        if self.persistent:
+            pairs = [(key, value) for key, value, _ in records]
+        else:
+            now = int(time.time())
+            heads: dict[int, bytes] = {}
+            pairs = []
+            append = pairs.append
+            for key, value, xt in records:
+                head = heads.get(xt)
+                if head is None:
+                    head = heads[xt] = self._xt_head(xt, now)
+                append((key, head + value))
+        try:
+            self.db.set_many(pairs)
+        finally:
+            self._expire(XTSCUNIT * len(pairs))
+
+    def remove_many(self, keys: Sequence[bytes]) -> int:
+        """``remove`` each key in order; how many were there (expired ones count as absent)."""
+        if self.update_trigger is not None or (self._xtrecs and not self.persistent):
+            hits = 0
+            for key in keys:
+                try:
+                    self.remove(key)
+                    hits += 1
+                except KCError as exc:
+                    if exc.code != NOREC:
+                        raise
+            return hits
+        try:
+            return self.db.remove_many(keys)
+        finally:
+            self._expire(XTSCUNIT * len(keys))
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Optional[tuple[bytes, int]]]:
+        """``get`` of each key, in order: ``(value, xt)`` or None."""
+        raws = self.db.get_many(keys)
+        self._expire(XTSCUNIT // XTREADFREQ * len(keys))
+        if self.persistent:
+            return [None if raw is None else (raw, INT64MAX) for raw in raws]
+        if not self._xtrecs:  # checked after the reads: the flag is set before a store
+            return [None if raw is None else (raw[XTWIDTH:], XTMAX) for raw in raws]
+        now = int(time.time())
+        out: list[Optional[tuple[bytes, int]]] = []
+        for raw in raws:
+            if raw is None or len(raw) < XTWIDTH:
+                out.append(None)
+                continue
+            xt = int.from_bytes(raw[:XTWIDTH], "big")
+            out.append(None if now > xt else (raw[XTWIDTH:], xt))
+        return out
+
     # -- bulk ---------------------------------------------------------------------------------
     def set_bulk(self, records: dict[bytes, bytes], xt: int = INT64MAX, atomic: bool = False) -> int:
         if atomic and records:
@@ -618,7 +714,6 @@ class TimedDB:
         return len(records)
 
     def remove_bulk(self, keys, atomic: bool = False) -> int:
-        n = 0
         if atomic and keys:
             hits = []
 
@@ -629,14 +724,7 @@ class TimedDB:
 
             self.accept_bulk(list(keys), visit)
             return len(hits)
-        for key in keys:
-            try:
-                self.remove(key)
-                n += 1
-            except KCError as exc:
-                if exc.code != NOREC:
-                    raise
-        return n
+        return self.remove_many(list(keys))
 
     def get_bulk(self, keys, atomic: bool = False) -> dict[bytes, bytes]:
         out = {}
@@ -688,6 +776,8 @@ class TimedDB:
 
     def match_prefix(self, prefix: bytes, max: int = -1) -> list[bytes]:
         """Keys starting with ``prefix`` like ``PolyDB::match_prefix`` (binary-safe, KC's order)."""
+        if not self._nul_keys and b"\0" not in prefix:
+            return self.db.match_prefix(prefix, max)  # KC's own scan, as ktserver's
         if max < 0:
             max = INT64MAX
         out: list[bytes] = []

@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from kt.errors import EngineError, ProtocolError
+from kt.errors import EngineError
 from kt.protocol import tt_binary as tt
 from kt.server.common import (
     LOG_ALL,
@@ -46,6 +46,7 @@ from kt.server.common import (
 )
 from kt.server.engines.tc import TokyoCabinetDB, library_version
 from kt.server.engines.tc import codec as tc_codec
+from kt.server.tt_replication import ReplicationSlave
 
 __all__ = ["main", "TTService", "OPTION_SPECS", "parse_mask", "TT_VERSION", "PROTOCOL_VERSION"]
 
@@ -130,9 +131,11 @@ class TTService:
         version: str = TT_VERSION,
         libver: str = TT_LIBVER,
         thnum: int = 1,
+        rts_path: str = "ttserver.rts",
     ) -> None:
         self.db = db
         self.thnum = thnum
+        self.rts_path = rts_path  # -rts (ttserver's DEFRTSPATH when absent): setmst uses it too
         self.logger = logger or Logger(kinds=LOG_ERROR, style="tt")
         self.ext = ext
         self.sid = sid
@@ -367,7 +370,7 @@ class TTService:
             self.slave = None
         self.master = {"host": host, "port": port, "ts": ts, "opts": opts} if host else None
         if host:
-            self.slave = ReplicationSlave(self, host, port, rts_path or "ttserver.rts",
+            self.slave = ReplicationSlave(self, host, port, rts_path or self.rts_path, redo=redo,
                                           check=bool(opts & tt.RESTORE_CONSISTENCY_CHECK), start_ts=ts)
             self.slave.start()
 
@@ -786,103 +789,10 @@ def stream_updates(service: TTService, conn: Connection, ts: int, slave_sid: int
             ulog.changed.wait(0.5)
 
 
-class ReplicationSlave:
-    """``-mhost``/``setmst``: follow a master's update stream (ttserver's ``do_slave``),
-    re-executing each update and remembering the last timestamp in the RTS file."""
-
-    def __init__(self, service: TTService, host: str, port: int, rts_path: str, *,
-                 check: bool = False, start_ts: int = 0):
-        self.service = service
-        self.host = host
-        self.port = port
-        self.rts_path = rts_path
-        self.check = check
-        self.rts = start_ts or self._read_rts()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tt-slave", daemon=True)
-        self._sock: Optional[socket.socket] = None
-
-    def _read_rts(self) -> int:
-        try:
-            with open(self.rts_path) as fh:
-                return max(0, _atoi(fh.read()))
-        except OSError:
-            return 0
-
-    def _write_rts(self) -> None:
-        try:
-            with open(self.rts_path, "w") as fh:
-                fh.write(f"{self.rts}\n")
-        except OSError as exc:
-            self.service.logger.error(f"do_slave: cannot write the RTS file: {exc}")
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        sock = self._sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(5)
-
-    def _run(self) -> None:
-        logger = self.service.logger
-        while not self._stop.is_set():
-            try:
-                self._follow()
-            except (OSError, ProtocolError, EngineError) as exc:
-                if not self._stop.is_set():
-                    logger.error(f"do_slave: replication from {self.host}:{self.port} failed: {exc}")
-            if self._stop.wait(1.0):
-                break
-
-    def _follow(self) -> None:
-        service = self.service
-        sock = socket.create_connection((self.host, self.port), timeout=10)
-        self._sock = sock
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(tt.encode_repl(self.rts + 1, service.sid))
-            buf = bytearray()
-            master_sid = None
-            while not self._stop.is_set():
-                parsed = tt.parse_repl_sid(buf, 0) if master_sid is None else tt.parse_repl_item(buf, 0)
-                if parsed is None:
-                    chunk = sock.recv(1 << 16)
-                    if not chunk:
-                        return
-                    buf += chunk
-                    continue
-                item, end = parsed
-                del buf[:end]
-                if master_sid is None:
-                    master_sid = item
-                    service.logger.info(f"replicating from sid={master_sid} ({self.host}:{self.port})")
-                    continue
-                if item is None:  # NOP
-                    continue
-                req, logged_ok = tt.parse_log_message(item.message)
-                done = redo(service.store, req, item.sid, master_sid)
-                if self.check and done != logged_ok:
-                    service.logger.error("do_slave: consistency check failed; replication stopped")
-                    self._stop.set()
-                    return
-                self.rts = item.ts
-                if not buf:
-                    self._write_rts()
-        finally:
-            self._sock = None
-            sock.close()
-
-
 _MAX_TEXT_LINE = 1 << 16
 _MAX_HTTP_HEAD = 1 << 20
 _BIG_PENDING = 1 << 18
+_SCAN_FROM = 1 << 16  # a request still incomplete with this much buffered is scanned, not re-parsed
 
 
 def _readable(sock: socket.socket) -> bool:
@@ -915,6 +825,7 @@ def _serve(service: TTService, conn: Connection) -> None:
     logger = service.logger
     magic = tt.MAGIC
     eof = False
+    scan = None  # tt.scan_request's place in an incomplete request at the start of conn.buf
     while True:
         buf = conn.buf
         pos = 0
@@ -934,6 +845,12 @@ def _serve(service: TTService, conn: Connection) -> None:
                         close = True
                         break
                     continue
+                if end - pos > _SCAN_FROM or scan is not None:
+                    # a big mget/misc arriving: walk only its new item sizes, parse it once
+                    decidable, scan = tt.scan_request(buf, pos, scan)
+                    if not decidable:
+                        break
+                    scan = None
                 parsed = parse(buf, pos)
                 if parsed is None:
                     break
@@ -1631,7 +1548,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         sys.stderr.write(f"ttserver: {exc}\n")
         return 1
     version = TT_VERSION
-    service = TTService(db, logger=logger, sid=sid, mask=mask, version=version, thnum=thnum)
+    rts_path = str(options.get("-rts", "ttserver.rts"))
+    service = TTService(db, logger=logger, sid=sid, mask=mask, version=version, thnum=thnum,
+                        rts_path=os.path.abspath(rts_path) if "-rts" in options else rts_path)
     ulog_dir = options.get("-ulog")
     if ulog_dir and sid < 1:
         logger.info("warning: update logging is omitted because the SID is not specified")
@@ -1685,9 +1604,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if mhost and sid < 1:
         logger.info("warning: replication is omitted because the SID is not specified")
     elif mhost:
-        rts_path = os.path.abspath(str(options.get("-rts", "ttserver.rts")))
         opts = tt.RESTORE_CONSISTENCY_CHECK if options.get("-rcc") else 0
-        service.set_master(str(mhost), _int_option(options, "-mport", 1978), 0, opts, rts_path=rts_path)
+        service.set_master(str(mhost), _int_option(options, "-mport", 1978), 0, opts,
+                           rts_path=os.path.abspath(service.rts_path))
 
     stop_periodic = threading.Event()
     for name, period in periods:

@@ -9,10 +9,12 @@ read-modify-write, cursors, and the match_* searches.  Every buffer KC allocates
 
 from __future__ import annotations
 
+import array
 import ctypes
+import itertools
 import threading
 from ctypes import POINTER, c_char_p, c_double, c_int32, c_int64, c_size_t, c_uint32, c_void_p
-from typing import Callable, Optional, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 from kt.errors import EngineError
 
@@ -109,6 +111,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     fn("kcdbemsg", c_char_p, vp)
     fn("kcdbaccept", i32, vp, c_char_p, sz, _FULLPROC, _EMPTYPROC, vp, i32)
     fn("kcdbacceptbulk", i32, vp, POINTER(_KCSTR), sz, _FULLPROC, _EMPTYPROC, vp, i32)
+    fn("kcdbsetbulk", i64, vp, vp, sz, i32)  # the arrays are built by _str_array
+    fn("kcdbremovebulk", i64, vp, vp, sz, i32)
     fn("kcdbset", i32, vp, c_char_p, sz, c_char_p, sz)
     fn("kcdbadd", i32, vp, c_char_p, sz, c_char_p, sz)
     fn("kcdbreplace", i32, vp, c_char_p, sz, c_char_p, sz)
@@ -151,15 +155,24 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 def _declare_gil_holding(lib: ctypes.PyDLL) -> None:
-    """Calls that never wait on a lock another thread could hold while it waits for the GIL.
+    """Calls made without releasing the GIL, saving a GIL hand-off per call.
 
     ``kcfree`` (malloc's own locks are never held across a Python callback) and the per-thread
-    error getters run without releasing the GIL, saving a GIL hand-off per call.  Everything
-    that takes a database lock must release the GIL: a visitor callback holds a record lock
-    while it waits for the GIL.
+    error getter are always safe.  The record calls below take database locks, and a visitor
+    callback holds a record lock while it waits for the GIL; so they run only under the
+    database's ``_visit_lock`` (``set_many``/``get_many``), which every visitor call also
+    holds: then no callback can be waiting for the GIL while a batch waits for a KC lock.
+    Under concurrency this is what keeps a 1000-record bulk request from handing the GIL to
+    another thread 1000 times.
     """
     lib.kcfree.restype = None
     lib.kcfree.argtypes = [c_void_p]
+    # The batch calls have no argtypes: converting arguments through argtypes costs more than
+    # the call itself.  Callers pass the handle as a c_void_p, keys/values as bytes and sizes
+    # as small ints (< 2**31: libffi widens a C int argument to the register, so a size_t
+    # parameter receives the same value).
+    for name in ("kcdbecode", "kcdbset", "kcdbgetbuf"):
+        getattr(lib, name).restype = c_int32
 
 
 _pylib = None
@@ -259,6 +272,20 @@ def _run_visitor(call: Callable[[], int], visitor: Visitor) -> int:
     return ok
 
 
+def _str_array(items: Iterable[bytes], count: int) -> tuple[bytes, array.array]:
+    """``count`` KCSTRs ({pointer, size}) over ``items``, built without a Python step per item:
+    the items are joined into one buffer (returned: keep it alive during the call) and the
+    pointers are its address plus the running sum of the sizes."""
+    parts = list(items)
+    blob = b"".join(parts)
+    base = ctypes.cast(c_char_p(blob), c_void_p).value or 0
+    sizes = list(map(len, parts))
+    words = [0] * (2 * count)
+    words[0::2] = itertools.accumulate(sizes[:-1], initial=base)
+    words[1::2] = sizes
+    return blob, array.array("Q", words)
+
+
 class KCDB:
     """One open Kyoto Cabinet polymorphic database."""
 
@@ -270,6 +297,9 @@ class KCDB:
         self.name = name
         self._db = None
         self._life = threading.Lock()  # orders cursor deletion against close
+        # held by every call that may call back into Python and by every GIL-holding batch
+        # (see _declare_gil_holding); re-entrant for a visitor that calls the database
+        self._visit_lock = threading.RLock()
         handle = lib.kcdbnew()
         if not handle:
             raise EngineError("kcdbnew failed (out of memory)")
@@ -315,20 +345,22 @@ class KCDB:
     def accept(self, key: bytes, visitor: Visitor, writable: bool = True) -> None:
         """Run ``visitor(key, value_or_None)`` under the record lock (atomic read-modify-write)."""
         h = self._handle()
-        ok = _run_visitor(
-            lambda: self._lib.kcdbaccept(h, key, len(key), _FULL_CB, _EMPTY_CB, None, int(writable)),
-            visitor,
-        )
+        with self._visit_lock:
+            ok = _run_visitor(
+                lambda: self._lib.kcdbaccept(h, key, len(key), _FULL_CB, _EMPTY_CB, None, int(writable)),
+                visitor,
+            )
         self._check(ok)
 
     def accept_bulk(self, keys: list[bytes], visitor: Visitor, writable: bool = True) -> None:
         """Visit several records atomically (all their locks are held during the visits)."""
         h = self._handle()
         arr = (_KCSTR * len(keys))(*[(k, len(k)) for k in keys])
-        ok = _run_visitor(
-            lambda: self._lib.kcdbacceptbulk(h, arr, len(keys), _FULL_CB, _EMPTY_CB, None, int(writable)),
-            visitor,
-        )
+        with self._visit_lock:
+            ok = _run_visitor(
+                lambda: self._lib.kcdbacceptbulk(h, arr, len(keys), _FULL_CB, _EMPTY_CB, None, int(writable)),
+                visitor,
+            )
         self._check(ok)
 
     def set(self, key: bytes, value: bytes) -> None:
@@ -388,6 +420,65 @@ class KCDB:
         if not ptr:
             return self._miss(NOREC) or None
         return _take(self._lib, ptr, size.value)
+
+    # -- batches: one C call, or one GIL hold, for many records ------------------------------
+    def set_many(self, records: Sequence[tuple[bytes, bytes]]) -> None:
+        """``set`` each ``(key, value)`` in order; a failure raises KCError with ``applied``
+        (how many records before it were stored, when known)."""
+        h = self._handle()
+        keys = [key for key, _ in records]
+        if len(keys) > 1 and all(map(bytes.__lt__, keys, keys[1:])):
+            # kcdbsetbulk sets its records in ascending key order, one by one: the same as
+            # ours when the keys already ascend (order matters: it is a hash DB's cursor order)
+            blob, strs = _str_array(itertools.chain.from_iterable(records), 2 * len(keys))
+            if self._lib.kcdbsetbulk(h, strs.buffer_info()[0], len(keys), 0) < 0:
+                err = self.error()
+                err.applied = 0
+                raise err
+            return
+        kcset, handle = _pylib.kcdbset, c_void_p(h)
+        with self._visit_lock:
+            for i, (key, value) in enumerate(records):
+                if not kcset(handle, key, len(key), value, len(value)):
+                    err = self.error()
+                    err.applied = i
+                    raise err
+
+    def remove_many(self, keys: Sequence[bytes]) -> int:
+        """Remove each key in order; how many existed.  Failures other than NOREC raise."""
+        if not keys:
+            return 0
+        blob, strs = _str_array(keys, len(keys))
+        hits = self._lib.kcdbremovebulk(self._handle(), strs.buffer_info()[0], len(keys), 0)
+        if hits < 0:
+            raise self.error()
+        return hits
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Optional[bytes]]:
+        """The value of each key (None when missing), in order."""
+        h = c_void_p(self._handle())
+        buf = getattr(_tls, "getbuf", None)
+        if buf is None:
+            buf = _tls.getbuf = ctypes.create_string_buffer(_GETBUF_SIZE)
+        view = memoryview(buf)
+        getbuf, ecode = _pylib.kcdbgetbuf, _pylib.kcdbecode
+        out: list[Optional[bytes]] = []
+        append = out.append
+        large = []
+        with self._visit_lock:
+            for key in keys:
+                n = getbuf(h, key, len(key), buf, _GETBUF_SIZE)
+                if 0 <= n <= _GETBUF_SIZE:
+                    append(view[:n].tobytes())
+                    continue
+                if n > 0:  # larger than the buffer: fetched whole below, outside the batch
+                    large.append(len(out))
+                elif ecode(h) != NOREC:
+                    raise self.error()
+                append(None)
+        for i in large:
+            out[i] = self.get(keys[i])
+        return out
 
     def clear(self) -> None:
         self._check(self._lib.kcdbclear(self._handle()))
@@ -543,9 +634,10 @@ class KCCursor:
     def accept(self, visitor: Visitor, writable: bool = True, step: bool = False) -> bool:
         """Visit the current record atomically; False when the cursor has no record."""
         h = self._h()
-        ok = _run_visitor(
-            lambda: self._lib.kccuraccept(h, _FULL_CB, None, int(writable), int(step)), visitor
-        )
+        with self.db._visit_lock:
+            ok = _run_visitor(
+                lambda: self._lib.kccuraccept(h, _FULL_CB, None, int(writable), int(step)), visitor
+            )
         return self._ok(ok)
 
     def set_value(self, value: bytes, step: bool = False) -> bool:

@@ -15,8 +15,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import math
+import struct
 import threading
-from typing import List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 from kt.errors import EngineError
 
@@ -52,6 +53,7 @@ _string_at = ctypes.string_at
 _PDPROC = ctypes.CFUNCTYPE(_c_void_p, _c_void_p, _c_int, _c_int_p, _c_void_p)
 
 _lib: Optional[ctypes.CDLL] = None
+_push: Any = None  # tclistpush(list: c_void_p, bytes, int), see load_library
 _lib_lock = threading.Lock()
 _libc = ctypes.CDLL(None)
 _libc.malloc.restype = _c_void_p
@@ -137,6 +139,11 @@ def load_library() -> ctypes.CDLL:
                     f"package {DEBIAN_PACKAGE} (apt-get install {DEBIAN_PACKAGE})"
                 )
             _declare(lib)
+            global _push
+            # tclistpush takes no lock: called with the GIL held and without argtypes (their
+            # conversion costs more than the call), once per argument of a misc call
+            _push = ctypes.PyDLL(lib._name).tclistpush
+            _push.restype = None
             _lib = lib
         return _lib
 
@@ -222,6 +229,10 @@ class _ListDatum(ctypes.Structure):
     """tcutil.h ``TCLISTDATUM``: one element of a TCLIST."""
 
     _fields_ = [("ptr", _c_void_p), ("size", _c_int)]
+
+
+_DATUM_SIZE = ctypes.sizeof(_ListDatum)
+_DATUM = struct.Struct("@Pi" + "x" * (_DATUM_SIZE - struct.calcsize("@Pi")))
 
 
 class _ListHead(ctypes.Structure):
@@ -327,9 +338,12 @@ class TokyoCabinetDB:
             head = _ListHead.from_address(lptr)
             if head.num <= 0:
                 return []
-            data = head.array[head.start : head.start + head.num]
+            # the TCLISTDATUM array as (ptr, size) pairs in one copy and one unpack, rather
+            # than a ctypes attribute read per field per element
+            base = ctypes.addressof(head.array.contents) + head.start * _DATUM_SIZE
+            raw = ctypes.string_at(base, head.num * _DATUM_SIZE)
             string_at = ctypes.string_at
-            return [string_at(d.ptr, d.size) for d in data]
+            return [string_at(ptr, size) for ptr, size in _DATUM.iter_unpack(raw)]
         finally:
             self._lib.tclistdel(lptr)
 
@@ -434,8 +448,9 @@ class TokyoCabinetDB:
         lib = self._lib
         targs = lib.tclistnew()
         try:
+            push, tlist = _push, _c_void_p(targs)
             for arg in args:
-                lib.tclistpush(targs, arg, len(arg))
+                push(tlist, arg, len(arg))
             name = name.split(b"\0", 1)[0]  # ttserver passes the name as a C string
             return self._take_list(lib.tcadbmisc(self.handle, name, targs))
         finally:
