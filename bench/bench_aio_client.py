@@ -4,10 +4,11 @@ One server (bundled by default; ``KT_BENCH_REAL=1`` + ``KTSERVER`` for the real 
 all candidates measured interleaved in one run, 100-byte values, KT_NONE serializer:
 
 * ``sync sequential``: ``kt.KyotoTycoon.get`` 100 times in a row (one round trip each);
-* ``aio 1 conn``: ``kt.aio.KyotoTycoon`` with ``max_connections=1``, 100 ``get``s gathered
-  (written back to back on one connection, replies matched in order);
-* ``aio 1 conn + coalesce``: the same with ``coalesce_gets=True`` (one ``get_bulk``);
-* ``aio pool of 4``: ``max_connections=4``, 100 gets gathered.
+* ``aio 1 conn``: ``kt.aio.KyotoTycoon`` with ``max_connections=1, coalesce_gets=False``,
+  100 ``get``s gathered (written back to back on one connection, replies matched in order);
+* ``aio 1 conn + coalesce``: the same with ``coalesce_gets=True`` (the default: one
+  ``get_bulk``);
+* ``aio pool of 4``: ``max_connections=4, coalesce_gets=False``, 100 gets gathered.
 
 One op = one get; the event loop is created once and reused (as in a long-running service).
 
@@ -30,21 +31,19 @@ VALUE = value_of(100)
 KEYS = [f"aio-key-{i:04d}" for i in range(CONCURRENT)]
 SECTION_START = "<!-- aio-client-bench:start -->"
 SECTION_END = "<!-- aio-client-bench:end -->"
-NOTES = """Reading it (measured while the shared 2-core VM ran at load average 11-14, i.e. this
-process got a small share of a CPU; the sync client's single get took ~230 µs instead of the
-~30 µs it takes on an idle machine):
+NOTES = """Reading it (2-core VM shared with other busy processes; load average 4-14 while
+these ran, so each row moves by tens of percent between runs):
 
-* With the CPU this scarce, throughput is bounded by client CPU per get, not by round trips:
-  the sync client spends ~42 µs of CPU per get here, the pipelined asyncio client ~30-35 µs
-  (one asyncio Task per concurrent call, its future and wake-ups are most of it; kt's own
-  part is building the plan, queueing it, one write per loop turn for all queued requests and
-  one parse pass over each batch of replies). So the ratios stay near 2x, far from the issue's
-  targets (>= 5x one connection, >= 20x with coalescing), which assume round trips dominate.
-* Coalescing (one get_bulk for the gets queued in one loop turn) saves server work and
-  syscalls but not the per-call asyncio cost, so it helps against the bundled (Python) server
-  and is a wash against the C++ ktserver; it stays off by default (always correct: same
-  results as one by one, including missing keys, duplicates and db=, tests/test_aio.py).
-* Re-run on an idle machine before drawing conclusions about the targets.
+* Throughput here is bounded by client CPU per get, not by round trips: one asyncio Task per
+  concurrent call, its future and its wake-ups cost ~8 µs of CPU per call on this machine
+  before kt does anything (a bare `gather` of 100 tasks each awaiting a future); kt adds a
+  plan, one queue entry, one share of a write per loop turn and one parse per reply. The sync
+  client's single get costs ~25-40 µs of CPU here, so the ratios land at 1.4-2.3x (one
+  connection) and 2.6-3.3x (coalesced), short of the issue's targets (>= 5x, >= 20x), which
+  need round trips, not CPU, to dominate.
+* Coalescing (one get_bulk for the gets queued on one connection in one loop turn) was faster
+  in 4 of 5 runs (a wash in the most loaded one), and always gives the same results as one by
+  one (missing keys, duplicates, db=; tests/test_aio.py), so it is on by default.
 """
 
 
@@ -65,9 +64,9 @@ def candidates(host: str, port: int, loop: asyncio.AbstractEventLoop) -> dict:
 
         return lambda: loop.run_until_complete(burst())
 
-    aio_one = AsyncKyotoTycoon(host, port, serializer=KT_NONE, max_connections=1)
+    aio_one = AsyncKyotoTycoon(host, port, serializer=KT_NONE, max_connections=1, coalesce_gets=False)
     aio_merge = AsyncKyotoTycoon(host, port, serializer=KT_NONE, max_connections=1, coalesce_gets=True)
-    aio_four = AsyncKyotoTycoon(host, port, serializer=KT_NONE, max_connections=4)
+    aio_four = AsyncKyotoTycoon(host, port, serializer=KT_NONE, max_connections=4, coalesce_gets=False)
     return {
         "sync sequential": sequential,
         "aio 1 conn": gathered(aio_one),

@@ -212,17 +212,24 @@ def test_tt_concurrent_gets_and_no_reply_writes(tt_servers):
 # -- cancellation ------------------------------------------------------------------------------
 
 
-def test_cancelled_calls_never_leave_a_reply_for_later_ones(kt_servers, kt_proxy):
+@pytest.mark.parametrize("coalesce", [True, False])
+def test_cancelled_calls_never_leave_a_reply_for_later_ones(kt_servers, kt_proxy, coalesce):
     sync = kt_servers.client()
     sync.set_bulk({f"aio-cancel-{i}": f"c{i}" for i in range(1000)})
 
     async def main():
-        db = kt.aio.KyotoTycoon("127.0.0.1", kt_proxy.port, timeout=30, max_connections=2)
+        db = kt.aio.KyotoTycoon(
+            "127.0.0.1", kt_proxy.port, timeout=30, max_connections=2, coalesce_gets=coalesce
+        )
         assert await db.get("aio-cancel-0") == "c0"  # connected through the proxy
         kt_proxy.hold()
         sent_before = kt_proxy.request_bytes
         tasks = [asyncio.ensure_future(db.get(f"aio-cancel-{i}")) for i in range(1000)]
-        while kt_proxy.request_bytes - sent_before < 1000 * 20:  # every request reached the proxy
+        # Every request reached the proxy: at least 18 bytes per key whether sent one by one or
+        # coalesced into get_bulk records ([dbidx:2][ksiz:4][key >= 12 bytes]).
+        deadline = time.monotonic() + 30
+        while kt_proxy.request_bytes - sent_before < 1000 * 18:
+            assert time.monotonic() < deadline, "the requests never reached the proxy"
             await asyncio.sleep(0.01)
         for task in tasks[::2]:
             task.cancel()

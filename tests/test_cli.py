@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from click.testing import CliRunner
@@ -303,6 +304,22 @@ def test_export_import_round_trip_is_byte_identical(kt, tmp_path, fmt):
         assert {r.key: (r.value, r.xt) for r in records} == expected
 
 
+def test_round_trip_of_100k_records_is_byte_identical(kt, tmp_path):
+    """The issue's acceptance check at full size: 100k binary records, two thirds expiring."""
+    db = kt.client(serializer=KT_NONE, decode_keys=False)
+    expected = _fill(db, 100_000, int(time.time()))
+    first, second = tmp_path / "first.tsv", tmp_path / "second.tsv"
+    assert run(kt, "--db", "1", "export", str(first)).exit_code == 0
+    records = [decode_tsv(line) for line in first.read_bytes().splitlines()]
+    assert {r.key: (r.value, r.xt) for r in records} == expected
+    db.clear(db=1)
+    imported = run(kt, "--db", "1", "import", str(first))
+    assert imported.exit_code == 0 and "imported 100,000 records" in imported.stderr, imported.stderr
+    assert run(kt, "--db", "1", "export", str(second)).exit_code == 0
+    assert first.read_bytes() == second.read_bytes()
+    db.clear(db=1)
+
+
 def test_round_trip_through_a_pipe_of_two_processes(kt):
     db = kt.client(serializer=KT_NONE, decode_keys=False)
     _fill(db, 1000, int(time.time()))
@@ -521,3 +538,191 @@ def test_hex_tsv_is_ktremotemgrs_format(real_kt_server, tmp_path):
         check=True,
     )
     assert db.get_bulk([b"a key", b"kb"], db=1) == {b"a key": b"plain", b"kb": b"\x00\xff\n\t"}
+
+
+# -- every command as a separate process -----------------------------------------------------------
+# Each ``kt`` process costs ~0.4 s of interpreter start-up, so independent commands run a few at
+# a time; the checks still name the command that went wrong.
+
+
+def kt_subs(server, commands, env=None):
+    """``kt_sub`` for each ``name: args`` of ``commands``, four processes at a time."""
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {name: pool.submit(kt_sub, server, *args, env=env) for name, args in commands.items()}
+    return {name: future.result() for name, future in futures.items()}
+
+
+def check(results, expected):
+    """``expected`` maps a command's name to ``(exit code, stdout check)``; the check is the
+    exact bytes, or a callable that gets stdout and returns whether it is right."""
+    wrong = []
+    for name, (code, out) in expected.items():
+        proc = results[name]
+        good_out = out(proc.stdout) if callable(out) else proc.stdout == out
+        if proc.returncode != code or not good_out:
+            wrong.append(f"{name}: exit {proc.returncode} out {proc.stdout[:200]!r} err {proc.stderr!r}")
+        elif code == 2:  # a usage error: click's usage line and what is wrong
+            assert proc.stderr.startswith(b"Usage: kt ") and b"Error: " in proc.stderr, (name, proc.stderr)
+        elif code:  # any other error is one clear line on stderr
+            assert proc.stderr.startswith(b"kt: ") and proc.stderr.count(b"\n") == 1, (name, proc.stderr)
+    assert not wrong, "\n".join(wrong)
+
+
+def _table_with(*words):
+    return lambda out: all(word.encode() in out for word in words) and b"\x1b[" not in out
+
+
+def test_kt_commands_as_subprocesses(kt):
+    db = kt.client(serializer=KT_NONE, decode_keys=False)
+    db.set_bulk({b"r1": b"1", b"r2": b"2", b"s1": b"x"}, db=1)
+    db1 = ["--db", "1"]
+    results = kt_subs(
+        kt,
+        {
+            "remove": [*db1, "remove", "r1"],
+            "incr": [*db1, "incr", "n", "5"],
+            "stat": [*db1, "stat"],
+            "sync": [*db1, "sync"],
+            "vacuum": [*db1, "vacuum"],
+            "optimize": ["optimize"],
+            "ulog": ["ulog"],
+            "bench": ["bench", "-n", "20", "-c", "2", "--batch", "5", "--json"],
+        },
+    )
+    check(
+        results,
+        {
+            "remove": (0, b""),
+            "incr": (0, b"5\n"),
+            "stat": (0, _table_with("status of", "count")),
+            "sync": (0, b""),
+            "vacuum": (0, b""),
+            "optimize": (2, b""),  # a Tokyo Tyrant command: usage error
+            "ulog": (1, b""),  # started without -ulog: the server's error
+            "bench": (
+                0,
+                lambda out: (
+                    [(r["test"], r["records"]) for r in json.loads(out)]
+                    == [("set", 20), ("get", 20), ("set_bulk x5", 20), ("get_bulk x5", 20)]
+                ),
+            ),
+        },
+    )
+    assert db.get_bulk([b"r1", b"r2", b"n"], db=1) == {b"r2": b"2", b"n": b"\x00" * 7 + b"\x05"}
+    assert kt.client().match_prefix("kt-bench:") == []
+    results = kt_subs(
+        kt,
+        {
+            "list": [*db1, "list", "--regex", "^[nr]", "--json"],
+            "count": [*db1, "count"],
+            "status": [*db1, "status", "--json"],
+        },
+    )
+    check(
+        results,
+        {
+            "list": (0, lambda out: json.loads(out) == [{"key": "n"}, {"key": "r2"}]),
+            "count": (0, b"3\n"),
+            "status": (0, lambda out: json.loads(out)["count"] == "3"),
+        },
+    )
+    check({"clear": kt_sub(kt, *db1, "clear", "--yes")}, {"clear": (0, b"")})
+    assert db.count(db=1) == 0
+
+
+def test_tt_commands_as_subprocesses(tt):
+    db = tt.client(serializer=KT_NONE, decode_keys=False)
+    db.set_bulk({b"r1": b"1", b"r2": b"2"})
+    results = kt_subs(
+        tt,
+        {
+            "remove": ["remove", "r1"],
+            "incr": ["--tt", "incr", "n", "3"],
+            "sync": ["sync"],
+            "optimize": ["optimize"],
+        },
+    )
+    check(
+        results,
+        {
+            "remove": (0, b""),
+            "incr": (0, b"3\n"),
+            "sync": (0, b""),
+            "optimize": (0, b""),
+        },
+    )
+    results = kt_subs(tt, {"list": ["list", "--json"], "count": ["count"], "status": ["status"]})
+    check(
+        results,
+        {
+            "list": (0, lambda out: sorted(r["key"] for r in json.loads(out)) == ["n", "r2"]),
+            "count": (0, b"2\n"),
+            "status": (0, _table_with("status of", "rnum")),
+        },
+    )
+    check({"clear": kt_sub(tt, "clear", "--yes")}, {"clear": (0, b"")})
+    assert db.count() == 0
+
+
+def test_search_as_a_subprocess(tt_servers_table):
+    table = tt_servers_table.client(serializer=TT_TABLE)
+    table.clear()
+    table.set_bulk({"ada": {"name": "Ada", "age": "36"}, "bob": {"name": "Bob", "age": "20"}})
+    results = kt_subs(
+        tt_servers_table,
+        {
+            "search": ["search", "age>=30", "--json"],
+            "search --keys": ["search", "name^=", "--keys", "--order", "age:num-desc"],
+            "search bad filter": ["search", "age"],
+        },
+    )
+    check(
+        results,
+        {
+            "search": (0, lambda out: json.loads(out) == [{"key": "ada", "name": "Ada", "age": "36"}]),
+            "search --keys": (0, b"ada\nbob\n"),
+            "search bad filter": (2, b""),
+        },
+    )
+
+
+def test_kt_script_as_a_subprocess(kt_servers_lua):
+    kt_servers_lua.client(serializer=KT_NONE).set(b"gp", b"hello")
+    results = kt_subs(
+        kt_servers_lua,
+        {"script": ["script", "get_part", "key=gp", "start=1", "stop=3"], "missing": ["script", "no_such"]},
+    )
+    check(results, {"script": (0, b"value\tel\n"), "missing": (1, b"")})
+
+
+def test_tt_script_as_a_subprocess(tt_servers_lua):
+    result = kt_sub(tt_servers_lua, "script", "hash", "key=abc", "value=md5")
+    assert (result.returncode, result.stdout) == (0, b"900150983cd24fb0d6963f7d28e17f72\n"), result.stderr
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "hex", "jsonl", "csv"])
+def test_export_and_import_as_subprocesses(kt, tmp_path, fmt):
+    db = kt.client(serializer=KT_NONE, decode_keys=False)
+    expected = _fill(db, 300, int(time.time()))
+    options = ["--hex"] if fmt == "hex" else ["--format", fmt]
+    path = tmp_path / "records"
+    exported = kt_sub(kt, "--db", "1", "export", str(path), *options)
+    assert exported.returncode == 0 and b"exported 300 records" in exported.stderr, exported.stderr
+    before = path.read_bytes()
+    db.clear(db=1)
+    imported = kt_sub(kt, "--db", "1", "import", str(path), *options)
+    assert imported.returncode == 0 and b"imported 300 records" in imported.stderr, imported.stderr
+    assert db.get_bulk(list(expected), db=1) == {k: v for k, (v, _) in expected.items()}
+    assert run(kt, "--db", "1", "export", "-q", *options).stdout_bytes == before  # expiries too
+
+
+def test_tt_export_and_import_as_subprocesses(tt, tmp_path):
+    db = tt.client(serializer=KT_NONE, decode_keys=False)
+    data = {b"t%03d" % i: bytes(range(i % 256)) + b"\n" for i in range(300)}
+    db.set_bulk(data)
+    path = tmp_path / "tt.csv"
+    assert kt_sub(tt, "export", str(path)).returncode == 0
+    db.clear()
+    imported = kt_sub(tt, "import", str(path))
+    assert imported.returncode == 0 and b"imported 300 records" in imported.stderr, imported.stderr
+    assert db.get_bulk(list(data)) == data

@@ -62,3 +62,22 @@ def test_format_from_the_file_name():
     ]
     with pytest.raises(ValueError, match="--hex applies to the tsv format only"):
         formats.codec("csv", True)
+
+
+def _unescape_by_regex(field: bytes):
+    """The escape grammar read one escape at a time (what ``unescape``'s fast path must match)."""
+    try:
+        return formats._UNESCAPE.sub(formats._unescape_one, field)
+    except RecordError as exc:
+        return str(exc)
+
+
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from([b"\\", b"x", b"4", b"f", b"G", b"t", b"n", b"r", b"q", b"0", b"\xc3\xa9"])))
+def test_unescape_reads_valid_and_rejects_bad_escapes_like_the_grammar(pieces):
+    field = b"".join(pieces)
+    try:
+        got = formats.unescape(field)
+    except RecordError as exc:
+        got = str(exc)
+    assert got == _unescape_by_regex(field)

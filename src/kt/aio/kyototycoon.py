@@ -37,14 +37,15 @@ class KyotoTycoon(AsyncLifecycle, AsyncNoReply, _sync.KyotoTycoonBase):
     absent: Python cannot await those.  The constructor takes ``kt.KyotoTycoon``'s arguments.
     Concurrent calls share up to ``max_connections`` connections (default 4), several requests
     in flight on each; ``timeout`` bounds each reply (``kt.ServerTimeoutError``; the connection
-    is closed and the calls queued on it fail at once).  ``coalesce_gets=True`` sends
-    concurrent single gets waiting on one connection as one ``get_bulk`` (same results; see
-    bench/README.md for when it pays).
+    is closed and the calls queued on it fail at once).  With ``coalesce_gets`` (the default)
+    the single gets queued on one connection in one event-loop turn go out as one binary
+    ``get_bulk`` and each caller gets its own value (same results as one by one, measured
+    faster: bench/README.md); ``coalesce_gets=False`` sends each get alone.
     """
 
     _transport = AsyncPool
 
-    def __init__(self, *args: Any, coalesce_gets: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, coalesce_gets: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._pool.coalesce_gets = coalesce_gets
 

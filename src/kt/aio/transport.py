@@ -19,7 +19,7 @@ API (the asyncio clients code against exactly these names)
     * EOF/reset before a request's first reply byte: ``ConnectionDroppedError``, which the
       pool answers by resending the request on a fresh connection when it is idempotent.
 
-``AsyncPool(host, port, coalesce_gets=False, timeout=None, connect_timeout=5.0, max_size=4)``
+``AsyncPool(host, port, coalesce_gets=True, timeout=None, connect_timeout=5.0, max_size=4)``
     Up to ``max_size`` connections; a request goes to an idle connection, else to a new one
     while below ``max_size``, else to the connection with the fewest requests in flight.
     ``timeout`` bounds each reply (from the moment the request is queued); ``connect_timeout``
@@ -350,7 +350,7 @@ def _split_bulk(future: asyncio.Future, keys: List[Tuple[int, bytes]], callers: 
 class AsyncPool:
     """A bounded set of pipelined connections to one server; see the module docstring."""
 
-    def __init__(self, host: str, port: int, coalesce_gets: bool = False, **settings: Any) -> None:
+    def __init__(self, host: str, port: int, coalesce_gets: bool = True, **settings: Any) -> None:
         """``settings``: ``timeout``, ``connect_timeout``, ``max_size`` as ``kt.transport.Pool``
         takes them (``max_size`` defaults to DEFAULT_ASYNC_MAX_SIZE here)."""
         settings.setdefault("max_size", DEFAULT_ASYNC_MAX_SIZE)

@@ -41,6 +41,7 @@ class RecordError(ValueError):
 
 _NEEDS_ESCAPE = re.compile(rb"[\\\t\n\r\x00\x80-\xff]")
 _UNESCAPE = re.compile(rb"\\(x[0-9A-Fa-f]{2}|.|$)", re.DOTALL)
+_VALID_ESCAPE = re.compile(rb"\\(?:x[0-9A-Fa-f]{2}|[\\tnr])")
 _SIMPLE_UNESCAPES = {b"\\": b"\\", b"t": b"\t", b"n": b"\n", b"r": b"\r"}
 
 
@@ -71,7 +72,13 @@ def unescape(field: bytes) -> bytes:
     """Invert :func:`escape`; RecordError on an unknown escape."""
     if b"\\" not in field:
         return field
-    return _UNESCAPE.sub(_unescape_one, field)
+    # Fast path, all in C: with every valid escape taken out (read left to right, as the
+    # decoder does) no backslash is left, and "unicode_escape" reads exactly those escapes
+    # (the other bytes come back as Latin-1 characters, which encode to the same bytes).
+    # A Python callback per escape took 30 us per binary value, most of an import's time.
+    if b"\\" in _VALID_ESCAPE.sub(b"", field):
+        return _UNESCAPE.sub(_unescape_one, field)  # raises RecordError naming the bad escape
+    return field.decode("unicode_escape").encode("latin-1")
 
 
 def _check_utf8(line: bytes) -> None:
