@@ -307,20 +307,7 @@ def test_kt_health_check_waits_for_catch_up(kt_pair):
     assert applied >= newest > 0
 
 
-_TT_OPEN = "open: against the real ttserver the catch-up check passes right after the restart"
-
-
-@pytest.mark.parametrize(
-    "server",
-    [
-        p
-        if p.id == "bundled"
-        else pytest.param(
-            *p.values, id=p.id, marks=[*p.marks, pytest.mark.xfail(reason=_TT_OPEN, strict=False)]
-        )
-        for p in flavours("TTSERVER")
-    ],
-)
+@pytest.mark.parametrize("server", list(flavours("TTSERVER")))
 def test_tt_failover_and_catch_up_check(tmp_path, server):
     from kt.failover import TTCatchUpCheck
 

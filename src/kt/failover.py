@@ -309,14 +309,15 @@ class TTCatchUpCheck:
     the last update it applied (``rts``).  Tokyo Tyrant shows no log position of its own, so the
     check asks the replica's update-log stream, as a slave with the primary's id (the stream
     then leaves out what originated on the primary), for the updates after ``rts``: when none
-    arrives within ``window`` seconds the primary has caught up.  The real ttserver sends a
-    keep-alive at once, reads its log for the new reader only after waiting up to 1 s for a
-    write (``tculrdwait`` in tculog.c) and sends the next keep-alive after that read: the
-    window must reach that second keep-alive (it ends the wait; a silent server ends it by
-    the socket timeout).
+    arrives within ``window`` seconds the primary has caught up.  The real ttserver sends
+    keep-alives every second and sends a new reader its first records only about 1 s after it
+    connected, right after a keep-alive (its reader waits up to 1 s for a write,
+    ``tculrdwait`` in tculog.c): the window ends at a keep-alive that comes ``window`` seconds
+    after the start, so it must be longer than 1 s (a silent server ends it by the socket
+    timeout).
     """
 
-    def __init__(self, window: float = 1.0) -> None:
+    def __init__(self, window: float = 2.0) -> None:
         self.window = window
 
     def __call__(self, primary: TokyoTyrant, current: TokyoTyrant) -> bool:
