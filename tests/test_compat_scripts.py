@@ -308,6 +308,7 @@ def test_tt_split_hash_and_eval(tdb):
     assert split("fooXXbarXXbaz", "XX") == ["foo", "", "bar", "", "baz"]
     assert split("", "") == split("", " ") == []
     assert split(" ", " ") == [""]
+    assert split("a b\tc", "") == ["a", "b", "c"]  # no delimiters given: whitespace, as documented
     tdb.update(k1="v1", k2="v2")
     L = tdb.lua
     assert L.hash("foo") == b"acbd18db4cc2f85cedef654fccc4a4d8"

@@ -129,7 +129,7 @@ end
 -- split(text, delimiters?): the pieces of text, one per line (default: whitespace).
 function split(key, value)
   if key == "" then return "" end
-  if value == "" then value = nil end
+  if value == "" then value = " \t\r\n" end  -- _split's own default is NUL, not whitespace
   return lines(_split(key, value))
 end
 
