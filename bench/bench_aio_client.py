@@ -8,7 +8,10 @@ all candidates measured interleaved in one run, 100-byte values, KT_NONE seriali
   100 ``get``s gathered (written back to back on one connection, replies matched in order);
 * ``aio 1 conn + coalesce``: the same with ``coalesce_gets=True`` (the default: one
   ``get_bulk``);
-* ``aio pool of 4``: ``max_connections=4, coalesce_gets=False``, 100 gets gathered.
+* ``aio pool of 4``: ``max_connections=4, coalesce_gets=False``, 100 gets gathered;
+* ``asyncio floor: 100 bare tasks``: 100 coroutines gathered, each awaiting a future that
+  the loop resolves a turn later, no kt and no I/O: the ceiling of any client whose methods
+  are coroutines (``gather`` runs each in its own Task).
 
 One op = one get; the event loop is created once and reused (as in a long-running service).
 
@@ -64,6 +67,19 @@ def candidates(host: str, port: int, loop: asyncio.AbstractEventLoop) -> dict:
 
         return lambda: loop.run_until_complete(burst())
 
+    async def bare_tasks() -> None:
+        # The asyncio floor of "100 awaited calls": one Task per coroutine (what gather makes),
+        # each awaiting a future resolved in a later loop turn.  No kt, no I/O.
+        def one() -> asyncio.Future[None]:
+            future = loop.create_future()
+            loop.call_soon(future.set_result, None)
+            return future
+
+        async def call() -> None:
+            await one()
+
+        await asyncio.gather(*[call() for _ in KEYS])
+
     aio_one = AsyncKyotoTycoon(host, port, serializer=KT_NONE, max_connections=1, coalesce_gets=False)
     aio_merge = AsyncKyotoTycoon(host, port, serializer=KT_NONE, max_connections=1, coalesce_gets=True)
     aio_four = AsyncKyotoTycoon(host, port, serializer=KT_NONE, max_connections=4, coalesce_gets=False)
@@ -72,6 +88,7 @@ def candidates(host: str, port: int, loop: asyncio.AbstractEventLoop) -> dict:
         "aio 1 conn": gathered(aio_one),
         "aio 1 conn + coalesce": gathered(aio_merge),
         "aio pool of 4": gathered(aio_four),
+        "asyncio floor: 100 bare tasks": lambda: loop.run_until_complete(bare_tasks()),
     }
 
 
@@ -94,8 +111,9 @@ def main(argv=None) -> int:
     loop = asyncio.new_event_loop()
     with bundled_server("kt", server_args=["-th", "4"]) as server:
         kind = "bundled server" if server.bundled else f"real ktserver ({server.executable})"
-        per_call = dict.fromkeys(["sync sequential", "aio 1 conn", "aio 1 conn + coalesce", "aio pool of 4"],
-                                 CONCURRENT)
+        names = ["sync sequential", "aio 1 conn", "aio 1 conn + coalesce", "aio pool of 4",
+                 "asyncio floor: 100 bare tasks"]
+        per_call = dict.fromkeys(names, CONCURRENT)
         results = {
             f"get x {CONCURRENT}": compare(
                 candidates(server.host, server.port, loop),

@@ -63,6 +63,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: always re-parse
     _FIONREAD = None
 _GET_ONE = kt_binary.parse_get_value_reply
+_running_loop = asyncio._get_running_loop  # public get_running_loop() minus the raise: hot path
 _GET_ONE_HEAD = 9 + 2 + 4  # magic, flags, count | dbidx, ksiz: then the key
 
 
@@ -200,10 +201,21 @@ class AsyncConnection(asyncio.Protocol):
 
     def submit(self, data: bytes, parse: Parser, idempotent: bool = False) -> asyncio.Future:
         """Queue a request; the future gets its parsed reply (or its error)."""
-        future = self.loop.create_future()
-        deadline = self.loop.time() + self.timeout if self.timeout else 0.0
-        waiter = _Waiter(data, parse, future, deadline, idempotent)
-        self.enqueue(waiter)
+        loop = self.loop
+        future = loop.create_future()
+        waiter = _Waiter(data, parse, future, loop.time() + self.timeout if self.timeout else 0.0, idempotent)
+        # enqueue() and _queue() inlined: this runs once per request.
+        if parse is _GET_ONE and self.pool.coalesce_gets:
+            self._gets.append(waiter)
+        else:
+            self.waiting.append(waiter)
+            self._outbox.append(data)
+            self._unsent += 1
+            if self._timer is None and waiter.deadline:
+                self._arm()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
         return future
 
     def enqueue(self, waiter: _Waiter) -> None:
@@ -371,13 +383,18 @@ class AsyncPool:
 
     def _pick(self) -> AsyncConnection:
         """An idle connection, else a new one while below max_size, else the least loaded."""
-        if self._pid != current_pid() or self.loop is not asyncio.get_running_loop():
+        if self.loop is not _running_loop() or self._pid != current_pid():
+            if _running_loop() is None:
+                asyncio.get_running_loop()  # raises the usual RuntimeError
             # A forked child or another event loop: the old connections are not ours to use.
             self.loop = asyncio.get_running_loop()
             self._pid = current_pid()
             self._conns = []
+        conns = self._conns
+        if len(conns) == 1 and self.max_size == 1:
+            return conns[0]  # the only connection there may be: no load to compare
         best = None
-        for conn in self._conns:
+        for conn in conns:
             load = conn.load
             if not load:
                 return conn
