@@ -29,7 +29,13 @@ from typing import Any, Callable, Dict, List
 
 import pytest
 
+from kt import _native
 from kt.embedded import EmbeddedServer, EmbeddedServerError, EmbeddedTokyoTyrantServer
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    mode = "on" if _native.enabled() else f"off ({_native.PURE_PYTHON_ENV} set)"
+    return f"kt compiled speed-ups: {mode}"
 
 # The bundled servers are being written while these fixtures already exist: a server whose
 # own modules are still missing makes its tests skip (with the reason) instead of error.
