@@ -1,13 +1,22 @@
 """Derive the asyncio façades from the sync ones: the same names, signatures and docstrings.
 
 A sync client method is one line, ``return self._run(ops.NAME(self._codec, *args))``; its
-coroutine twin is ``return await self._arun(ops.NAME(self._codec, *args))``.  Instead of a
+coroutine twin is ``return await self._arun(ops.NAME(self._codec, *args))``.
+
+Speed: a method whose operation is one round trip, called inside a running loop, queues its
+request at once and returns the request's future instead of a coroutine (``await`` and
+``gather`` take either; a coroutine would cost a Task per call under ``gather``, about as much
+CPU as the whole rest of a pipelined get).  So the request is queued when the method is
+called, not when it is awaited; bad input still raises where the result is awaited.
+Outside a running loop the method returns a coroutine (``asyncio.run(db.get(k))`` works).
+Python 3.12+ marks these methods as coroutine functions (``inspect.markcoroutinefunction``).  Instead of a
 second hand-written copy, :func:`coroutines` makes those twins from the sync class and the
 operations module, so the two can never drift apart (tests compare the signatures too).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 from functools import partial
@@ -16,32 +25,66 @@ from typing import Any, Callable, Dict, Iterable, Optional
 
 from kt.ops import arun
 
+_running_loop = asyncio._get_running_loop
+_markcoroutinefunction = getattr(inspect, "markcoroutinefunction", None)  # Python 3.12+
+
 
 def _twin(name: str, op: Callable[..., Any], sync_method: Callable[..., Any], state: Optional[str]) -> Any:
     if state is None:
 
-        async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+        async def slow(self: Any, *args: Any, **kwargs: Any) -> Any:
             plan = op(self._codec, *args, **kwargs)
             if plan is None:  # a no-reply call with nothing to send
                 return None
             if type(plan) is GeneratorType:
                 return await self._arun(plan)
-            data, parse, finish, idempotent = plan  # arun's one-round-trip case, inlined: hot
+            data, parse, finish, idempotent = plan
             if parse is None:  # a no-reply request (kt 0.9.6's no_reply=True)
                 await self._send_no_reply(data)
                 return None
-            result = await self._submit(data, parse, idempotent)
-            return result if finish is None else finish(result)
+            return await self._submit(data, parse, idempotent, finish)
+
+        def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+            # One round trip, called inside a running loop: queue the request now and return
+            # its future (no coroutine, so ``gather`` makes no Task for it: the hot path).
+            if _running_loop() is None:
+                return slow(self, *args, **kwargs)
+            try:
+                plan = op(self._codec, *args, **kwargs)
+            except Exception as exc:  # bad input: raised where the caller awaits, as before
+                return _failed(exc)
+            if type(plan) is GeneratorType or plan is None or plan[1] is None:
+                return _from_plan(self, plan)
+            data, parse, finish, idempotent = plan
+            return self._submit(data, parse, idempotent, finish)
+
+        method._kt_returns_awaitable = True  # type: ignore[attr-defined]
+        if _markcoroutinefunction is not None:
+            _markcoroutinefunction(method)
 
     else:
 
         async def method(self: Any, *args: Any, **kwargs: Any) -> Any:
             return await self._arun(op(self._codec, getattr(self, state), *args, **kwargs))
 
-    method.__name__ = name
+    method.__name__ = method.__qualname__ = name
     method.__doc__ = sync_method.__doc__
     method.__signature__ = inspect.signature(sync_method)  # type: ignore[attr-defined]
     return method
+
+
+async def _failed(exc: Exception) -> Any:
+    raise exc
+
+
+async def _from_plan(client: Any, plan: Any) -> Any:
+    """The rarer shapes of an operation: several round trips, none, or no reply."""
+    if plan is None:
+        return None
+    if type(plan) is GeneratorType:
+        return await client._arun(plan)
+    await client._send_no_reply(plan[0])
+    return None
 
 
 def coroutines(
@@ -93,14 +136,14 @@ class AsyncNoReply:
             f"kt.aio-{type(self).__name__}-{id(self)}-pending", default=None
         )
 
-    def _submit_pending(self, data: bytes, parse: Any, idempotent: bool = False) -> Any:
+    def _submit_pending(self, data: bytes, parse: Any, idempotent: bool = False, finish: Any = None) -> Any:
         """The pool's submit, but on this task's no-reply connection when it has one."""
         conn = self._pending.get()
         if conn is not None:
             self._pending.set(None)
             if not conn.closed:
-                return conn.submit(data, parse, idempotent)
-        return self._pool.submit(data, parse, idempotent)
+                return conn.submit(data, parse, idempotent, finish)
+        return self._pool.submit(data, parse, idempotent, finish)
 
     async def _send_no_reply(self, data: bytes) -> None:
         conn = self._pending.get()

@@ -53,6 +53,7 @@ __all__ = ["AsyncConnection", "AsyncPool", "DEFAULT_ASYNC_MAX_SIZE", "NeverSentE
 
 DEFAULT_ASYNC_MAX_SIZE = 4
 Parser = Callable[[Any, int], Optional[Tuple[Any, int]]]
+Finish = Optional[Callable[[Any], Any]]  # an operation's finishing step (kt.ops.Plan.finish)
 
 _LARGE = 1 << 20  # a partial reply larger than this switches to collecting chunks
 try:
@@ -74,9 +75,13 @@ class NeverSentError(ConnectionDroppedError):
 class _Waiter:
     """One request queued or written on a connection, waiting for its reply."""
 
-    __slots__ = ("data", "parse", "future", "deadline", "idempotent", "started", "retried")
+    __slots__ = ("data", "parse", "future", "deadline", "idempotent", "started", "retried", "finish")
 
-    def __init__(self, data: bytes, parse: Parser, future: asyncio.Future, deadline: float, idempotent: bool):
+    def __init__(
+        self, data: bytes, parse: Parser, future: asyncio.Future, deadline: float, idempotent: bool,
+        finish: Optional[Callable[[Any], Any]] = None,
+    ):
+        self.finish = finish  # shapes the parsed reply before the caller sees it
         self.data = data
         self.parse = parse
         self.future = future
@@ -178,7 +183,7 @@ class AsyncConnection(asyncio.Protocol):
                 result, pos = parsed
                 waiting.popleft()
                 if not waiter.future.done():  # a cancelled caller's reply is dropped here
-                    waiter.future.set_result(result)
+                    _answer(waiter, result)
             if pos < len(buf) and not waiting:
                 raise ProtocolError(f"{self.address} sent {len(buf) - pos} bytes nobody asked for")
         except Exception as exc:
@@ -199,11 +204,15 @@ class AsyncConnection(asyncio.Protocol):
 
     # -- requests ------------------------------------------------------------------------
 
-    def submit(self, data: bytes, parse: Parser, idempotent: bool = False) -> asyncio.Future:
-        """Queue a request; the future gets its parsed reply (or its error)."""
+    def submit(
+        self, data: bytes, parse: Parser, idempotent: bool = False, finish: Finish = None
+    ) -> asyncio.Future:
+        """Queue a request; the future gets its parsed reply, through ``finish`` when given
+        (or its error)."""
         loop = self.loop
         future = loop.create_future()
-        waiter = _Waiter(data, parse, future, loop.time() + self.timeout if self.timeout else 0.0, idempotent)
+        deadline = loop.time() + self.timeout if self.timeout else 0.0
+        waiter = _Waiter(data, parse, future, deadline, idempotent, finish)
         # enqueue() and _queue() inlined: this runs once per request.
         if parse is _GET_ONE and self.pool.coalesce_gets:
             self._gets.append(waiter)
@@ -356,7 +365,21 @@ def _split_bulk(future: asyncio.Future, keys: List[Tuple[int, bytes]], callers: 
     found: Dict[Tuple[int, bytes], bytes] = {(db, key): value for db, key, value, _xt in future.result()}
     for key, waiter in zip(keys, callers):
         if not waiter.future.done():
-            waiter.future.set_result(found.get(key))
+            _answer(waiter, found.get(key))
+
+
+def _answer(waiter: _Waiter, result: Any) -> None:
+    """Resolve a waiter's future with its finished result (or the finishing step's error)."""
+    finish = waiter.finish
+    if finish is None:
+        waiter.future.set_result(result)
+        return
+    try:
+        result = finish(result)
+    except Exception as exc:
+        waiter.future.set_exception(exc)
+    else:
+        waiter.future.set_result(result)
 
 
 class AsyncPool:
@@ -445,9 +468,11 @@ class AsyncPool:
         else:
             conn.enqueue(waiter)
 
-    def submit(self, data: bytes, parse: Parser, idempotent: bool = False) -> asyncio.Future:
-        """Queue one request; returns a future of its parsed reply."""
-        return self._pick().submit(data, parse, idempotent)
+    def submit(
+        self, data: bytes, parse: Parser, idempotent: bool = False, finish: Finish = None
+    ) -> asyncio.Future:
+        """Queue one request; returns a future of its parsed (and finished) reply."""
+        return self._pick().submit(data, parse, idempotent, finish)
 
     async def request(self, data: bytes, parse: Parser, idempotent: bool = False) -> Any:
         """Send one request and return its parsed reply (see the module docstring)."""
