@@ -363,9 +363,14 @@ def _split_bulk(future: asyncio.Future, keys: List[Tuple[int, bytes]], callers: 
                 waiter.future.set_exception(exc)
         return
     found: Dict[Tuple[int, bytes], bytes] = {(db, key): value for db, key, value, _xt in future.result()}
+    get = found.get
     for key, waiter in zip(keys, callers):
-        if not waiter.future.done():
-            _answer(waiter, found.get(key))
+        future = waiter.future
+        if not future.done():
+            if waiter.finish is None:
+                future.set_result(get(key))
+            else:
+                _answer(waiter, get(key))
 
 
 def _answer(waiter: _Waiter, result: Any) -> None:
