@@ -454,3 +454,18 @@ def test_one_round_trip_methods_queue_at_call_and_raise_bad_input_at_await(kt_se
     asyncio.run(main())
     client = kt.aio.KyotoTycoon(kt_servers.host, kt_servers.port)
     assert asyncio.run(client.get("aio-eager")) == "v"
+
+
+def test_gets_gathered_right_after_a_no_reply_write_all_see_it(kt_servers):
+    """Every get queued after a no-reply set in the same task follows it on its connection."""
+
+    async def main():
+        async with kt.aio.KyotoTycoon(kt_servers.host, kt_servers.port, max_connections=4) as db:
+            await asyncio.gather(*[db.count() for _ in range(8)])  # open several connections
+            for round_ in range(20):
+                await db.set("aio-nr", f"v{round_}", no_reply=True)
+                values = await asyncio.gather(*[db.get("aio-nr") for _ in range(8)])
+                assert values == [f"v{round_}"] * 8
+            await db.checkin()
+
+    asyncio.run(main())

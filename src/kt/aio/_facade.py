@@ -125,7 +125,7 @@ class AsyncLifecycle:
 
 class AsyncNoReply:
     """No-reply requests for the asyncio clients: queued on a connection that the same task's
-    next request then uses, so it sees the write (a connection's requests run in order)."""
+    later requests then use, so they see the write (a connection's requests run in order)."""
 
     _pool: Any
     _submit: Any
@@ -137,10 +137,12 @@ class AsyncNoReply:
         )
 
     def _submit_pending(self, data: bytes, parse: Any, idempotent: bool = False, finish: Any = None) -> Any:
-        """The pool's submit, but on this task's no-reply connection when it has one."""
+        """The pool's submit, but on this task's no-reply connection while it has one open
+        (until ``checkin()``: requests queued together right after the write, e.g. several
+        gets gathered, must all follow it, and a future-returning call has no Task of its own
+        whose context could forget the connection for it alone)."""
         conn = self._pending.get()
         if conn is not None:
-            self._pending.set(None)
             if not conn.closed:
                 return conn.submit(data, parse, idempotent, finish)
         return self._pool.submit(data, parse, idempotent, finish)
