@@ -34,19 +34,25 @@ VALUE = value_of(100)
 KEYS = [f"aio-key-{i:04d}" for i in range(CONCURRENT)]
 SECTION_START = "<!-- aio-client-bench:start -->"
 SECTION_END = "<!-- aio-client-bench:end -->"
-NOTES = """Reading it (2-core VM shared with other busy processes; load average 4-14 while
-these ran, so each row moves by tens of percent between runs):
+NOTES = """Reading it (2-core VM shared with other busy processes, so rows move by tens of percent
+between runs; the server's own CPU shares the machine with the client):
 
-* Throughput here is bounded by client CPU per get, not by round trips: one asyncio Task per
-  concurrent call, its future and its wake-ups cost ~8 µs of CPU per call on this machine
-  before kt does anything (a bare `gather` of 100 tasks each awaiting a future); kt adds a
-  plan, one queue entry, one share of a write per loop turn and one parse per reply. The sync
-  client's single get costs ~25-40 µs of CPU here, so the ratios land at 1.4-2.3x (one
-  connection) and 2.6-3.3x (coalesced), short of the issue's targets (>= 5x, >= 20x), which
-  need round trips, not CPU, to dominate.
-* Coalescing (one get_bulk for the gets queued on one connection in one loop turn) was faster
-  in 4 of 5 runs (a wash in the most loaded one), and always gives the same results as one by
-  one (missing keys, duplicates, db=; tests/test_aio.py), so it is on by default.
+* Throughput here is bounded by client CPU per get, not by round trips. The last row is the
+  floor of a client whose methods are coroutines: under `gather` each call gets its own Task,
+  and the Task, its future and its wake-ups alone cost about as much CPU as a whole pipelined
+  get. So kt.aio's one-round-trip methods return their request's future instead (inside a
+  running loop): `aio 1 conn` then runs *above* that floor. What remains per get is the plan
+  (encode), one queue entry, one share of a write, the parse (or one slice of a get_bulk
+  reply), `set_result`, and `gather`'s own callback per awaitable (asyncio's, ~1-2 µs).
+* Targets of the issue: >= 5x (one connection) is within reach on a quiet machine (3.6-4.2x
+  measured, coalesced 4.9-5.3x); >= 20x would need ~1.5 µs of client CPU per awaited get, below
+  what one future plus `gather`'s callback per call costs in CPython.
+* Before/after, real ktserver, `x sync` of 1 conn / coalesced / pool of 4 over 2-4 runs each:
+  coroutine methods 2.43-2.97x / 2.82-3.28x / 1.93-2.40x; future-returning methods
+  3.47-4.23x / 4.88-5.30x / 2.66-3.59x.
+* Coalescing (one get_bulk for the gets queued on one connection in one loop turn) is faster
+  and always gives the same results as one by one (missing keys, duplicates, db=;
+  tests/test_aio.py), so it is on by default.
 """
 
 
