@@ -11,7 +11,10 @@ all candidates measured interleaved in one run, 100-byte values, KT_NONE seriali
 * ``aio pool of 4``: ``max_connections=4, coalesce_gets=False``, 100 gets gathered;
 * ``asyncio floor: 100 bare tasks``: 100 coroutines gathered, each awaiting a future that
   the loop resolves a turn later, no kt and no I/O: the ceiling of any client whose methods
-  are coroutines (``gather`` runs each in its own Task).
+  are coroutines (``gather`` runs each in its own Task);
+* ``futures floor: 100 gathered futures``: 100 plain futures gathered and resolved together
+  by one loop callback (as one batch of replies is), no kt and no I/O: the ceiling of any
+  client whose calls return futures awaited through ``gather``.
 
 One op = one get; the event loop is created once and reused (as in a long-running service).
 
@@ -86,6 +89,18 @@ def candidates(host: str, port: int, loop: asyncio.AbstractEventLoop) -> dict:
 
         await asyncio.gather(*[call() for _ in KEYS])
 
+    async def bare_futures() -> None:
+        # The asyncio floor of "100 gathered futures": what a future-returning client cannot
+        # go below (a future each, gather's callback each, one loop turn resolves them all).
+        futures = [loop.create_future() for _ in KEYS]
+
+        def resolve() -> None:
+            for future in futures:
+                future.set_result(None)
+
+        loop.call_soon(resolve)
+        await asyncio.gather(*futures)
+
     aio_one = AsyncKyotoTycoon(host, port, serializer=KT_NONE, max_connections=1, coalesce_gets=False)
     aio_merge = AsyncKyotoTycoon(host, port, serializer=KT_NONE, max_connections=1, coalesce_gets=True)
     aio_four = AsyncKyotoTycoon(host, port, serializer=KT_NONE, max_connections=4, coalesce_gets=False)
@@ -95,6 +110,7 @@ def candidates(host: str, port: int, loop: asyncio.AbstractEventLoop) -> dict:
         "aio 1 conn + coalesce": gathered(aio_merge),
         "aio pool of 4": gathered(aio_four),
         "asyncio floor: 100 bare tasks": lambda: loop.run_until_complete(bare_tasks()),
+        "futures floor: 100 gathered futures": lambda: loop.run_until_complete(bare_futures()),
     }
 
 
@@ -118,7 +134,7 @@ def main(argv=None) -> int:
     with bundled_server("kt", server_args=["-th", "4"]) as server:
         kind = "bundled server" if server.bundled else f"real ktserver ({server.executable})"
         names = ["sync sequential", "aio 1 conn", "aio 1 conn + coalesce", "aio pool of 4",
-                 "asyncio floor: 100 bare tasks"]
+                 "asyncio floor: 100 bare tasks", "futures floor: 100 gathered futures"]
         per_call = dict.fromkeys(names, CONCURRENT)
         results = {
             f"get x {CONCURRENT}": compare(

@@ -41,9 +41,11 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import sys
 from collections import deque
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from functools import partial
+from typing import Any, Callable, Deque, List, Optional, Tuple
 
 from kt.errors import ProtocolError, ServerConnectionError, ServerError, ServerTimeoutError
 from kt.protocol import kt_binary
@@ -66,29 +68,19 @@ except ImportError:  # pragma: no cover - not POSIX: always re-parse
 _GET_ONE = kt_binary.parse_get_value_reply
 _running_loop = asyncio._get_running_loop  # public get_running_loop() minus the raise: hot path
 _GET_ONE_HEAD = 9 + 2 + 4  # magic, flags, count | dbidx, ksiz: then the key
+_BULK_HEAD = struct.Struct(">BII")  # a binary bulk request's head: magic, flags, count
 
 
 class NeverSentError(ConnectionDroppedError):
     """The connection failed before this request was written: safe to send elsewhere."""
 
 
-class _Waiter:
-    """One request queued or written on a connection, waiting for its reply."""
-
-    __slots__ = ("data", "parse", "future", "deadline", "idempotent", "started", "retried", "finish")
-
-    def __init__(
-        self, data: bytes, parse: Parser, future: asyncio.Future, deadline: float, idempotent: bool,
-        finish: Optional[Callable[[Any], Any]] = None,
-    ):
-        self.finish = finish  # shapes the parsed reply before the caller sees it
-        self.data = data
-        self.parse = parse
-        self.future = future
-        self.deadline = deadline
-        self.idempotent = idempotent
-        self.started = False  # some byte of this reply has arrived
-        self.retried = False
+# One request queued or written on a connection, waiting for its reply: a plain tuple (a
+# class instance costs several times as much to make, and this is made once per request).
+#   (future, parse, finish, data, idempotent, deadline, retried)
+# ``finish`` shapes the parsed reply before the caller sees it; ``deadline`` is the loop time
+# its reply is due by (0.0: none); ``retried``: already resent once after a dropped connection.
+_Waiter = Tuple[asyncio.Future, Parser, Finish, bytes, bool, float, bool]
 
 
 class AsyncConnection(asyncio.Protocol):
@@ -99,6 +91,7 @@ class AsyncConnection(asyncio.Protocol):
         self.address = pool.address
         self.timeout = pool.timeout
         self.loop = pool.loop
+        self._new_future = pool.loop.create_future
         self.transport: Optional[asyncio.Transport] = None
         self.closed = False
         self.waiting: Deque[_Waiter] = deque()
@@ -106,6 +99,8 @@ class AsyncConnection(asyncio.Protocol):
         self._unsent = 0  # the last this-many waiters are still in the outbox
         self._gets: List[_Waiter] = []  # coalescing: KT gets of this turn
         self._flush_scheduled = False
+        self._deadline = 0.0  # this turn's requests are due by then (one clock read per turn)
+        self._started = False  # some byte of the first waiter's reply has arrived
         self._buf = b""
         self._chunks: List[bytes] = []  # large-reply mode (see data_received)
         self._size = self._tried = 0
@@ -163,29 +158,37 @@ class AsyncConnection(asyncio.Protocol):
             buf = self._buf + data if self._buf else data
         pos = 0
         waiting = self.waiting
+        popleft = waiting.popleft
         try:
             while waiting:
                 waiter = waiting[0]
                 try:
-                    parsed = waiter.parse(buf, pos)
+                    parsed = waiter[1](buf, pos)
                 except ServerError as exc:
                     if exc.end is None:
                         raise  # a complete reply of unknown length: the stream is lost
-                    waiting.popleft()
-                    if not waiter.future.done():
-                        waiter.future.set_exception(exc)
+                    popleft()
+                    self._started = False
+                    if not waiter[0].done():
+                        waiter[0].set_exception(exc)
                     pos = exc.end
                     continue
                 if parsed is None:
                     if len(buf) > pos:
-                        waiter.started = True
+                        self._started = True
                     break
                 result, pos = parsed
-                waiting.popleft()
-                if not waiter.future.done():  # a cancelled caller's reply is dropped here
-                    _answer(waiter, result)
-            if pos < len(buf) and not waiting:
-                raise ProtocolError(f"{self.address} sent {len(buf) - pos} bytes nobody asked for")
+                popleft()
+                future = waiter[0]
+                if not future.done():  # a cancelled caller's reply is dropped here
+                    if waiter[2] is None:
+                        future.set_result(result)
+                    else:
+                        _answer(future, waiter[2], result)
+            else:
+                self._started = False
+                if pos < len(buf):
+                    raise ProtocolError(f"{self.address} sent {len(buf) - pos} bytes nobody asked for")
         except Exception as exc:
             self._fail(exc, "")
             return
@@ -195,12 +198,10 @@ class AsyncConnection(asyncio.Protocol):
             # the chunks instead and parse once it doubled or the socket has nothing more.
             self._chunks, self._buf = [self._buf], b""
             self._size = self._tried = len(self._chunks[0])
-        if waiting:
-            if pos:
-                self._arm()
-        elif self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if pos and waiting:
+            self._started = len(buf) > pos
+        # The deadline timer is not moved here: when it fires, it re-arms for the waiter then
+        # first in line (one timer per connection, not one reschedule per read).
 
     # -- requests ------------------------------------------------------------------------
 
@@ -209,10 +210,13 @@ class AsyncConnection(asyncio.Protocol):
     ) -> asyncio.Future:
         """Queue a request; the future gets its parsed reply, through ``finish`` when given
         (or its error)."""
-        loop = self.loop
-        future = loop.create_future()
-        deadline = loop.time() + self.timeout if self.timeout else 0.0
-        waiter = _Waiter(data, parse, future, deadline, idempotent, finish)
+        future = self._new_future()
+        if not self._flush_scheduled:  # the turn's first request: one write, one clock read
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+            if self.timeout:
+                self._deadline = self.loop.time() + self.timeout
+        waiter = (future, parse, finish, data, idempotent, self._deadline, False)
         # enqueue() and _queue() inlined: this runs once per request.
         if parse is _GET_ONE and self.pool.coalesce_gets:
             self._gets.append(waiter)
@@ -220,27 +224,27 @@ class AsyncConnection(asyncio.Protocol):
             self.waiting.append(waiter)
             self._outbox.append(data)
             self._unsent += 1
-            if self._timer is None and waiter.deadline:
+            if self._timer is None and self._deadline:
                 self._arm()
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            loop.call_soon(self._flush)
         return future
 
     def enqueue(self, waiter: _Waiter) -> None:
-        if self.pool.coalesce_gets and waiter.parse is _GET_ONE:
-            self._gets.append(waiter)
-        else:
-            self._queue(waiter)
+        """Queue a waiter made elsewhere (a resent request); its deadline starts again."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
+            if self.timeout:
+                self._deadline = self.loop.time() + self.timeout
+        if self.pool.coalesce_gets and waiter[1] is _GET_ONE:
+            self._gets.append(waiter)
+        else:
+            self._queue(waiter)
 
     def _queue(self, waiter: _Waiter) -> None:
         self.waiting.append(waiter)
-        self._outbox.append(waiter.data)
+        self._outbox.append(waiter[3])
         self._unsent += 1
-        if self._timer is None and waiter.deadline:
+        if self._timer is None and waiter[5]:
             self._arm()
 
     def send(self, data: bytes) -> None:
@@ -267,14 +271,13 @@ class AsyncConnection(asyncio.Protocol):
         if len(callers) == 1:
             self._queue(callers[0])
             return
-        # A get_one request is a get_bulk of one record: [head:9][dbidx:2][ksiz:4][key].
-        keys = [(int.from_bytes(w.data[9:11], "big"), w.data[_GET_ONE_HEAD:]) for w in callers]
-        future = self.loop.create_future()
-        future.add_done_callback(lambda f: _split_bulk(f, keys, callers))
-        self._queue(
-            _Waiter(kt_binary.encode_get_bulk(keys), kt_binary.parse_get_bulk_reply, future,
-                    callers[0].deadline, True)
-        )
+        # A get_one request is a get_bulk of one record: [head:9][dbidx:2][ksiz:4][key], so
+        # the merged request is a new head and the callers' records as they are.
+        body = b"".join([waiter[3][9:] for waiter in callers])
+        data = _BULK_HEAD.pack(kt_binary.MAGIC_GET_BULK, 0, len(callers)) + body
+        future = self._new_future()
+        future.add_done_callback(partial(_split_bulk, callers=callers))
+        self._queue((future, kt_binary.parse_get_bulk_reply, None, data, True, callers[0][5], False))
 
     # -- timeouts and failure ------------------------------------------------------------
 
@@ -282,15 +285,15 @@ class AsyncConnection(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.waiting and self.waiting[0].deadline:
-            self._timer = self.loop.call_at(self.waiting[0].deadline, self._check_deadline)
+        if self.waiting and self.waiting[0][5]:
+            self._timer = self.loop.call_at(self.waiting[0][5], self._check_deadline)
 
     def _check_deadline(self) -> None:
         self._timer = None
         if not self.waiting or self.closed:
             return
         head = self.waiting[0]
-        if self.loop.time() + 0.001 < head.deadline:
+        if self.loop.time() + 0.001 < head[5]:
             self._arm()
             return
         self._fail(
@@ -320,13 +323,14 @@ class AsyncConnection(asyncio.Protocol):
         self.pool._discard(self)
         timed_out = isinstance(exc, ServerTimeoutError)
         for index, waiter in enumerate(waiting):
-            if waiter.future.done():
+            future = waiter[0]
+            if future.done():
                 continue
             if exc is not None and (every or index == 0):
                 error: BaseException = exc
             elif index >= sent:
                 error = NeverSentError(f"connection to {self.address} failed before sending")
-            elif exc is None and not waiter.started:
+            elif exc is None and not (index == 0 and self._started):
                 error = ConnectionDroppedError(f"{dropped} before replying")
             elif timed_out:
                 error = ServerTimeoutError(
@@ -339,52 +343,50 @@ class AsyncConnection(asyncio.Protocol):
                     f"connection to {self.address} closed ({cause}); the request was sent, "
                     "its outcome is unknown"
                 )
-            if isinstance(error, ConnectionDroppedError) and not waiter.retried and (
-                waiter.idempotent or isinstance(error, NeverSentError)
+            if isinstance(error, ConnectionDroppedError) and not waiter[6] and (
+                waiter[4] or isinstance(error, NeverSentError)
             ):
-                waiter.retried = True  # once: the old server never answered it
-                self.pool._requeue(waiter)
+                # once: the old server never answered it
+                self.pool._requeue(waiter[:6] + (True,))
             else:
-                waiter.future.set_exception(error)
+                future.set_exception(error)
 
     def close(self) -> None:
         closed = ServerConnectionError(f"connection to {self.address} closed by the client")
         self._fail(closed, "", every=True)
 
 
-def _split_bulk(future: asyncio.Future, keys: List[Tuple[int, bytes]], callers: List[_Waiter]) -> None:
+def _split_bulk(future: asyncio.Future, callers: List[_Waiter]) -> None:
     """Hand each coalesced get its own value (None for a key the server did not return)."""
     if future.cancelled():
         return
     exc = future.exception()
     if exc is not None:
         for waiter in callers:
-            if not waiter.future.done():
-                waiter.future.set_exception(exc)
+            if not waiter[0].done():
+                waiter[0].set_exception(exc)
         return
-    found: Dict[Tuple[int, bytes], bytes] = {(db, key): value for db, key, value, _xt in future.result()}
-    get = found.get
-    for key, waiter in zip(keys, callers):
-        future = waiter.future
-        if not future.done():
-            if waiter.finish is None:
-                future.set_result(get(key))
+    # A caller's record is its request from byte 9 on: [dbidx:2][ksiz:4][key].
+    get = {(db, key): value for db, key, value, _xt in future.result()}.get
+    for waiter in callers:
+        caller = waiter[0]
+        if not caller.done():
+            data = waiter[3]
+            value = get((int.from_bytes(data[9:11], "big"), data[_GET_ONE_HEAD:]))
+            if waiter[2] is None:
+                caller.set_result(value)
             else:
-                _answer(waiter, get(key))
+                _answer(caller, waiter[2], value)
 
 
-def _answer(waiter: _Waiter, result: Any) -> None:
-    """Resolve a waiter's future with its finished result (or the finishing step's error)."""
-    finish = waiter.finish
-    if finish is None:
-        waiter.future.set_result(result)
-        return
+def _answer(future: asyncio.Future, finish: Callable[[Any], Any], result: Any) -> None:
+    """Resolve a future with its finished result (or the finishing step's error)."""
     try:
         result = finish(result)
     except Exception as exc:
-        waiter.future.set_exception(exc)
+        future.set_exception(exc)
     else:
-        waiter.future.set_result(result)
+        future.set_result(result)
 
 
 class AsyncPool:
@@ -422,13 +424,14 @@ class AsyncPool:
         if len(conns) == 1 and self.max_size == 1:
             return conns[0]  # the only connection there may be: no load to compare
         best = None
+        least = 0
         for conn in conns:
-            load = conn.load
+            load = len(conn.waiting) + len(conn._gets)  # conn.load, inlined: once per request
             if not load:
                 return conn
-            if best is None or load < best.load:
-                best = conn
-        if best is None or len(self._conns) < self.max_size:
+            if best is None or load < least:
+                best, least = conn, load
+        if best is None or len(conns) < self.max_size:
             return self._open()
         return best
 
@@ -477,6 +480,10 @@ class AsyncPool:
         self, data: bytes, parse: Parser, idempotent: bool = False, finish: Finish = None
     ) -> asyncio.Future:
         """Queue one request; returns a future of its parsed (and finished) reply."""
+        conns = self._conns
+        if len(conns) == 1 and self.max_size == 1 and self.loop is _running_loop():
+            if self._pid == current_pid():  # _pick's first case, inlined
+                return conns[0].submit(data, parse, idempotent, finish)
         return self._pick().submit(data, parse, idempotent, finish)
 
     async def request(self, data: bytes, parse: Parser, idempotent: bool = False) -> Any:
