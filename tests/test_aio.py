@@ -177,7 +177,7 @@ def test_kt_basic_calls_match_the_sync_client(kt_servers):
 def test_2000_concurrent_gets_each_get_their_own_value(kt_servers, coalesce):
     sync = kt_servers.client()
     sync.set_bulk({f"aio-many-{i}": f"value-{i}" for i in range(2000)})
-    sync.set_bulk({"aio-many-7": "in-db-1"}, db=1)
+    sync.set_bulk({"aio-many-7": "in-db-1", "aio-only-db1": "db-1-only"}, db=1)
 
     async def main():
         db = kt.aio.KyotoTycoon(
@@ -191,6 +191,9 @@ def test_2000_concurrent_gets_each_get_their_own_value(kt_servers, coalesce):
         dbs = [None, None, 0, 1]
         got = await asyncio.gather(*[db.get(key, db=d) for key, d in zip(mixed, dbs)])
         assert got == ["value-5", None, "value-5", "in-db-1"]
+        # One key, present only in database 1, asked of both in one burst.
+        got = await asyncio.gather(db.get("aio-only-db1", db=0), db.get("aio-only-db1", db=1))
+        assert got == [None, "db-1-only"]
         assert db._pool.size <= 2
         await db.close()
 
@@ -450,6 +453,24 @@ def test_one_round_trip_methods_queue_at_call_and_raise_bad_input_at_await(kt_se
             with pytest.raises(TypeError, match="db must be a database index"):
                 await bad
             assert await db.get("aio-eager-missing") is None
+
+            # Tasks awaiting the futures, half cancelled after their requests were queued.
+            async def via_task(key):
+                return await db.get(key)
+
+            await db.set("aio-eager-2", "w")
+            keys = ["aio-eager" if i % 3 else "aio-eager-2" for i in range(60)]
+            tasks = [asyncio.create_task(via_task(key)) for key in keys]
+            await asyncio.sleep(0)  # each task ran up to its await: every request is queued
+            for task in tasks[::2]:
+                task.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for i, result in enumerate(results):
+                if i % 2 == 0:
+                    assert isinstance(result, asyncio.CancelledError)
+                else:
+                    assert result == ("v" if i % 3 else "w")
+            assert await asyncio.gather(db.get("aio-eager-2"), db.get("aio-eager")) == ["w", "v"]
 
     asyncio.run(main())
     client = kt.aio.KyotoTycoon(kt_servers.host, kt_servers.port)

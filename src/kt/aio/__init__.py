@@ -1,5 +1,5 @@
 """asyncio clients: ``KyotoTycoon``, ``Cursor`` and ``TokyoTyrant`` with the sync clients'
-methods as coroutines, over pipelined connections (:mod:`kt.aio.transport`).
+methods, awaitable, over pipelined connections (:mod:`kt.aio.transport`).
 
 They run the very operations of :mod:`kt.ops` that the sync clients run; only the transport
 and the driver (:func:`kt.ops.arun`) are asyncio-specific.

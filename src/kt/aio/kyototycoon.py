@@ -1,4 +1,4 @@
-"""``kt.aio.KyotoTycoon`` and ``kt.aio.Cursor``: the sync client's methods as coroutines.
+"""``kt.aio.KyotoTycoon`` and ``kt.aio.Cursor``: the sync client's methods, awaitable.
 
 Every operation comes from :mod:`kt.ops.kt`, exactly as in :class:`kt.KyotoTycoon`; the
 coroutine methods are derived from the sync class (:mod:`kt.aio._facade`), so names,
@@ -29,10 +29,12 @@ _OWN |= {"close_all", "close_idle", "lua", "open"}  # kt 0.9.6's controls: kt.ai
 
 
 class KyotoTycoon(AsyncLifecycle, AsyncNoReply, _sync.KyotoTycoonBase):
-    """asyncio client for one Kyoto Tycoon server: ``kt.KyotoTycoon``'s methods as coroutines.
+    """asyncio client for one Kyoto Tycoon server: ``kt.KyotoTycoon``'s methods, awaitable.
 
     ``await db.get(key)``, ``await db.set(key, value)``, ``async with KyotoTycoon(...) as db``,
-    ``async for key in db.keys()``; ``size`` and ``path`` are awaitable properties.  Dict-style
+    ``async for key in db.keys()``; ``size`` and ``path`` are awaitable properties.  Inside a
+    running loop a one-round-trip method queues its request at the call and returns an
+    ``asyncio.Future`` of the result (kt.aio._facade); the others are coroutines.  Dict-style
     access (``db[key]``, ``db[key] = value``, ``del db[key]``, ``key in db``, ``len(db)``) is
     absent: Python cannot await those.  The constructor takes ``kt.KyotoTycoon``'s arguments.
     Concurrent calls share up to ``max_connections`` connections (default 4), several requests

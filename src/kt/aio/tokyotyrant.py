@@ -1,4 +1,4 @@
-"""``kt.aio.TokyoTyrant``: the sync Tokyo Tyrant client's methods as coroutines.
+"""``kt.aio.TokyoTyrant``: the sync Tokyo Tyrant client's methods, awaitable.
 
 Every operation comes from :mod:`kt.ops.tt`, exactly as in :class:`kt.TokyoTyrant`; the
 coroutine methods are derived from the sync class (:mod:`kt.aio._facade`).
@@ -24,7 +24,7 @@ _OWN |= {"close_all", "close_idle", "lua", "open"}  # kt 0.9.6's controls: kt.ai
 
 
 class TokyoTyrant(AsyncLifecycle, AsyncNoReply, _sync.TokyoTyrantBase):
-    """asyncio client for a Tokyo Tyrant server: ``kt.TokyoTyrant``'s methods as coroutines.
+    """asyncio client for a Tokyo Tyrant server: ``kt.TokyoTyrant``'s methods, awaitable.
 
     ``await tt.get(key)``, ``async with TokyoTyrant(...) as tt``, ``async for key in tt``;
     ``size`` and ``error`` are awaitable properties.  Dict-style access (``tt[key]``,
@@ -32,8 +32,9 @@ class TokyoTyrant(AsyncLifecycle, AsyncNoReply, _sync.TokyoTyrantBase):
     cannot await those.  The constructor takes ``kt.TokyoTyrant``'s arguments; concurrent
     calls share up to ``max_connections`` connections (default 4), several requests in
     flight on each; ``timeout`` bounds each reply.  ``setnr``/``setnr_bulk`` return once the
-    write is queued; the same task's next request goes on the same connection, so it sees
-    the write.
+    write is queued; the same task's later requests go on the same connection (until
+    ``checkin()``), so they see the write.  Inside a running loop a one-round-trip method
+    queues its request at the call and returns an ``asyncio.Future`` of the result.
     """
 
     _transport = AsyncPool

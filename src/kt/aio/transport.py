@@ -275,9 +275,13 @@ class AsyncConnection(asyncio.Protocol):
         # the merged request is a new head and the callers' records as they are.
         body = b"".join([waiter[3][9:] for waiter in callers])
         data = _BULK_HEAD.pack(kt_binary.MAGIC_GET_BULK, 0, len(callers)) + body
+        # One database for all (the usual case): the reply's (key, value) pairs suffice.
+        db = callers[0][3][9:11]
+        one_db = all([waiter[3][9:11] == db for waiter in callers])
+        parse = kt_binary.parse_get_bulk_pairs if one_db else kt_binary.parse_get_bulk_reply
         future = self._new_future()
         future.add_done_callback(partial(_split_bulk, callers=callers))
-        self._queue((future, kt_binary.parse_get_bulk_reply, None, data, True, callers[0][5], False))
+        self._queue((future, parse, None, data, True, callers[0][5], False))
 
     # -- timeouts and failure ------------------------------------------------------------
 
@@ -367,12 +371,16 @@ def _split_bulk(future: asyncio.Future, callers: List[_Waiter]) -> None:
                 waiter[0].set_exception(exc)
         return
     # A caller's record is its request from byte 9 on: [dbidx:2][ksiz:4][key].
-    get = {(db, key): value for db, key, value, _xt in future.result()}.get
-    for waiter in callers:
+    records = future.result()
+    if records and len(records[0]) == 2:  # parse_get_bulk_pairs: all callers use one database
+        get = dict(records).get
+        values = [get(waiter[3][_GET_ONE_HEAD:]) for waiter in callers]
+    else:
+        get = {(db, key): value for db, key, value, _xt in records}.get
+        values = [get((int.from_bytes(w[3][9:11], "big"), w[3][_GET_ONE_HEAD:])) for w in callers]
+    for waiter, value in zip(callers, values):
         caller = waiter[0]
         if not caller.done():
-            data = waiter[3]
-            value = get((int.from_bytes(data[9:11], "big"), data[_GET_ONE_HEAD:]))
             if waiter[2] is None:
                 caller.set_result(value)
             else:
