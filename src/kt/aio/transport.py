@@ -210,23 +210,7 @@ class AsyncConnection(asyncio.Protocol):
     ) -> asyncio.Future:
         """Queue a request; the future gets its parsed reply, through ``finish`` when given
         (or its error)."""
-        future = self._new_future()
-        if not self._flush_scheduled:  # the turn's first request: one write, one clock read
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
-            if self.timeout:
-                self._deadline = self.loop.time() + self.timeout
-        waiter = (future, parse, finish, data, idempotent, self._deadline, False)
-        # enqueue() and _queue() inlined: this runs once per request.
-        if parse is _GET_ONE and self.pool.coalesce_gets:
-            self._gets.append(waiter)
-        else:
-            self.waiting.append(waiter)
-            self._outbox.append(data)
-            self._unsent += 1
-            if self._timer is None and self._deadline:
-                self._arm()
-        return future
+        return self.pool.submit(data, parse, idempotent, finish, self)
 
     def enqueue(self, waiter: _Waiter) -> None:
         """Queue a waiter made elsewhere (a resent request); its deadline starts again."""
@@ -485,14 +469,37 @@ class AsyncPool:
             conn.enqueue(waiter)
 
     def submit(
-        self, data: bytes, parse: Parser, idempotent: bool = False, finish: Finish = None
+        self, data: bytes, parse: Parser, idempotent: bool = False, finish: Finish = None,
+        conn: Optional[AsyncConnection] = None,
     ) -> asyncio.Future:
-        """Queue one request; returns a future of its parsed (and finished) reply."""
-        conns = self._conns
-        if len(conns) == 1 and self.max_size == 1 and self.loop is _running_loop():
-            if self._pid == current_pid():  # _pick's first case, inlined
-                return conns[0].submit(data, parse, idempotent, finish)
-        return self._pick().submit(data, parse, idempotent, finish)
+        """Queue one request (on ``conn`` when given, else on the connection ``_pick`` would
+        choose); returns a future of its parsed (and finished) reply.  This runs once per
+        request, so it holds the connection's queueing itself (one Python call, not three)."""
+        if conn is None:
+            conns = self._conns
+            if len(conns) == 1 and self.max_size == 1 and self.loop is _running_loop() and (
+                self._pid == current_pid()
+            ):
+                conn = conns[0]  # _pick's first case, inlined
+            else:
+                conn = self._pick()
+        future = conn._new_future()
+        if not conn._flush_scheduled:  # the turn's first request: one write, one clock read
+            conn._flush_scheduled = True
+            conn.loop.call_soon(conn._flush)
+            if conn.timeout:
+                conn._deadline = conn.loop.time() + conn.timeout
+        waiter = (future, parse, finish, data, idempotent, conn._deadline, False)
+        # AsyncConnection.enqueue() and _queue(), inlined.
+        if parse is _GET_ONE and self.coalesce_gets:
+            conn._gets.append(waiter)
+        else:
+            conn.waiting.append(waiter)
+            conn._outbox.append(data)
+            conn._unsent += 1
+            if conn._timer is None and conn._deadline:
+                conn._arm()
+        return future
 
     async def request(self, data: bytes, parse: Parser, idempotent: bool = False) -> Any:
         """Send one request and return its parsed reply (see the module docstring)."""
