@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from _common import QUICK, bundled_server, compare, markdown_table, rows_for, value_of, write_section
@@ -38,21 +39,30 @@ KEYS = [f"aio-key-{i:04d}" for i in range(CONCURRENT)]
 SECTION_START = "<!-- aio-client-bench:start -->"
 SECTION_END = "<!-- aio-client-bench:end -->"
 NOTES = """Reading it (2-core VM shared with other busy processes, so rows move by tens of percent
-between runs; the server's own CPU shares the machine with the client):
+between runs; the server's own CPU shares the machine with the client; the load average of
+the run is in the heading):
 
-* Throughput here is bounded by client CPU per get, not by round trips. The last row is the
-  floor of a client whose methods are coroutines: under `gather` each call gets its own Task,
-  and the Task, its future and its wake-ups alone cost about as much CPU as a whole pipelined
-  get. So kt.aio's one-round-trip methods return their request's future instead (inside a
-  running loop): `aio 1 conn` then runs *above* that floor. What remains per get is the plan
-  (encode), one queue entry, one share of a write, the parse (or one slice of a get_bulk
-  reply), `set_result`, and `gather`'s own callback per awaitable (asyncio's, ~1-2 µs).
-* Targets of the issue: >= 5x (one connection) is within reach on a quiet machine (3.6-4.2x
-  measured, coalesced 4.9-5.3x); >= 20x would need ~1.5 µs of client CPU per awaited get, below
-  what one future plus `gather`'s callback per call costs in CPython.
-* Before/after, real ktserver, `x sync` of 1 conn / coalesced / pool of 4 over 2-4 runs each:
-  coroutine methods 2.43-2.97x / 2.82-3.28x / 1.93-2.40x; future-returning methods
-  3.47-4.23x / 4.88-5.30x / 2.66-3.59x.
+* Throughput here is bounded by CPU per get (client and server on two shared cores), not by
+  round trips. The two floor rows are asyncio alone, no kt and no I/O: `100 bare tasks` is
+  the ceiling of a client whose methods are coroutines (`gather` makes a Task for each);
+  `100 gathered futures` is the ceiling of any client whose calls are awaited through
+  `gather` (a future each, `gather`'s callback each, one loop callback resolving them all).
+  kt.aio's one-round-trip methods return their queued request's future, so they run between
+  the two floors.
+* Client instructions per get (callgrind, 100 gets gathered, real ktserver; steady under
+  load): futures floor FLOOR_IR, bare tasks TASKS_IR; kt.aio 1 conn MAIN_PLAIN (coroutine
+  methods, main before issue 12's follow-up) -> BASE_PLAIN (future-returning, h12b) ->
+  CUR_PLAIN (tuple waiters, one clock read per turn, one call in the transport) -> CL_PLAIN
+  with the C client codecs (k13cl); coalesced MAIN_COAL -> BASE_COAL -> CUR_COAL -> CL_COAL.
+  What remains above the floor per get: the façade call and the operation's plan (argument
+  checks, key encoding, request bytes), one tuple and two appends in the queue, a share of one
+  write per loop turn, the reply parse (or a slice and a dict lookup of the coalesced
+  get_bulk reply) and `set_result`.
+* Targets of the issue: >= 20x with coalescing needs < 2.8 µs of wall time per get on the
+  quiet machine (sync 17.7k gets/s), which is about what the futures floor alone costs: not
+  reachable with one future per awaited get in CPython's asyncio. >= 5x without coalescing:
+  see the table (it depends on the server keeping up with 100 pipelined single-record
+  requests as much as on the client).
 * Coalescing (one get_bulk for the gets queued on one connection in one loop turn) is faster
   and always gives the same results as one by one (missing keys, duplicates, db=;
   tests/test_aio.py), so it is on by default.
@@ -133,6 +143,7 @@ def main(argv=None) -> int:
     loop = asyncio.new_event_loop()
     with bundled_server("kt", server_args=["-th", "4"]) as server:
         kind = "bundled server" if server.bundled else f"real ktserver ({server.executable})"
+        load_before = os.getloadavg()[0]
         names = ["sync sequential", "aio 1 conn", "aio 1 conn + coalesce", "aio pool of 4",
                  "asyncio floor: 100 bare tasks", "futures floor: 100 gathered futures"]
         per_call = dict.fromkeys(names, CONCURRENT)
@@ -145,6 +156,7 @@ def main(argv=None) -> int:
             )
         }
     loop.close()
+    kind += f", load average {load_before:.1f} -> {os.getloadavg()[0]:.1f}"
     headers, rows = rows_for(results, baseline="sync sequential", peers=[])
     headers = [("x sync" if h == "x floor" else h) for h in headers]
     table = markdown_table(headers, rows)

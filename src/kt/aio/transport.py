@@ -3,8 +3,9 @@
 API (the asyncio clients code against exactly these names)
 
 ``AsyncConnection``  (an ``asyncio.Protocol``; made by ``AsyncPool``)
-    One TCP connection carrying many requests at once.  ``submit(data, parse, deadline)``
-    queues ``data`` for writing and returns a future of ``parse``'s result for its reply.
+    One TCP connection carrying many requests at once.  ``submit(data, parse, idempotent,
+    finish)`` queues ``data`` for writing and returns a future of ``parse``'s result for its
+    reply, passed through ``finish`` when given (the operation's finishing step).
     Requests queued in one event-loop turn go out in one write; replies are matched to
     requests in order (both servers answer a connection's requests in order).  A reply
     whose caller was cancelled is still read, then dropped, so it never reaches anyone else.
@@ -23,8 +24,9 @@ API (the asyncio clients code against exactly these names)
     Up to ``max_size`` connections; a request goes to an idle connection, else to a new one
     while below ``max_size``, else to the connection with the fewest requests in flight.
     ``timeout`` bounds each reply (from the moment the request is queued); ``connect_timeout``
-    bounds connecting.  ``submit(data, parse, idempotent=False)`` returns a future of the
-    parsed reply at once (no coroutine per request: the hot path); ``request(...)`` is the
+    bounds connecting.  ``submit(data, parse, idempotent=False, finish=None)`` returns a
+    future of the parsed reply at once (no coroutine per request: the hot path; the
+    connection's own ``submit`` runs through it); ``request(...)`` is the
     same as a coroutine.  ``pin()`` returns one connection for a caller that keeps server-side
     state on it (KT cursors); ``close()`` closes every connection (the pool reconnects on
     demand).  A request that lost its connection before any reply byte is queued once more on
@@ -213,7 +215,7 @@ class AsyncConnection(asyncio.Protocol):
         return self.pool.submit(data, parse, idempotent, finish, self)
 
     def enqueue(self, waiter: _Waiter) -> None:
-        """Queue a waiter made elsewhere (a resent request); its deadline starts again."""
+        """Queue a waiter made elsewhere (a resent request, keeping its first deadline)."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
