@@ -50,19 +50,25 @@ the run is in the heading):
   kt.aio's one-round-trip methods return their queued request's future, so they run between
   the two floors.
 * Client instructions per get (callgrind, 100 gets gathered, real ktserver; steady under
-  load): futures floor FLOOR_IR, bare tasks TASKS_IR; kt.aio 1 conn MAIN_PLAIN (coroutine
-  methods, main before issue 12's follow-up) -> BASE_PLAIN (future-returning, h12b) ->
-  CUR_PLAIN (tuple waiters, one clock read per turn, one call in the transport) -> CL_PLAIN
-  with the C client codecs (k13cl); coalesced MAIN_COAL -> BASE_COAL -> CUR_COAL -> CL_COAL.
+  load): futures floor 20,071, bare tasks 63,653; kt.aio 1 conn 70,526 (coroutine
+  methods, main before issue 12's follow-up) -> 40,051 (future-returning, h12b) ->
+  34,957 (tuple waiters, one clock read per turn, one call in the transport, façade methods
+  generated with the sync signatures) -> CL_PLAIN
+  with the C client codecs (k13cl); coalesced 80,789 -> 44,265 -> 37,171 -> CL_COAL.
   What remains above the floor per get: the façade call and the operation's plan (argument
   checks, key encoding, request bytes), one tuple and two appends in the queue, a share of one
   write per loop turn, the reply parse (or a slice and a dict lookup of the coalesced
   get_bulk reply) and `set_result`.
+* Client CPU per get also holds kernel time that callgrind does not count: one send per loop
+  turn, one recv and epoll wake-up per arriving chunk of replies (ktserver writes each reply
+  of a pipelined batch on its own), and each burst's `run_until_complete`.
 * Targets of the issue: >= 20x with coalescing needs < 2.8 µs of wall time per get on the
-  quiet machine (sync 17.7k gets/s), which is about what the futures floor alone costs: not
-  reachable with one future per awaited get in CPython's asyncio. >= 5x without coalescing:
-  see the table (it depends on the server keeping up with 100 pipelined single-record
-  requests as much as on the client).
+  quiet machine (sync 17.7k gets/s), about what the futures floor alone costs: not reachable
+  with one future per awaited get in CPython's asyncio. >= 5x needs < 11.3 µs per get: the
+  client CPU ratio to sync in the run of 2026-12-01 03:16 UTC (load ~9: 33.5 / 15.8 µs one
+  connection, 33.5 / 13.6 coalesced)
+  puts one connection near 4.5x and coalesced near 5x on a quiet machine, if the client stays
+  the bottleneck there.
 * Coalescing (one get_bulk for the gets queued on one connection in one loop turn) is faster
   and always gives the same results as one by one (missing keys, duplicates, db=;
   tests/test_aio.py), so it is on by default.
