@@ -28,6 +28,7 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
+from kt import _native as kt_native
 from kt.errors import EngineError
 from kt.protocol import tt_binary as tt
 from kt.server.common import (
@@ -46,7 +47,7 @@ from kt.server.common import (
     ineffective_options,
     parse_options,
 )
-from kt.server.engines.tc import TokyoCabinetDB, library_version
+from kt.server.engines.tc import TokyoCabinetDB, library_version, load_library
 from kt.server.engines.tc import codec as tc_codec
 from kt.server.tt_replication import ReplicationSlave
 
@@ -817,6 +818,15 @@ def _after_bad_request(exc: tt.RequestError, counts: List[int], end: int) -> Opt
     return exc.consumed
 
 
+_native = kt_native.load("tt_server_bulk")
+if _native is not None:
+    try:
+        _native.bind(load_library())
+    except EngineError:  # no Tokyo Cabinet: the server will say so when it opens a database
+        _native = None
+_SEQ_OF_COMMAND = {cmd: SEQ[name] for cmd, name in tt.COMMAND_NAMES.items() if name in SEQ}
+
+
 class TTHandler:
     """ttserver's request handling for :class:`EventLoopServer`: ``open``/``step``/``close``.
 
@@ -830,6 +840,11 @@ class TTHandler:
         self.service = service
         self.text = TextFrontEnd(service)
         self.logger = service.logger
+        self._scan = _native.scan_request if _native is not None else tt.scan_request
+        # the commands the compiled module may serve (those the mask does not forbid)
+        self._fast = frozenset() if _native is None else frozenset(
+            cmd for cmd, name in ((tt.CMD_GET, "get"), (tt.CMD_PUT, "put"), (tt.CMD_MGET, "mget"),
+                                  (tt.CMD_MISC, "misc")) if not service._forbidden[name])
 
     def open(self, conn: Connection) -> None:
         pass
@@ -843,11 +858,15 @@ class TTHandler:
             return self._text(conn)
         if conn.state is not None or len(buf) > _SCAN_FROM:
             # a big mget/misc arriving: walk only its new item sizes, parse it once
-            decidable, conn.state = tt.scan_request(buf, 0, conn.state)
+            decidable, conn.state = self._scan(buf, 0, conn.state)
             if not decidable:
                 return None
             conn.state = None
         service = self.service
+        if len(buf) > 1 and buf[1] in self._fast:
+            served = self._serve_native(conn)
+            if served is not None:
+                return served
         try:
             parsed = tt.parse_request(buf, 0)
         except tt.RequestError as exc:
@@ -869,6 +888,29 @@ class TTHandler:
         if cmd in _OFFLOADED or (cmd == tt.CMD_MISC and req.name not in _INLINE_MISC):
             return Offload(lambda: self._run(req, conn))
         return self._run(req, conn)
+
+    def _serve_native(self, conn: Connection) -> Optional[tuple]:
+        """get/put/mget/record misc in C (``kt._speedups.tt_server_bulk``); None: not taken."""
+        service = self.service
+        handle = service.db._h
+        if handle is None:
+            return None
+        ulog = service.ulog
+        served = _native.serve(handle, conn.buf, ulog is not None)
+        if served is None:
+            return None
+        end, reply, cmd, ok, message = served
+        conn.consume(end)
+        counts = service.counters()
+        counts[_SEQ_OF_COMMAND[cmd]] += 1
+        if not ok:
+            if cmd == tt.CMD_GET:
+                counts[SEQ_GET_MISS] += 1
+            elif cmd == tt.CMD_PUT:
+                counts[SEQ_PUT_MISS] += 1
+        if message is not None:
+            ulog.write(message, service.sid)
+        return reply, True
 
     def _run(self, req: tt.Request, conn: Connection) -> tuple:
         service = self.service
