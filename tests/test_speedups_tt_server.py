@@ -1,7 +1,7 @@
 """The compiled TT server paths (``kt._speedups.tt_server_bulk``) against their Python twins.
 
 Two identical databases get the same seeded random requests (get, put, mget, record ``misc``
-functions, with missing keys, empty and binary keys/values, B+ tree duplicates and a table
+functions and table searches, with missing keys, empty and binary keys/values, B+ tree duplicates and a table
 database): one through the compiled ``serve``, one through the Python request path of
 ``TTService``.  Replies, request ends, update-log messages and the final contents must be the
 same byte for byte.  ``scan_request`` is compared with its Python twin on random truncations.
@@ -84,6 +84,9 @@ def _requests(rng: random.Random, table: bool, count: int) -> List[bytes]:
             name = rng.choice((b"put", b"out", b"get"))
             args = [_key(rng, table), _value(rng)] if name == b"put" else [_key(rng, table)]
             out.append(tt.encode_misc(name, args[: rng.randrange(len(args) + 1)]))
+        elif op == 7 and table and rng.random() < 0.5:
+            cond = tt.query_addcond("name", rng.choice((0, 1, 2)), f"x{rng.randrange(5)}")
+            out.append(tt.encode_misc(b"search", [cond, tt.query_setlimit(rng.randrange(1, 5), 0)]))
         elif op == 7:
             out.append(tt.encode_misc(b"putdup", [_key(rng), _value(rng)]))  # B+ tree duplicates
         else:
@@ -160,7 +163,7 @@ def test_malformed_and_incomplete_requests_are_left_to_python(tmp_path) -> None:
         bad_size = bytearray(tt.encode_get(b"key"))
         bad_size[2:6] = (-1).to_bytes(4, "big", signed=True)
         assert native.serve(handle, bad_size, False) is None
-        assert native.serve(handle, bytearray(tt.encode_misc(b"search", [])), False) is None
+        assert native.serve(handle, bytearray(tt.encode_misc(b"setindex", [b"a", b"0"])), False) is None
         assert native.serve(handle, bytearray(tt.encode_vsiz(b"a")), False) is None
         assert native.serve(handle, bytearray(b"get a\r\n"), False) is None
     finally:

@@ -1,6 +1,6 @@
 # cython: language_level=3
 """The bundled Tokyo Tyrant server's hot requests in C: ``get``, ``put``, ``mget`` and the
-record ``misc`` functions (``put``/``out``/``get`` and their ``*list`` forms).
+record ``misc`` functions (``put``/``out``/``get``, their ``*list`` forms, and ``search``).
 
 Why: in Python each of these paid a parse into a ``Request``, a ctypes call (and GIL hand-off)
 per record and a reply built from Python objects; here one call parses the request straight
@@ -233,13 +233,15 @@ cdef object _mget(void *adb, const unsigned char *b, Py_ssize_t n):
 
 
 cdef bint _record_function(const unsigned char *name, int32_t nsiz) noexcept nogil:
-    """The misc functions served here (quick record operations, run on the event loop)."""
+    """The misc functions served here (record operations and searches, run on the event loop)."""
     if nsiz == 3:
         return (memcmp(name, b"put", 3) == 0 or memcmp(name, b"out", 3) == 0
                 or memcmp(name, b"get", 3) == 0)
     if nsiz == 7:
         return (memcmp(name, b"putlist", 7) == 0 or memcmp(name, b"outlist", 7) == 0
                 or memcmp(name, b"getlist", 7) == 0)
+    if nsiz == 6:
+        return memcmp(name, b"search", 6) == 0
     return False
 
 

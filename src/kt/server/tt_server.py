@@ -800,9 +800,10 @@ _SCAN_FROM = 1 << 16  # a request still incomplete with this much buffered is sc
 # the event loop keeps serving the other connections.
 _OFFLOADED = frozenset((tt.CMD_EXT, tt.CMD_SYNC, tt.CMD_OPTIMIZE, tt.CMD_COPY, tt.CMD_RESTORE,
                         tt.CMD_SETMST, tt.CMD_VANISH))
-# misc functions quick enough to run on the event loop (record operations); any other (searches,
-# index building, sync, optimize...) goes to a worker.
-_INLINE_MISC = frozenset((b"put", b"out", b"get", b"putlist", b"outlist", b"getlist", b"getpart",
+# misc functions run on the event loop: record operations and searches (a search holds the loop
+# for its duration, but going through a worker doubled its cost: 126 vs 255 µs of CPU for an
+# indexed search of 10k rows); any other (index building, sync, optimize...) goes to a worker.
+_INLINE_MISC = frozenset((b"put", b"out", b"get", b"putlist", b"outlist", b"getlist", b"getpart", b"search",
                           b"iterinit", b"iternext", b"error"))
 
 
