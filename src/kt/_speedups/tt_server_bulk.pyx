@@ -14,6 +14,7 @@ Only well-formed, complete requests are taken: :func:`serve` answers None for an
 replies and update-log messages are byte-identical to that path's (tests/test_speedups_tt_server.py).
 """
 
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from libc.stdint cimport int32_t, uint32_t
 from libc.stdlib cimport free, malloc
@@ -109,14 +110,17 @@ cdef Py_ssize_t scan_items(const unsigned char *b, Py_ssize_t pos, Py_ssize_t n,
     return pos
 
 
-def serve(size_t handle, const unsigned char[::1] buf, bint log):
+def serve(size_t handle, bytearray buf, bint log):
     """The request at ``buf[0]`` if it is one this module serves, complete and well formed:
     ``(end, reply, command, ok, log_message)`` (``log_message`` None unless ``log`` and the
-    request is an update to log); None otherwise (the Python path takes it)."""
-    cdef Py_ssize_t n = buf.shape[0]
+    request is an update to log); None otherwise (the Python path takes it).
+
+    ``buf`` (the connection's receive buffer) is read in place: nothing else may resize it
+    during the call (the event loop owns it)."""
+    cdef Py_ssize_t n = PyByteArray_GET_SIZE(buf)
     if n < 2 or c_adbget == NULL:
         return None
-    cdef const unsigned char *b = &buf[0]
+    cdef const unsigned char *b = <const unsigned char *>PyByteArray_AS_STRING(buf)
     if b[0] != MAGIC:
         return None
     cdef int cmd = b[1]
