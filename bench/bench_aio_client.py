@@ -53,8 +53,8 @@ the run is in the heading):
   load): futures floor 20,071, bare tasks 63,653; kt.aio 1 conn 70,526 (coroutine
   methods, main before issue 12's follow-up) -> 40,051 (future-returning, h12b) ->
   34,957 (tuple waiters, one clock read per turn, one call in the transport, façade methods
-  generated with the sync signatures) -> CL_PLAIN
-  with the C client codecs (k13cl); coalesced 80,789 -> 44,265 -> 37,171 -> CL_COAL.
+  generated with the sync signatures) -> 29,837
+  with the C client codecs (k13cl); coalesced 80,789 -> 44,265 -> 37,171 -> 32,218.
   What remains above the floor per get: the façade call and the operation's plan (argument
   checks, key encoding, request bytes), one tuple and two appends in the queue, a share of one
   write per loop turn, the reply parse (or a slice and a dict lookup of the coalesced
