@@ -227,3 +227,13 @@ def test_a_long_head_is_parsed_in_slices():
     request, end = result
     assert end == len(data) and request.headers[b"x-last"] == b"1"
     assert request.headers == hs.parse_request(data, 0)[0].headers
+
+
+def test_tt_table_empty_primary_key_does_not_kill_the_server(tt_server_table):
+    """The real ttserver aborts (Tokyo Cabinet assertion) on these; ours answers a failure."""
+    client = tt_server_table.client()
+    for name in ("put", "putkeep", "putcat"):
+        assert client.misc(name, [b"", b"col", b"1"]) is None
+    assert client.misc("putlist", [b"ek1", b"a\0x", b"", b"a\0y"]) is None
+    assert client.misc("get", [b"ek1"]) == [b"a", b"x"]
+    assert client.misc("put", [b"ek2", b"col", b"2"]) == []

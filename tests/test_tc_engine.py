@@ -104,3 +104,21 @@ def test_multiple_database_skeleton(tmp_path):
     assert len(list((tmp_path / "m.tch").iterdir())) == 4
     with TokyoCabinetDB(path, multiple=4) as db:
         assert db.get(b"k99") == b"v"
+
+
+def test_table_empty_primary_key_fails_instead_of_aborting(tmp_path):
+    """Tokyo Cabinet's table engine aborts the process (an assertion; ttserver dies with it) on a
+    misc put/putkeep/putcat/putlist or putshl with an empty primary key: ours fails the call."""
+    with _open(tmp_path, "db.tct") as db:
+        for name in (b"put", b"putkeep", b"putcat"):
+            assert db.misc(name, [b"", b"col", b"1"]) is None
+        # putlist stops at the failing pair, like every other failure of a table putlist
+        assert db.misc(b"putlist", [b"k1", b"a\0x", b"", b"a\0y", b"k3", b"a\0z"]) is None
+        assert db.get(b"k1") == b"a\0x" and db.get(b"k3") is None
+        assert db.putshl(b"", b"v", 4) is False
+        assert db.rnum() == 1
+        # keys that are not empty still work, and so do empty keys on the other types
+        assert db.misc(b"put", [b"k2", b"col", b"2"]) == []
+    with _open(tmp_path, "db.tch") as hash_db:
+        assert hash_db.misc(b"put", [b"", b"v"]) == []
+        assert hash_db.get(b"") == b"v"

@@ -249,6 +249,22 @@ cdef bint _record_function(const unsigned char *name, int32_t nsiz) noexcept nog
     return False
 
 
+cdef bint _empty_put_key(const unsigned char *name, int32_t nsiz, const unsigned char *b,
+                        Py_ssize_t pos, int32_t count) noexcept nogil:
+    """A ``put``/``putlist`` with an empty key: the Python path takes it (Tokyo Cabinet's table
+    engine aborts the process on an empty primary key, so the engine wrapper refuses it)."""
+    cdef bint putlist = nsiz == 7 and memcmp(name, b"putlist", 7) == 0
+    if not putlist and not (nsiz == 3 and memcmp(name, b"put", 3) == 0):
+        return False
+    cdef int32_t i, size
+    for i in range(count - 1 if putlist else min(count, 1)):
+        size = rd32(b + pos)
+        if size == 0 and (i % 2 == 0):
+            return True
+        pos += 4 + size
+    return False
+
+
 cdef object _misc(void *adb, const unsigned char *b, Py_ssize_t n, bint log):
     if n < 14:
         return None
@@ -261,7 +277,7 @@ cdef object _misc(void *adb, const unsigned char *b, Py_ssize_t n, bint log):
     if args_pos > n or not _record_function(b + 14, nsiz):
         return None
     cdef Py_ssize_t end = scan_items(b, args_pos, n, count)
-    if end < 0:
+    if end < 0 or _empty_put_key(b + 14, nsiz, b, args_pos, count):
         return None
     cdef char name[MAX_NAME_SIZE]
     memcpy(name, b + 14, nsiz)

@@ -17,7 +17,7 @@ import ctypes.util
 import math
 import struct
 import threading
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence, Tuple
 
 from kt.errors import EngineError
 
@@ -285,6 +285,20 @@ def _putshl_proc(vbuf: int, vsiz: int, sp, op: int) -> int:
 _PUTSHL_PROC = _PDPROC(_putshl_proc)
 
 
+# Table-database misc functions whose first argument (of each pair, for putlist) is a primary key.
+_TABLE_KEYED_PUTS = frozenset((b"put", b"putkeep", b"putcat", b"putlist"))
+
+
+def _without_empty_primary_key(name: bytes, args: Sequence[bytes]) -> Tuple[Sequence[bytes], bool]:
+    """``(args to run, refused)``: the arguments before the first empty primary key, if any."""
+    if name != b"putlist":
+        return (args, False) if (not args or args[0]) else ((), True)
+    for i in range(0, len(args) - 1, 2):
+        if not args[i]:
+            return args[:i], True
+    return args, False
+
+
 class TokyoCabinetDB:
     """One open Tokyo Cabinet database (any type), the way ttserver holds it.
 
@@ -311,6 +325,7 @@ class TokyoCabinetDB:
         self._get = lib.tcadbget
         self._put = lib.tcadbput
         self._tcfree = lib.tcfree
+        self._is_table = self.type_name == "table"
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -381,6 +396,8 @@ class TokyoCabinetDB:
 
     def putshl(self, key: bytes, value: bytes, width: int) -> bool:
         """Append ``value`` and keep the last ``width`` bytes; a new key stores ``value`` as is."""
+        if not key and self._is_table:
+            return False  # Tokyo Cabinet would abort the process (empty primary key)
         vbuf = ctypes.create_string_buffer(value, len(value))
         op = _ShiftOp(ctypes.cast(vbuf, _c_void_p), len(value), width)
         return bool(
@@ -464,13 +481,25 @@ class TokyoCabinetDB:
 
     def misc(self, name: bytes, args: Sequence[bytes] = ()) -> Optional[List[bytes]]:
         """``tcadbmisc``: the misc functions and table searches; ``None`` on failure."""
+        name = name.split(b"\0", 1)[0]  # ttserver passes the name as a C string
+        if self._is_table and name in _TABLE_KEYED_PUTS:
+            args, refused = _without_empty_primary_key(name, args)
+            if refused:
+                # Tokyo Cabinet aborts the process on an empty primary key here (an assertion
+                # in the table engine, ttserver dies with it): fail the call instead, as a
+                # failed put would, after the pairs before it (putlist stops at a failure).
+                if args:
+                    self._misc(name, args)
+                return None
+        return self._misc(name, args)
+
+    def _misc(self, name: bytes, args: Sequence[bytes]) -> Optional[List[bytes]]:
         lib = self._lib
         targs = lib.tclistnew()
         try:
             push, tlist = _push, _c_void_p(targs)
             for arg in args:
                 push(tlist, arg, len(arg))
-            name = name.split(b"\0", 1)[0]  # ttserver passes the name as a C string
             return self._take_list(lib.tcadbmisc(self.handle, name, targs))
         finally:
             lib.tclistdel(targs)
