@@ -45,6 +45,8 @@ from kt.server.common import (
     kinds_from_options,
     parse_options,
 )
+from kt.server.engines import kc
+from kt.server.kt_service import KTService
 
 __all__ = ["KT_OPTIONS", "KTServerHandler", "main", "VERSION_TEXT"]
 
@@ -99,7 +101,7 @@ class _BulkStream:
         self.rnum = rnum
         self.left = rnum
         self.hits = 0
-        self.found: list = []
+        self.found: List[bytes] = []  # get_bulk: each batch's reply records, encoded
 
 
 def _content_type(headers: dict) -> Optional[str]:
@@ -122,6 +124,8 @@ class KTServerHandler:
         self.server_name = server_name  # b"localhost:PORT" (ktserver's HTTPServer name)
         self.logger = logger
         self.stopping = False
+        # binary bulk batches parsed and applied in C, when built (None: the pure-Python path)
+        self._native = kc.bulk_speedups() if isinstance(service, KTService) else None
         self._idle_wakeup = threading.Event()
         self._idle_thread: Optional[threading.Thread] = None
 
@@ -291,7 +295,10 @@ class KTServerHandler:
         the event loop serves other connections between batches (and the connection is not
         read meanwhile: the peer is slowed down, not buffered)."""
         want = min(stream.left, _BULK_BATCH)
-        records, end, failure = kb.parse_records(conn.buf, 0, stream.magic, want)
+        if self._native is not None:  # a native batch (kt._speedups.kt_server_bulk)
+            records, end, failure = self._native.parse(conn.buf, 0, stream.magic, want)
+        else:
+            records, end, failure = kb.parse_records(conn.buf, 0, stream.magic, want)
         conn.consume(end)
         stream.left -= len(records)
         if failure is None and len(records) < want:
@@ -316,13 +323,20 @@ class KTServerHandler:
         count (or the hits), or ``0xBF`` + close when it broke off (records before stay applied)."""
         service = self.service
         magic = stream.magic
+        native = self._native is not None
         try:
             if magic == kb.MAGIC_SET_BULK:
-                stream.hits += service.bin_set_bulk(records)
+                stream.hits += (service.bin_set_bulk_batch if native else service.bin_set_bulk)(records)
             elif magic == kb.MAGIC_REMOVE_BULK:
-                stream.hits += service.bin_remove_bulk(records)
+                stream.hits += (service.bin_remove_bulk_batch if native else service.bin_remove_bulk)(records)
             elif failure is None:
-                stream.found.extend(service.bin_get_bulk(records))
+                if native:
+                    hits, body = service.bin_get_bulk_batch(records)
+                else:
+                    found = service.bin_get_bulk(records)
+                    hits, body = len(found), kb.encode_get_bulk_records(found)
+                stream.hits += hits
+                stream.found.append(body)
         except Exception as exc:
             self.logger.error(f"binary {kb.MAGIC_NAMES[magic]} failed: {exc}")
             failure = "database error"
@@ -334,9 +348,10 @@ class KTServerHandler:
             return b"", True
         if no_reply:
             return b"", True
+        head = kb.encode_count_reply(magic, stream.hits)
         if magic == kb.MAGIC_GET_BULK:
-            return kb.encode_get_bulk_reply(stream.found), True
-        return kb.encode_count_reply(magic, stream.hits), True
+            return head + b"".join(stream.found), True
+        return head, True
 
     def _bin_play_script(self, request):
         try:
@@ -478,9 +493,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         db_specs = [_absolute_db_spec(spec) for spec in db_specs]
         daemonize()
         logger = Logger(options.get("-log"), kinds_from_options(options))  # reopened after the fork
-
-    from kt.server.engines import kc
-    from kt.server.kt_service import KTService
 
     open_flags = 0
     for name, flag in (("-oat", kc.OAUTOTRAN), ("-oas", kc.OAUTOSYNC), ("-onl", kc.ONOLOCK),

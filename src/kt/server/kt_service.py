@@ -23,6 +23,7 @@ import time
 from fractions import Fraction
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from kt.protocol import kt_binary as kb
 from kt.server.engines import kc
 from kt.server.engines.kc import DUPREC, LOGIC, NOIMPL, NOREC, KCError
 from kt.server.timeddb import (
@@ -1086,6 +1087,63 @@ class KTService:
             self._count(5, len(run) - len(hits))
             out += hits
         return out
+
+    # -- the same for a native batch (kt._speedups.kt_server_bulk.parse) ---------------------
+    def _batch_runs(self, batch):
+        """``(db, start, stop)`` per run of a native batch (unknown dbidx dropped)."""
+        dbs = self.dbs
+        return [(dbs[dbidx], start, stop) for dbidx, start, stop in batch.runs() if dbidx < len(dbs)]
+
+    def bin_set_bulk_batch(self, batch) -> int:
+        """``bin_set_bulk`` of a native batch; a database that cannot take it in C
+        (``TimedDB.native``) gets its records the pure-Python way."""
+        hits = 0
+        for db, start, stop in self._batch_runs(batch):
+            if not db.native:
+                hits += self.bin_set_bulk(batch.records(start, stop))
+                continue
+            self._count(0, stop - start)
+            try:
+                db.set_batch(batch, start, stop)
+            except KCError as exc:
+                self._count(0, getattr(exc, "applied", stop - start - 1) + 1 - (stop - start))
+                self._count(1)
+                raise
+            hits += stop - start
+        return hits
+
+    def bin_remove_bulk_batch(self, batch) -> int:
+        """``bin_remove_bulk`` of a native batch."""
+        hits = 0
+        for db, start, stop in self._batch_runs(batch):
+            if not db.native:
+                hits += self.bin_remove_bulk(batch.records(start, stop))
+                continue
+            self._count(2, stop - start)
+            try:
+                n = db.remove_batch(batch, start, stop)
+            except KCError:
+                self._count(3)
+                raise
+            self._count(3, stop - start - n)
+            hits += n
+        return hits
+
+    def bin_get_bulk_batch(self, batch) -> Tuple[int, bytes]:
+        """``bin_get_bulk`` of a native batch as ``(hits, the reply's records encoded)``."""
+        hits = 0
+        parts = []
+        for db, start, stop in self._batch_runs(batch):
+            if not db.native:
+                found = self.bin_get_bulk(batch.records(start, stop))
+                n, body = len(found), kb.encode_get_bulk_records(found)
+            else:
+                n, body = db.get_batch(batch, start, stop)
+                self._count(4, stop - start)
+                self._count(5, stop - start - n)
+            hits += n
+            parts.append(body)
+        return hits, parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _runs(self, records: Sequence[tuple]) -> List[Tuple[TimedDB, Sequence[tuple]]]:
         """Consecutive records for one database, as ``(db, records)``; unknown dbidx dropped."""
