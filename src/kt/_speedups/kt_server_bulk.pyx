@@ -145,6 +145,7 @@ cdef class Batch:
     cdef Rec* recs
     cdef Py_ssize_t count
     cdef int magic
+    cdef readonly Py_ssize_t nbytes
 
     def __cinit__(self):
         self.data = NULL
@@ -204,48 +205,55 @@ cdef class Batch:
 
     def set(self, size_t handle, Py_ssize_t start, Py_ssize_t stop, bint persistent, int64_t now):
         """kcdbset each record in order, the GIL released; -1, or the index that failed."""
+        cdef Py_ssize_t failed = self._set(<void*>handle, start, stop, persistent, now)
+        if failed == -2:
+            raise MemoryError()
+        return failed
+
+    cdef Py_ssize_t _set(self, void* db, Py_ssize_t start, Py_ssize_t stop, bint persistent,
+                         int64_t now) noexcept:
         cdef Py_ssize_t i, failed = -1
         cdef uint32_t maxv = 0
         cdef char* scratch
         cdef Rec* r
         cdef int64_t xt
         cdef int32_t ok
-        cdef void* db = <void*>handle
         for i in range(start, stop):
             if self.recs[i].vsiz > maxv:
                 maxv = self.recs[i].vsiz
         scratch = <char*>malloc(maxv + XTWIDTH)
         if scratch == NULL:
-            raise MemoryError()
-        try:
-            with nogil:
-                for i in range(start, stop):
-                    r = &self.recs[i]
-                    if persistent:
-                        ok = _kcdbset(db, self.data + r.koff, r.ksiz, self.data + r.voff, r.vsiz)
-                    else:
-                        xt = _stored_xt(r.xt, now)
-                        scratch[0] = <char>(xt >> 32)
-                        scratch[1] = <char>(xt >> 24)
-                        scratch[2] = <char>(xt >> 16)
-                        scratch[3] = <char>(xt >> 8)
-                        scratch[4] = <char>xt
-                        memcpy(scratch + XTWIDTH, self.data + r.voff, r.vsiz)
-                        ok = _kcdbset(db, self.data + r.koff, r.ksiz, scratch, r.vsiz + XTWIDTH)
-                    if not ok:
-                        failed = i
-                        break
-        finally:
-            free(scratch)
+            return -2
+        with nogil:
+            for i in range(start, stop):
+                r = &self.recs[i]
+                if persistent:
+                    ok = _kcdbset(db, self.data + r.koff, r.ksiz, self.data + r.voff, r.vsiz)
+                else:
+                    xt = _stored_xt(r.xt, now)
+                    scratch[0] = <char>(xt >> 32)
+                    scratch[1] = <char>(xt >> 24)
+                    scratch[2] = <char>(xt >> 16)
+                    scratch[3] = <char>(xt >> 8)
+                    scratch[4] = <char>xt
+                    memcpy(scratch + XTWIDTH, self.data + r.voff, r.vsiz)
+                    ok = _kcdbset(db, self.data + r.koff, r.ksiz, scratch, r.vsiz + XTWIDTH)
+                if not ok:
+                    failed = i
+                    break
+        free(scratch)
         return failed
 
     def remove(self, size_t handle, Py_ssize_t start, Py_ssize_t stop, bint persistent, int64_t now):
         """Remove each key in order (expired ones are purged, not counted): the hits, or -1
         when the engine failed (its error is this thread's)."""
+        return self._remove(<void*>handle, start, stop, persistent, now)
+
+    cdef Py_ssize_t _remove(self, void* db, Py_ssize_t start, Py_ssize_t stop, bint persistent,
+                            int64_t now) noexcept:
         cdef Py_ssize_t i, hits = 0
         cdef RemoveState st
         cdef Rec* r
-        cdef void* db = <void*>handle
         st.now = now
         st.persistent = persistent
         with nogil:
@@ -261,8 +269,13 @@ cdef class Batch:
     def get(self, size_t handle, Py_ssize_t start, Py_ssize_t stop, bint persistent, int64_t now):
         """``(hits, reply records)``: the get_bulk reply records of the live keys, in order;
         None when the engine failed (other than a missing record)."""
+        return self._get(<void*>handle, start, stop, persistent, now, 0)
+
+    cdef object _get(self, void* db, Py_ssize_t start, Py_ssize_t stop, bint persistent,
+                     int64_t now, size_t head):
+        """``get``; ``head`` bytes are left free at the start of the reply records."""
         cdef Py_ssize_t i, hits = 0
-        cdef size_t cap, used = 0, need, room
+        cdef size_t cap, used, need, room
         cdef char* out
         cdef char* grown
         cdef char* rec
@@ -270,8 +283,8 @@ cdef class Batch:
         cdef int32_t n
         cdef int64_t xt
         cdef int failed = 0
-        cdef void* db = <void*>handle
-        cap = 0
+        cap = head
+        used = head
         for i in range(start, stop):
             cap += SET_HEAD + self.recs[i].ksiz + 128
         cap += 4096
@@ -331,9 +344,65 @@ cdef class Batch:
                 raise MemoryError()
             if failed:
                 return None
+            if head:
+                out[0] = <char>0xBA
+                _put32(out + 1, <uint32_t>hits)
             return hits, PyBytes_FromStringAndSize(out, used)
         finally:
             free(out)
+
+
+cdef Py_ssize_t _parse(Batch batch, const uint8_t* p, Py_ssize_t size, Py_ssize_t pos, int magic,
+                       Py_ssize_t want, bint* oversized) except -1:
+    """Fill ``batch`` with up to ``want`` complete records of ``p[pos:size]``; the end offset."""
+    cdef Py_ssize_t off = pos, start = pos, end, n = 0, cap
+    cdef uint32_t ksiz, vsiz
+    cdef int head = SET_HEAD if magic == MAGIC_SET_BULK else KEY_HEAD
+    cdef Rec* r
+    oversized[0] = False
+    batch.magic = magic
+    cap = want if want < 1024 else 1024
+    if cap < 1:
+        cap = 1
+    batch.recs = <Rec*>malloc(cap * sizeof(Rec))
+    if batch.recs == NULL:
+        raise MemoryError()
+    while n < want:
+        if size - off < head:
+            break
+        ksiz = _u32(p + off + 2)
+        vsiz = _u32(p + off + 6) if head == SET_HEAD else 0
+        if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
+            oversized[0] = True
+            break
+        end = off + head + ksiz + vsiz
+        if end > size:
+            break
+        if n == cap:
+            cap *= 2
+            r = <Rec*>realloc(batch.recs, cap * sizeof(Rec))
+            if r == NULL:
+                raise MemoryError()
+            batch.recs = r
+        r = &batch.recs[n]
+        r.dbidx = (<uint16_t>p[off] << 8) | p[off + 1]
+        r.koff = <size_t>(off + head - pos)
+        r.ksiz = ksiz
+        r.voff = r.koff + ksiz
+        r.vsiz = vsiz
+        if head == SET_HEAD:
+            r.xt = <int64_t>((<uint64_t>_u32(p + off + 10) << 32) | _u32(p + off + 14))
+        else:
+            r.xt = 0
+        n += 1
+        off = end
+    batch.count = n
+    batch.data = <char*>malloc(off - start if off > start else 1)
+    if batch.data == NULL:
+        raise MemoryError()
+    memcpy(batch.data, p + start, off - start)
+    batch.nbytes = off - start
+    return off + head if oversized[0] else off
 
 
 def parse(buf, Py_ssize_t pos, int magic, Py_ssize_t want):
@@ -341,62 +410,89 @@ def parse(buf, Py_ssize_t pos, int magic, Py_ssize_t want):
     up to ``want`` complete records, the offset after them, and ``"oversized"`` when the next
     record announces a size over DATA_MAX_SIZE (``end`` is then after its header)."""
     cdef Py_buffer view
-    cdef const uint8_t* p
-    cdef Py_ssize_t size, off, start, end, n = 0, cap
-    cdef uint32_t ksiz, vsiz
-    cdef int head = SET_HEAD if magic == MAGIC_SET_BULK else KEY_HEAD
-    cdef Rec* r
-    failure = None
+    cdef bint oversized
+    cdef Py_ssize_t end
     batch = Batch()
-    batch.magic = magic
+    PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
+    try:
+        end = _parse(batch, <const uint8_t*>view.buf, view.len, pos, magic, want, &oversized)
+    finally:
+        PyBuffer_Release(&view)
+    return batch, end, "oversized" if oversized else None
+
+
+def serve_small(buf, dbs, int64_t now, Py_ssize_t most):
+    """A whole set/remove/get_bulk request of at most ``most`` records, all there and all for
+    one database that takes native batches, in one call; None for anything else (the caller
+    then takes the general path, which also notes a key with NUL or an expiring record on the
+    TimedDB before storing it: such a first request is left to it).
+
+    Returns ``(reply, end, db, magic, records, hits, failed)``: ``failed`` is -1, or the index
+    of the record the engine failed on (``reply`` is then None; the error is this thread's).
+    """
+    cdef Py_buffer view
+    cdef const uint8_t* p
+    cdef int magic
+    cdef uint32_t flags, rnum
+    cdef bint oversized, persistent
+    cdef Py_ssize_t end, i, hits = 0, failed = -1
+    cdef int dbidx
+    cdef size_t handle
+    cdef char head[5]
+    cdef Batch batch
     PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
     try:
         p = <const uint8_t*>view.buf
-        size = view.len
-        off = pos
-        cap = want if want < 1024 else 1024
-        if cap < 1:
-            cap = 1
-        batch.recs = <Rec*>malloc(cap * sizeof(Rec))
-        if batch.recs == NULL:
-            raise MemoryError()
-        while n < want:
-            if size - off < head:
-                break
-            ksiz = _u32(p + off + 2)
-            vsiz = _u32(p + off + 6) if head == SET_HEAD else 0
-            if ksiz > DATA_MAX_SIZE or vsiz > DATA_MAX_SIZE:
-                off += head
-                failure = "oversized"
-                break
-            end = off + head + ksiz + vsiz
-            if end > size:
-                break
-            if n == cap:
-                cap *= 2
-                r = <Rec*>realloc(batch.recs, cap * sizeof(Rec))
-                if r == NULL:
-                    raise MemoryError()
-                batch.recs = r
-            r = &batch.recs[n]
-            r.dbidx = (<uint16_t>p[off] << 8) | p[off + 1]
-            r.koff = <size_t>(off + head - pos)
-            r.ksiz = ksiz
-            r.voff = r.koff + ksiz
-            r.vsiz = vsiz
-            if head == SET_HEAD:
-                r.xt = <int64_t>((<uint64_t>_u32(p + off + 10) << 32) | _u32(p + off + 14))
-            else:
-                r.xt = 0
-            n += 1
-            off = end
-        batch.count = n
-        start = pos
-        end = off if failure is None else off - head
-        batch.data = <char*>malloc(end - start if end > start else 1)
-        if batch.data == NULL:
-            raise MemoryError()
-        memcpy(batch.data, p + start, end - start)
+        if view.len < 9:
+            return None
+        magic = p[0]
+        if magic != 0xB8 and magic != 0xB9 and magic != 0xBA:
+            return None
+        flags = _u32(p + 1)
+        rnum = _u32(p + 5)
+        if rnum == 0 or rnum > most:
+            return None
+        batch = Batch()
+        end = _parse(batch, p, view.len, 9, magic, rnum, &oversized)
     finally:
         PyBuffer_Release(&view)
-    return batch, off, failure
+    if oversized or batch.count < rnum:
+        return None
+    dbidx = batch.recs[0].dbidx
+    for i in range(1, batch.count):
+        if batch.recs[i].dbidx != dbidx:
+            return None
+    if dbidx >= len(dbs):
+        return None
+    db = dbs[dbidx]
+    if not db.native:
+        return None
+    persistent = db.persistent
+    i = batch.flags(0, batch.count, now)
+    if (i & FLAG_NUL_KEY and not db._nul_keys) or (i & FLAG_EXPIRING and not persistent and not db._xtrecs):
+        return None
+    handle = db.db._db or 0
+    if not handle:
+        return None
+    if magic == 0xBA:
+        found = batch._get(<void*>handle, 0, batch.count, persistent, now, 5)
+        if found is None:
+            return None, end, db, magic, batch.count, 0, 0
+        return found[1], end, db, magic, batch.count, found[0], -1
+    if magic == 0xB8:
+        failed = batch._set(<void*>handle, 0, batch.count, persistent, now)
+        if failed == -2:
+            raise MemoryError()
+        hits = batch.count if failed < 0 else failed
+    else:
+        hits = batch._remove(<void*>handle, 0, batch.count, persistent, now)
+        if hits < 0:
+            failed = batch.count - 1
+            hits = 0
+    if failed >= 0:
+        return None, end, db, magic, batch.count, hits, failed
+    if flags & 1:
+        return b"", end, db, magic, batch.count, hits, -1
+    head[0] = <char>magic
+    _put32(head + 1, <uint32_t>hits)
+    return PyBytes_FromStringAndSize(head, 5), end, db, magic, batch.count, hits, -1

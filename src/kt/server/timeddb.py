@@ -200,6 +200,10 @@ class TimedDB:
         self.opts, self.capcnt, self.capsiz = _split_options(spec)
         self.mode = mode
         self.update_trigger = update_trigger
+        # Whether a native batch (kt._speedups.kt_server_bulk) can go to the engine in C: not
+        # with an update log or a capacity limit (their per-record work is Python's).
+        self.native = (kc.bulk_speedups() is not None and update_trigger is None
+                       and self.capcnt <= 0 and self.capsiz <= 0)
         self.db = kc.KCDB(spec, mode)
         self._sync_opaque()
         self.persistent = bool(self.opts & TPERSIST)
@@ -731,13 +735,6 @@ class TimedDB:
         return out
 
     # -- native batches (kt._speedups.kt_server_bulk): the same as *_many, in C -----------------
-    @property
-    def native(self) -> bool:
-        """Whether a parsed native batch can go to the engine in C: not with an update log or
-        a capacity limit (their per-record work is Python's), nor without the module."""
-        return (kc.bulk_speedups() is not None and self.update_trigger is None
-                and self.capcnt <= 0 and self.capsiz <= 0)
-
     def _note_batch(self, batch, start: int, stop: int, now: int) -> None:
         flags = batch.flags(start, stop, now)
         if flags & 1:  # FLAG_NUL_KEY
