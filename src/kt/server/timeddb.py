@@ -758,7 +758,8 @@ class TimedDB:
     def remove_batch(self, batch, start: int, stop: int) -> int:
         """``remove_many`` of a native batch's keys ``start:stop``: how many were live."""
         now = int(time.time())
-        self._note_batch(batch, start, stop, now)
+        if self._xtrecs and not self.persistent:  # as remove_many, which then goes through accept
+            self._note_batch(batch, start, stop, now)
         try:
             hits = batch.remove(self.db._handle(), start, stop, self.persistent, now)
             if hits < 0:
