@@ -19,6 +19,7 @@ import pytest
 from kt.protocol import kt_binary as kb
 from kt.server.engines import kc
 from kt.server.kt_service import KTService
+from kt.server.timeddb import TimedDB
 
 native = kc.bulk_speedups()
 pytestmark = pytest.mark.skipif(native is None, reason="kt_server_bulk not built, or KT_PURE_PYTHON set")
@@ -49,8 +50,7 @@ def _request(rng: random.Random) -> bytes:
     dbidx = [base if one_db else rng.randrange(len(SPECS) + 1) for _ in range(n)]
     keys = [_key(rng) for _ in range(n)]
     if magic == kb.MAGIC_SET_BULK:
-        values = [b"" if rng.random() < 0.1 else bytes(rng.randrange(256) for _ in range(rng.randrange(1, 40)))
-                  for _ in range(n)]
+        values = [b"" if rng.random() < 0.1 else rng.randbytes(rng.randrange(1, 40)) for _ in range(n)]
         if rng.random() < 0.05:
             values[0] = b"v" * 20000  # a value larger than the reply buffer's first guess
         return kb.encode_set_bulk(list(zip(dbidx, keys, values, [_xt(rng) for _ in range(n)])),
@@ -82,7 +82,8 @@ def _native(service: KTService, request: bytes, most: int) -> bytes:
     if magic == kb.MAGIC_GET_BULK:
         hits, body = service.bin_get_bulk_batch(batch)
         return kb.encode_count_reply(magic, hits) + body
-    hits = (service.bin_set_bulk_batch if magic == kb.MAGIC_SET_BULK else service.bin_remove_bulk_batch)(batch)
+    apply = service.bin_set_bulk_batch if magic == kb.MAGIC_SET_BULK else service.bin_remove_bulk_batch
+    hits = apply(batch)
     return b"" if flags & kb.FLAG_NO_REPLY else kb.encode_count_reply(magic, hits)
 
 
@@ -90,20 +91,8 @@ def _contents(service: KTService) -> list:
     """Every live record, raw (xt header included); expired ones are left out, as which of
     them the incremental expirer has purged depends on how its steps were scored."""
     now = int(time.time())
-    out = []
-    for db in service.dbs:
-        cur = db.db.cursor()
-        rows = []
-        if cur.jump():
-            while True:
-                rec = cur.get(True)
-                if rec is None:
-                    break
-                if db.persistent or int.from_bytes(rec[1][:5], "big") >= now:
-                    rows.append(rec)
-        cur.close()
-        out.append(sorted(rows))
-    return out
+    return [[(k, v) for k, v in _raw(db) if db.persistent or int.from_bytes(v[:5], "big") >= now]
+            for db in service.dbs]
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -154,7 +143,8 @@ def test_set_flags_are_noted_before_the_small_path_takes_over() -> None:
         # the first expiring record / NUL key is left to the general path, which notes it
         assert service.bin_small(bytearray(kb.encode_set_bulk([(0, b"a", b"1", 60)])), 64) is None
         assert service.bin_small(bytearray(kb.encode_set_bulk([(0, b"a\0b", b"1", NEVER)])), 64) is None
-        batch, _, _ = native.parse(bytearray(kb.encode_set_bulk([(0, b"a\0b", b"1", 60)])), 9, kb.MAGIC_SET_BULK, 1)
+        request = bytearray(kb.encode_set_bulk([(0, b"a\0b", b"1", 60)]))
+        batch, _, _ = native.parse(request, 9, kb.MAGIC_SET_BULK, 1)
         assert service.bin_set_bulk_batch(batch) == 1
         assert db._xtrecs and db._nul_keys
         reply, _ = service.bin_small(bytearray(kb.encode_set_bulk([(0, b"c\0", b"2", 60)])), 64)
@@ -180,3 +170,43 @@ def test_engine_failure_on_a_read_only_database_raises_after_counting(tmp_path) 
         assert ro._counts[:2] == [2, 2]
     finally:
         ro.close()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_native_expiry_sweep_purges_like_python(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    frozen = float(int(time.time()))
+    monkeypatch.setattr(time, "time", lambda: frozen)
+    rng = random.Random(seed)
+    xts = [NEVER, 60, -1, -int(frozen) - 9]
+    records = [(b"k%04d" % i, rng.randbytes(rng.randrange(0, 9)), rng.choice(xts)) for i in range(600)]
+    pure, fast = TimedDB("*"), TimedDB("*")
+    pure.native = False  # the Python visitor path
+    try:
+        for db in (pure, fast):
+            db.set_many(records)
+            db.db.set(b"short", b"abc")  # shorter than the xt header: never purged
+        for step in (1, 7, 100, 600):
+            pure._expire_steps(step)
+            fast._expire_steps(step)
+            assert _raw(fast) == _raw(pure)
+            assert fast._xsc == pure._xsc
+        pure.vacuum()
+        fast.vacuum()
+        assert _raw(fast) == _raw(pure)
+        assert all(int.from_bytes(v[:5], "big") >= frozen for k, v in _raw(fast) if k != b"short")
+    finally:
+        pure.close()
+        fast.close()
+
+
+def _raw(db: TimedDB) -> list:
+    cur = db.db.cursor()
+    rows = []
+    if cur.jump():
+        while True:
+            rec = cur.get(True)
+            if rec is None:
+                break
+            rows.append(rec)
+    cur.close()
+    return sorted(rows)

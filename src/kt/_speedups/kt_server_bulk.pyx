@@ -26,11 +26,13 @@ ctypedef int32_t (*set_t)(void*, const char*, size_t, const char*, size_t) noexc
 ctypedef int32_t (*getbuf_t)(void*, const char*, size_t, char*, size_t) noexcept nogil
 ctypedef int32_t (*accept_t)(void*, const char*, size_t, fullproc_t, emptyproc_t, void*, int32_t) noexcept nogil
 ctypedef int32_t (*ecode_t)(void*) noexcept nogil
+ctypedef int32_t (*curaccept_t)(void*, fullproc_t, void*, int32_t, int32_t) noexcept nogil
 
 cdef set_t _kcdbset = NULL
 cdef getbuf_t _kcdbgetbuf = NULL
 cdef accept_t _kcdbaccept = NULL
 cdef ecode_t _kcdbecode = NULL
+cdef curaccept_t _kccuraccept = NULL
 cdef const char* _VISNOP = NULL
 cdef const char* _VISREMOVE = NULL
 
@@ -52,9 +54,10 @@ FLAG_EXPIRING = 2
 
 
 def bind(size_t kcdbset, size_t kcdbgetbuf, size_t kcdbaccept, size_t kcdbecode,
-         size_t visnop, size_t visremove):
+         size_t kccuraccept, size_t visnop, size_t visremove):
     """Take the engine's function addresses (and KCVISNOP/KCVISREMOVE) from ctypes."""
-    global _kcdbset, _kcdbgetbuf, _kcdbaccept, _kcdbecode, _VISNOP, _VISREMOVE
+    global _kcdbset, _kcdbgetbuf, _kcdbaccept, _kcdbecode, _kccuraccept, _VISNOP, _VISREMOVE
+    _kccuraccept = <curaccept_t>kccuraccept
     _kcdbset = <set_t>kcdbset
     _kcdbgetbuf = <getbuf_t>kcdbgetbuf
     _kcdbaccept = <accept_t>kcdbaccept
@@ -136,6 +139,27 @@ cdef const char* _remove_full(const char* kbuf, size_t ksiz, const char* vbuf, s
 
 cdef const char* _remove_empty(const char* kbuf, size_t ksiz, size_t* sp, void* opq) noexcept nogil:
     return _VISNOP
+
+
+cdef const char* _purge_full(const char* kbuf, size_t ksiz, const char* vbuf, size_t vsiz,
+                             size_t* sp, void* opq) noexcept nogil:
+    """The expirer's visitor (TimedDB._expire_steps' ``purge``): an expired record goes."""
+    if vsiz < XTWIDTH or (<int64_t*>opq)[0] <= _read_xt(vbuf):
+        return _VISNOP
+    return _VISREMOVE
+
+
+def sweep(size_t cursor, Py_ssize_t steps, int64_t now):
+    """Up to ``steps`` records from the cursor on, each removed when expired at ``now``, the
+    GIL released: ``steps``, or how many were visited before the cursor ran out (or failed)."""
+    cdef Py_ssize_t i
+    with nogil:
+        for i in range(steps):
+            if not _kccuraccept(<void*>cursor, _purge_full, &now, 1, 1):
+                break
+        else:
+            i = steps
+    return i
 
 
 cdef class Batch:

@@ -221,7 +221,7 @@ def bulk_speedups():
                 return ctypes.cast(getattr(lib, name), c_void_p).value
 
             module.bind(address("kcdbset"), address("kcdbgetbuf"), address("kcdbaccept"),
-                        address("kcdbecode"), _VISNOP or 0, _VISREMOVE or 0)
+                        address("kcdbecode"), address("kccuraccept"), _VISNOP or 0, _VISREMOVE or 0)
         _bulk_module, _bulk_loaded = module, True
     return _bulk_module
 
