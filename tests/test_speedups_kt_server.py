@@ -80,6 +80,8 @@ def _native(service: KTService, request: bytes, most: int) -> bytes:
     batch, end, failure = native.parse(buf, 9, magic, rnum)
     assert failure is None and end == len(request) and len(batch) == rnum
     if magic == kb.MAGIC_GET_BULK:
+        if most == 0:  # the whole reply, head included
+            return service.bin_get_bulk_batch(batch, True)[1]
         hits, body = service.bin_get_bulk_batch(batch)
         return kb.encode_count_reply(magic, hits) + body
     apply = service.bin_set_bulk_batch if magic == kb.MAGIC_SET_BULK else service.bin_remove_bulk_batch

@@ -290,10 +290,12 @@ cdef class Batch:
                 hits += st.hit
         return hits
 
-    def get(self, size_t handle, Py_ssize_t start, Py_ssize_t stop, bint persistent, int64_t now):
-        """``(hits, reply records)``: the get_bulk reply records of the live keys, in order;
-        None when the engine failed (other than a missing record)."""
-        return self._get(<void*>handle, start, stop, persistent, now, 0)
+    def get(self, size_t handle, Py_ssize_t start, Py_ssize_t stop, bint persistent, int64_t now,
+            bint whole=False):
+        """``(hits, reply records)``: the get_bulk reply records of the live keys, in order
+        (``whole``: the whole reply, head included); None when the engine failed (other than
+        a missing record)."""
+        return self._get(<void*>handle, start, stop, persistent, now, 5 if whole else 0)
 
     cdef object _get(self, void* db, Py_ssize_t start, Py_ssize_t stop, bint persistent,
                      int64_t now, size_t head):

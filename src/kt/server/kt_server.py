@@ -345,6 +345,8 @@ class KTServerHandler:
             elif magic == kb.MAGIC_REMOVE_BULK:
                 stream.hits += (service.bin_remove_bulk_batch if native else service.bin_remove_bulk)(records)
             elif failure is None:
+                if native and done and not stream.found:  # the whole reply in one go
+                    return service.bin_get_bulk_batch(records, True)[1], True
                 if native:
                     hits, body = service.bin_get_bulk_batch(records)
                 else:

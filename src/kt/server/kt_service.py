@@ -1131,11 +1131,19 @@ class KTService:
             hits += n
         return hits
 
-    def bin_get_bulk_batch(self, batch) -> Tuple[int, bytes]:
-        """``bin_get_bulk`` of a native batch as ``(hits, the reply's records encoded)``."""
+    def bin_get_bulk_batch(self, batch, whole: bool = False) -> Tuple[int, bytes]:
+        """``bin_get_bulk`` of a native batch as ``(hits, the reply's records encoded)``;
+        ``whole``: the whole reply, head included (built in place when it can be)."""
+        runs = self._batch_runs(batch)
+        if whole and len(runs) == 1 and runs[0][0].native:
+            db, start, stop = runs[0]
+            n, reply = db.get_batch(batch, start, stop, True)
+            self._count(4, stop - start)
+            self._count(5, stop - start - n)
+            return n, reply
         hits = 0
-        parts = []
-        for db, start, stop in self._batch_runs(batch):
+        parts = [kb.encode_count_reply(kb.MAGIC_GET_BULK, 0)] if whole else []
+        for db, start, stop in runs:
             if not db.native:
                 found = self.bin_get_bulk(batch.records(start, stop))
                 n, body = len(found), kb.encode_get_bulk_records(found)
@@ -1145,6 +1153,8 @@ class KTService:
                 self._count(5, stop - start - n)
             hits += n
             parts.append(body)
+        if whole:
+            parts[0] = kb.encode_count_reply(kb.MAGIC_GET_BULK, hits)
         return hits, parts[0] if len(parts) == 1 else b"".join(parts)
 
     def bin_small(self, buf, most: int) -> Optional[Tuple[bytes, int]]:

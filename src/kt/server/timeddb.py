@@ -778,10 +778,10 @@ class TimedDB:
         finally:
             self._expire(XTSCUNIT * (stop - start))
 
-    def get_batch(self, batch, start: int, stop: int) -> tuple[int, bytes]:
+    def get_batch(self, batch, start: int, stop: int, whole: bool = False) -> tuple[int, bytes]:
         """``get_many`` of a native batch's keys ``start:stop`` as ``(hits, reply records)``:
-        the get_bulk reply's records of the live keys, in order."""
-        found = batch.get(self.db._handle(), start, stop, self.persistent, int(time.time()))
+        the get_bulk reply's records of the live keys, in order (``whole``: the whole reply)."""
+        found = batch.get(self.db._handle(), start, stop, self.persistent, int(time.time()), whole)
         if found is None:
             raise self.db.error()
         self._expire(XTSCUNIT // XTREADFREQ * (stop - start))
