@@ -494,7 +494,7 @@ def serve_small(buf, dbs, int64_t now, Py_ssize_t most):
     if not db.native:
         return None
     persistent = db.persistent
-    i = batch.flags(0, batch.count, now)
+    i = batch.flags(0, batch.count, now) if magic != 0xBA else 0  # a get notes nothing
     if (i & FLAG_NUL_KEY and not db._nul_keys) or (i & FLAG_EXPIRING and not persistent and not db._xtrecs):
         return None
     handle = db.db._db or 0
