@@ -212,3 +212,34 @@ def _raw(db: TimedDB) -> list:
             rows.append(rec)
     cur.close()
     return sorted(rows)
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_databases_with_an_update_log_take_the_python_path_from_a_native_batch(
+        seed: int, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    frozen = float(int(time.time()))
+    monkeypatch.setattr(time, "time", lambda: frozen)
+    rng = random.Random(50 + seed)
+    pure = KTService(SPECS, ulog_dir=str(tmp_path / "pure"))
+    fast = KTService(SPECS, ulog_dir=str(tmp_path / "fast"))
+    try:
+        assert not any(db.native for db in fast.dbs)
+        for step in range(60):
+            request = _request(rng)
+            assert _native(fast, request, rng.choice([0, 64])) == _pure(pure, request), (seed, step)
+        assert _contents(fast) == _contents(pure)
+        assert fast._counts == pure._counts
+        logged = [_logged(svc) for svc in (fast, pure)]
+        assert logged[0] == logged[1] and logged[0]
+    finally:
+        pure.close()
+        fast.close()
+
+
+def _logged(service: KTService) -> list:
+    service.ulog.synchronize()
+    reader = service.ulog_reader(0, 99)
+    try:
+        return [message for _, message in iter(reader.read, None)]
+    finally:
+        reader.close()
