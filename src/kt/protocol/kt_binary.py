@@ -687,7 +687,13 @@ def encode_remove_bulk_reply(hits: int) -> bytes:
 
 def encode_get_bulk_reply(records: Sequence[SetRecord]) -> bytes:
     """``get_bulk`` answer for the hits ``(dbidx, key, value, xt)`` (xt = stored absolute time)."""
-    parts: List[bytes] = [_COUNT.pack(MAGIC_GET_BULK, len(records))]
+    return _COUNT.pack(MAGIC_GET_BULK, len(records)) + encode_get_bulk_records(records)
+
+
+def encode_get_bulk_records(records: Iterable[SetRecord]) -> bytes:
+    """The records of a ``get_bulk`` answer, without its head (a server answering a request
+    that arrives in batches encodes each batch's hits, then sends the head and them)."""
+    parts: List[bytes] = []
     append = parts.append
     for dbidx, key, value, xt in records:
         append(_pack_set_rec(dbidx, len(key), len(value), xt))
@@ -809,6 +815,7 @@ __all__ = [
     "is_binary_start",
     "parse_request",
     "parse_records",
+    "encode_get_bulk_records",
     "scan_request",
     "encode_count_reply",
     "encode_set_bulk_reply",

@@ -23,12 +23,15 @@ import time
 from fractions import Fraction
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
+from kt.protocol import kt_binary as kb
 from kt.server.engines import kc
 from kt.server.engines.kc import DUPREC, LOGIC, NOIMPL, NOREC, KCError
 from kt.server.timeddb import (
     INT64MAX,
     INT64MIN,
     XTMAX,
+    XTREADFREQ,
+    XTSCUNIT,
     TimedCursor,
     TimedDB,
     atoi,
@@ -1086,6 +1089,108 @@ class KTService:
             self._count(5, len(run) - len(hits))
             out += hits
         return out
+
+    # -- the same for a native batch (kt._speedups.kt_server_bulk.parse) ---------------------
+    def _batch_runs(self, batch):
+        """``(db, start, stop)`` per run of a native batch (unknown dbidx dropped)."""
+        dbs = self.dbs
+        return [(dbs[dbidx], start, stop) for dbidx, start, stop in batch.runs() if dbidx < len(dbs)]
+
+    def bin_set_bulk_batch(self, batch) -> int:
+        """``bin_set_bulk`` of a native batch; a database that cannot take it in C
+        (``TimedDB.native``) gets its records the pure-Python way."""
+        hits = 0
+        for db, start, stop in self._batch_runs(batch):
+            if not db.native:
+                hits += self.bin_set_bulk(batch.records(start, stop))
+                continue
+            self._count(0, stop - start)
+            try:
+                db.set_batch(batch, start, stop)
+            except KCError as exc:
+                self._count(0, getattr(exc, "applied", stop - start - 1) + 1 - (stop - start))
+                self._count(1)
+                raise
+            hits += stop - start
+        return hits
+
+    def bin_remove_bulk_batch(self, batch) -> int:
+        """``bin_remove_bulk`` of a native batch."""
+        hits = 0
+        for db, start, stop in self._batch_runs(batch):
+            if not db.native:
+                hits += self.bin_remove_bulk(batch.records(start, stop))
+                continue
+            self._count(2, stop - start)
+            try:
+                n = db.remove_batch(batch, start, stop)
+            except KCError:
+                self._count(3)
+                raise
+            self._count(3, stop - start - n)
+            hits += n
+        return hits
+
+    def bin_get_bulk_batch(self, batch, whole: bool = False) -> Tuple[int, bytes]:
+        """``bin_get_bulk`` of a native batch as ``(hits, the reply's records encoded)``;
+        ``whole``: the whole reply, head included (built in place when it can be)."""
+        runs = self._batch_runs(batch)
+        if whole and len(runs) == 1 and runs[0][0].native:
+            db, start, stop = runs[0]
+            n, reply = db.get_batch(batch, start, stop, True)
+            self._count(4, stop - start)
+            self._count(5, stop - start - n)
+            return n, reply
+        hits = 0
+        parts = [kb.encode_count_reply(kb.MAGIC_GET_BULK, 0)] if whole else []
+        for db, start, stop in runs:
+            if not db.native:
+                found = self.bin_get_bulk(batch.records(start, stop))
+                n, body = len(found), kb.encode_get_bulk_records(found)
+            else:
+                n, body = db.get_batch(batch, start, stop)
+                self._count(4, stop - start)
+                self._count(5, stop - start - n)
+            hits += n
+            parts.append(body)
+        if whole:
+            parts[0] = kb.encode_count_reply(kb.MAGIC_GET_BULK, hits)
+        return hits, parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def bin_small(self, buf, most: int) -> Optional[Tuple[bytes, int]]:
+        """A whole small set/remove/get_bulk request at the start of ``buf`` straight through
+        C (``kt_server_bulk.serve_small``): ``(reply, end)``, or None when it must take the
+        general path.  An engine failure raises KCError with ``end`` (the records before it
+        stay applied, as in ``bin_set_bulk``)."""
+        native = kc.bulk_speedups()
+        if native is None:
+            return None
+        done = native.serve_small(buf, self.dbs, int(time.time()), most)
+        if done is None:
+            return None
+        reply, end, db, magic, n, hits, failed = done
+        if magic == kb.MAGIC_GET_BULK:
+            if reply is None:
+                err = db.db.error()
+                err.end = end
+                raise err
+            db._expire(XTSCUNIT // XTREADFREQ * n)
+            self._count(4, n)
+            self._count(5, n - hits)
+            return reply, end
+        db._expire(XTSCUNIT * n)
+        if magic == kb.MAGIC_SET_BULK:
+            self._count(0, n if failed < 0 else failed + 1)
+            if failed >= 0:
+                self._count(1)
+        else:
+            self._count(2, n)
+            self._count(3, n - hits if failed < 0 else 1)
+        if failed >= 0:
+            err = db.db.error()
+            err.end = end
+            raise err
+        return reply, end
 
     def _runs(self, records: Sequence[tuple]) -> List[Tuple[TimedDB, Sequence[tuple]]]:
         """Consecutive records for one database, as ``(db, records)``; unknown dbidx dropped."""

@@ -200,6 +200,10 @@ class TimedDB:
         self.opts, self.capcnt, self.capsiz = _split_options(spec)
         self.mode = mode
         self.update_trigger = update_trigger
+        # Whether a native batch (kt._speedups.kt_server_bulk) can go to the engine in C: not
+        # with an update log or a capacity limit (their per-record work is Python's).
+        self.native = (kc.bulk_speedups() is not None and update_trigger is None
+                       and self.capcnt <= 0 and self.capsiz <= 0)
         self.db = kc.KCDB(spec, mode)
         self._sync_opaque()
         self.persistent = bool(self.opts & TPERSIST)
@@ -396,6 +400,11 @@ class TimedDB:
             return kc.REMOVE
 
         cur = self._xcur
+        if self.native:  # no update log: the purge needs no Python, one C call for the steps
+            if kc.bulk_speedups().sweep(cur._h(), step, now) < step:
+                cur.jump()
+                self._xsc = 0
+            step = 0
         for _ in range(step):
             try:
                 ok = cur.accept(purge, True, True)
@@ -453,6 +462,11 @@ class TimedDB:
                         self._log(update_message(UREMOVE, key))
                     return kc.REMOVE
 
+                if self.native:
+                    sweep = kc.bulk_speedups().sweep
+                    while sweep(cur._h(), 4096, now) == 4096:
+                        pass
+                    return
                 while cur.accept(purge, True, True):
                     pass
             finally:
@@ -729,6 +743,49 @@ class TimedDB:
             xt = int.from_bytes(raw[:XTWIDTH], "big")
             out.append(None if now > xt else (raw[XTWIDTH:], xt))
         return out
+
+    # -- native batches (kt._speedups.kt_server_bulk): the same as *_many, in C -----------------
+    def _note_batch(self, batch, start: int, stop: int, now: int) -> None:
+        flags = batch.flags(start, stop, now)
+        if flags & 1:  # FLAG_NUL_KEY
+            self._nul_keys = True
+        if flags & 2 and not self.persistent:  # FLAG_EXPIRING
+            self._xtrecs = True
+
+    def set_batch(self, batch, start: int, stop: int) -> None:
+        """``set_many`` of a native batch's records ``start:stop`` (see ``native``)."""
+        now = int(time.time())
+        self._note_batch(batch, start, stop, now)
+        try:
+            failed = batch.set(self.db._handle(), start, stop, self.persistent, now)
+            if failed >= 0:
+                err = self.db.error()
+                err.applied = failed - start
+                raise err
+        finally:
+            self._expire(XTSCUNIT * (stop - start))
+
+    def remove_batch(self, batch, start: int, stop: int) -> int:
+        """``remove_many`` of a native batch's keys ``start:stop``: how many were live."""
+        now = int(time.time())
+        if self._xtrecs and not self.persistent:  # as remove_many, which then goes through accept
+            self._note_batch(batch, start, stop, now)
+        try:
+            hits = batch.remove(self.db._handle(), start, stop, self.persistent, now)
+            if hits < 0:
+                raise self.db.error()
+            return hits
+        finally:
+            self._expire(XTSCUNIT * (stop - start))
+
+    def get_batch(self, batch, start: int, stop: int, whole: bool = False) -> tuple[int, bytes]:
+        """``get_many`` of a native batch's keys ``start:stop`` as ``(hits, reply records)``:
+        the get_bulk reply's records of the live keys, in order (``whole``: the whole reply)."""
+        found = batch.get(self.db._handle(), start, stop, self.persistent, int(time.time()), whole)
+        if found is None:
+            raise self.db.error()
+        self._expire(XTSCUNIT // XTREADFREQ * (stop - start))
+        return found
 
     # -- bulk ---------------------------------------------------------------------------------
     def set_bulk(self, records: dict[bytes, bytes], xt: int = INT64MAX, atomic: bool = False) -> int:

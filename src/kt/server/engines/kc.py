@@ -200,6 +200,32 @@ def library() -> ctypes.CDLL:
     return _lib
 
 
+_bulk_module = None
+_bulk_loaded = False
+
+
+def bulk_speedups():
+    """``kt._speedups.kt_server_bulk`` bound to this library's functions, or None when it is
+    not built or ``KT_PURE_PYTHON`` is set (callers then take the pure-Python path)."""
+    global _bulk_module, _bulk_loaded
+    if not _bulk_loaded:
+        from kt import _native
+
+        module = _native.load("kt_server_bulk")
+        if module is not None:
+            lib = library()
+            if not _VISNOP:
+                _init_sentinels()
+
+            def address(name: str) -> int:
+                return ctypes.cast(getattr(lib, name), c_void_p).value
+
+            module.bind(address("kcdbset"), address("kcdbgetbuf"), address("kcdbaccept"),
+                        address("kcdbecode"), address("kccuraccept"), _VISNOP or 0, _VISREMOVE or 0)
+        _bulk_module, _bulk_loaded = module, True
+    return _bulk_module
+
+
 def version() -> str:
     """KC's version string (``KCVERSION``), e.g. ``1.2.76``."""
     return c_char_p.in_dll(library(), "KCVERSION").value.decode()
