@@ -17,6 +17,7 @@ docs/reliability.md).
 from __future__ import annotations
 
 import datetime
+import itertools
 import time
 from functools import partial
 from typing import Any, Callable, Dict, Generator, Iterable, List, Optional, Sequence, Tuple, Union
@@ -25,7 +26,7 @@ from kt.errors import ServerError
 from kt.ops import Operation, Plan, nothing
 from kt.ops.codec import Codec, check_int
 from kt.protocol import tt_binary as tt
-from kt.serializers import KT_BINARY, KT_NONE, TT_TABLE
+from kt.serializers import KT_BINARY, KT_NONE, TT_TABLE, encode_key
 
 Key = Union[str, bytes]
 
@@ -180,9 +181,17 @@ def get_part(
 # -- bulk ---------------------------------------------------------------------------------
 
 
+# mget replies parsed straight into the result dict, by (text_keys, text_values).
+_MGET_DICT = {flags: partial(tt.parse_mget_dict, text_keys=flags[0], text_values=flags[1])
+              for flags in itertools.product((False, True), repeat=2)}
+
+
 def get_bulk(c: Codec, keys: Iterable[Key], decode_values: bool = True) -> Plan:
-    finish = partial(c.records, raw_values=c.raw_values or not decode_values)
-    return Plan(tt.encode_mget(c.keys(keys)), tt.parse_mget, finish, True)
+    data = tt.encode_mget_keys(keys, encode_key)
+    flags = c.text_flags(decode_values)
+    if flags is not None:
+        return Plan(data, _MGET_DICT[flags], None, True)
+    return Plan(data, tt.parse_mget, partial(c.records, raw_values=False), True)
 
 
 def get_bulk_raw(c: Codec, keys: Iterable[Key]) -> Plan:
@@ -203,7 +212,8 @@ def set_bulk(
     if not data:
         return nothing(True)
     # Not idempotent: on a B+ tree database with duplicates a repeated putlist adds records.
-    return _misc_ok(b"putlist", [part for k, v in data.items() for part in (c.key(k), encode(v))])
+    request = tt.encode_putlist(data.items(), encode_key, encode, c.bytes_pass_through and encode_values)
+    return Plan(request, tt.parse_misc, _succeeded, False)
 
 
 def update(
