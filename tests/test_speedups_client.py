@@ -165,7 +165,8 @@ def test_kt_key_bulk_requests(keys: List[Any], db: int, no_reply: bool) -> None:
 def test_kt_set_bulk_requests(items: List[Tuple[Any, Any]], db: int, xt: int, no_reply: bool) -> None:
     for serializer in (KT_BINARY, KT_NONE, KT_JSON):
         for pass_through in (False, True):
-            same("kt_encode_set_bulk_items", items, db, xt, encode_key, serializer.encode, no_reply, pass_through)
+            same("kt_encode_set_bulk_items", items, db, xt, encode_key, serializer.encode, no_reply,
+                 pass_through)
     same("kt_encode_set_bulk_items", dict(items).items(), db, xt, encode_key, KT_BINARY.encode)
 
 
@@ -256,8 +257,9 @@ def test_tt_malformed_replies_fail_alike(reply: bytes) -> None:
 @FAST
 @given(st.lists(keys_st, max_size=30))
 def test_tt_mget_requests(keys: List[Any]) -> None:
-    same("tt_encode_mget_keys", keys, encode_key)
-    same("tt_encode_mget_keys", Once(keys), encode_key)
+    for name in ("tt_encode_mget_keys", "tt_encode_outlist"):
+        same(name, keys, encode_key)
+        same(name, Once(keys), encode_key)
 
 
 @FAST
@@ -266,6 +268,7 @@ def test_tt_putlist_requests(items: List[Tuple[Any, Any]]) -> None:
     for serializer in (KT_BINARY, KT_NONE, KT_JSON):
         for pass_through in (False, True):
             same("tt_encode_putlist", items, encode_key, serializer.encode, pass_through)
+            same("tt_encode_putnr_items", Once(items), encode_key, serializer.encode, pass_through)
 
 
 @FAST
@@ -288,6 +291,12 @@ def test_tt_bad_misc_arguments_fail_alike(args: tuple) -> None:
 def test_tt_bad_keys_and_values_fail_alike() -> None:
     for items in ([(1.5, b"v")], [("k", object())], [("\ud800", b"v")], [("k",)]):
         assert same("tt_encode_putlist", items, encode_key, KT_BINARY.encode)[0] == "raised"
+        assert same("tt_encode_putnr_items", items, encode_key, KT_BINARY.encode)[0] == "raised"
     assert same("tt_encode_mget_keys", [b"a", 2], encode_key)[0] == "raised"
+    assert same("tt_encode_outlist", ["a", b"b", 2], encode_key)[0] == "raised"
+    huge = b"k" * ((1 << 28) + 1)
+    assert same("tt_encode_putnr_items", [(b"a", huge)], encode_key, KT_NONE.encode)[0] == "raised"
+    assert same("tt_encode_putlist", [("a", huge)], encode_key, KT_NONE.encode)[0] == "raised"
+    assert same("tt_encode_outlist", ["a", huge], encode_key)[0] == "raised"
     assert same("tt_encode_get", "text")[0] == "raised"
     assert same("tt_encode_put", b"k", "text")[0] == "raised"

@@ -19,9 +19,30 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 
+cdef extern from *:
+    """
+    #if PY_VERSION_HEX < 0x030D0000
+    #define kt_new_dict(n) _PyDict_NewPresized(n)
+    #else
+    #define kt_new_dict(n) PyDict_New()
+    #endif
+    static inline int kt_is_ascii(const unsigned char* p, Py_ssize_t n) {
+        Py_ssize_t i = 0;
+        uint64_t acc = 0, word;
+        for (; i + 8 <= n; i += 8) { memcpy(&word, p + i, 8); acc |= word; }
+        for (; i < n; i++) acc |= p[i];
+        return (acc & 0x8080808080808080ULL) == 0;
+    }
+    """
+    dict kt_new_dict(Py_ssize_t)
+    bint kt_is_ascii(const uint8_t*, Py_ssize_t) nogil
+
+
 cdef extern from "Python.h":
+    object PyUnicode_New(Py_ssize_t, Py_UCS4)
+    void* PyUnicode_DATA(object)
     bint PyUnicode_IS_ASCII(object)
-    const char* PyUnicode_AsUTF8AndSize(object, Py_ssize_t*) except NULL
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
     object PyUnicode_DecodeUTF8(const char*, Py_ssize_t, const char*)
     void PyErr_Clear()
 
@@ -36,6 +57,7 @@ cdef enum:
     TT_MAX_ARG_NUM = 1 << 20
     TT_MAX_NAME_SIZE = 1024
     TT_CMD_PUT = 0x10
+    TT_CMD_PUTNR = 0x18
     TT_CMD_GET = 0x30
     TT_CMD_MGET = 0x31
     TT_CMD_MISC = 0x90
@@ -70,6 +92,10 @@ cdef inline void _put_u64(uint8_t* p, uint64_t v) noexcept nogil:
 
 cdef inline object _text_or_bytes(const char* p, Py_ssize_t n):
     """``_binary_decode``: UTF-8 text when it is, else the bytes."""
+    if kt_is_ascii(<const uint8_t*>p, n):  # most keys: skip the UTF-8 decoder's set-up
+        text = PyUnicode_New(n, 127)
+        memcpy(PyUnicode_DATA(text), p, n)
+        return text
     try:
         return PyUnicode_DecodeUTF8(p, n, NULL)
     except UnicodeDecodeError:
@@ -133,7 +159,8 @@ cdef inline const char* _span(object part, Py_ssize_t* size) except NULL:
     if type(part) is bytes:
         size[0] = PyBytes_GET_SIZE(part)
         return PyBytes_AS_STRING(part)
-    return PyUnicode_AsUTF8AndSize(part, size)
+    size[0] = PyUnicode_GET_LENGTH(part)  # ASCII only (see _wire_key): one byte per character
+    return <const char*>PyUnicode_DATA(part)
 
 
 cdef object _pair(object item):
@@ -333,7 +360,7 @@ cdef object _kt_get_bulk(object buf, Py_ssize_t pos, int shape, bint text_keys, 
         base = <const char*>r.data
         off = pos + 5
         if shape == 1:
-            result = {}
+            result = kt_new_dict(hits)
             for i in range(hits):
                 ksiz = _u32(r.data + off + 2)
                 vsiz = _u32(r.data + off + 6)
@@ -526,9 +553,71 @@ def tt_encode_putlist(object items, object encode_key, object encode_value, bint
         PyList_Append(parts, key)
         PyList_Append(parts, value)
     if len(parts) > TT_MAX_ARG_NUM or largest > TT_MAX_ARG_SIZE:
-        return _tt_misc_twin(b"putlist", [p if type(p) is bytes else (<str>p).encode("ascii")
-                                          for p in parts], 0)  # raises
+        return _tt_misc_twin(b"putlist", _all_bytes(parts), 0)  # raises
     return _tt_sized_list(_tt_misc_head(b"putlist", 0, len(parts)), parts, total)
+
+
+def tt_encode_outlist(object keys, object encode_key):
+    """Twin of ``tt_binary.encode_outlist``."""
+    cdef list parts = []
+    cdef Py_ssize_t total = 0, size, largest = 0
+    for key in keys:
+        key = _wire_key(key, encode_key)
+        _span(key, &size)
+        if size > largest:
+            largest = size
+        total += 4 + size
+        PyList_Append(parts, key)
+    if len(parts) > TT_MAX_ARG_NUM or largest > TT_MAX_ARG_SIZE:
+        return _tt_misc_twin(b"outlist", _all_bytes(parts), 0)  # raises
+    return _tt_sized_list(_tt_misc_head(b"outlist", 0, len(parts)), parts, total)
+
+
+cdef list _all_bytes(list parts):
+    return [p if type(p) is bytes else (<str>p).encode("ascii") for p in parts]
+
+
+def tt_encode_putnr_items(object items, object encode_key, object encode_value, bint bytes_pass_through=False):
+    """Twin of ``tt_binary.encode_putnr_items``."""
+    cdef list parts = []
+    cdef Py_ssize_t total = 0, ksize, vsize, largest = 0, i
+    cdef const char* p
+    for item in items:
+        if type(item) is tuple and PyTuple_GET_SIZE(item) == 2:
+            key = <object>PyTuple_GET_ITEM(item, 0)
+            value = <object>PyTuple_GET_ITEM(item, 1)
+        else:
+            key, value = _pair(item)
+        key = _wire_key(key, encode_key)
+        if not (bytes_pass_through and type(value) is bytes):
+            value = _as_bytes(encode_value(value))
+        _span(key, &ksize)
+        vsize = PyBytes_GET_SIZE(value)
+        if ksize > largest:
+            largest = ksize
+        if vsize > largest:
+            largest = vsize
+        total += 10 + ksize + vsize
+        PyList_Append(parts, key)
+        PyList_Append(parts, value)
+    if largest > TT_MAX_ARG_SIZE:
+        from kt.protocol.tt_binary import _py_encode_putnr_bulk
+        flat = _all_bytes(parts)
+        return _py_encode_putnr_bulk(list(zip(flat[::2], flat[1::2])))  # raises
+    out = PyBytes_FromStringAndSize(NULL, total)
+    cdef uint8_t* w = <uint8_t*>PyBytes_AS_STRING(out)
+    for i in range(0, len(parts), 2):
+        p = _span(parts[i], &ksize)
+        value = parts[i + 1]
+        vsize = PyBytes_GET_SIZE(value)
+        w[0] = TT_MAGIC
+        w[1] = TT_CMD_PUTNR
+        _put_u32(w + 2, <uint32_t>ksize)
+        _put_u32(w + 6, <uint32_t>vsize)
+        memcpy(w + 10, p, ksize)
+        memcpy(w + 10 + ksize, PyBytes_AS_STRING(value), vsize)
+        w += 10 + ksize + vsize
+    return out
 
 
 def tt_encode_get(object key):
@@ -624,7 +713,7 @@ cdef object _tt_mget(object buf, Py_ssize_t pos, bint as_dict, bint text_keys, b
             return tt_binary._py_parse_mget(buf, pos)
         base = <const char*>r.data
         off = pos + 5
-        result = {} if as_dict else []
+        result = kt_new_dict(count) if as_dict else []
         for i in range(count):
             ksiz = _u32(r.data + off)
             vsiz = _u32(r.data + off + 4)

@@ -130,8 +130,7 @@ def setnr_bulk(c: Codec, __data: Optional[Dict[Any, Any]] = None, /, **kwargs: A
     data = merge(__data, kwargs, "setnr_bulk")
     if not data:
         return None
-    encode = c.encode_value
-    return Plan(tt.encode_putnr_bulk([(c.key(k), encode(v)) for k, v in data.items()]), None)  # type: ignore[arg-type]
+    return Plan(tt.encode_putnr_items(data.items(), encode_key, c.encode_value, c.bytes_pass_through), None)  # type: ignore[arg-type]
 
 
 def _one_if_removed(removed: bool) -> int:
@@ -205,14 +204,15 @@ def set_bulk(
     """``no_reply``: no-reply puts (a plan whose ``parse`` is None; None when there is nothing)."""
     data = merge(__data, kwargs, "set_bulk")
     encode = c.encode_value if encode_values else partial(_plain, c)
+    pass_through = c.bytes_pass_through and encode_values
     if no_reply:
         if not data:
             return None  # type: ignore[return-value]
-        return Plan(tt.encode_putnr_bulk([(c.key(k), encode(v)) for k, v in data.items()]), None)  # type: ignore[arg-type]
+        return Plan(tt.encode_putnr_items(data.items(), encode_key, encode, pass_through), None)  # type: ignore[arg-type]
     if not data:
         return nothing(True)
     # Not idempotent: on a B+ tree database with duplicates a repeated putlist adds records.
-    request = tt.encode_putlist(data.items(), encode_key, encode, c.bytes_pass_through and encode_values)
+    request = tt.encode_putlist(data.items(), encode_key, encode, pass_through)
     return Plan(request, tt.parse_misc, _succeeded, False)
 
 
@@ -230,11 +230,14 @@ def update(
     return set_bulk(c, __data, no_reply=no_reply, encode_values=encode_values, **kwargs)
 
 
+_EMPTY_OUTLIST = len(tt.encode_misc(b"outlist", []))
+
+
 def remove_bulk(c: Codec, keys: Iterable[Key]) -> Operation:
-    args = c.keys(keys)
-    if not args:
+    request = tt.encode_outlist(keys, encode_key)
+    if len(request) == _EMPTY_OUTLIST:
         return nothing(True)
-    return _misc_ok(b"outlist", args, True)
+    return Plan(request, tt.parse_misc, _succeeded, True)
 
 
 def setdup(c: Codec, key: Key, value: Any, encode_value: bool = True) -> Plan:

@@ -341,6 +341,26 @@ def encode_putlist(
     return _py_encode_misc(b"putlist", args)
 
 
+def encode_outlist(keys: Iterable[object], encode_key: Callable[[object], bytes]) -> bytes:
+    """misc ``outlist`` of caller keys (as in :func:`encode_mget_keys`)."""
+    return _py_encode_misc(b"outlist", _wire_keys(keys, encode_key))
+
+
+def encode_putnr_items(
+    items: Iterable[Tuple[object, object]],
+    encode_key: Callable[[object], bytes],
+    encode_value: Callable[[object], bytes],
+    bytes_pass_through: bool = False,
+) -> bytes:
+    """:func:`encode_putnr_bulk` of caller ``(key, value)`` items (as in :func:`encode_putlist`)."""
+    records = [
+        (key if type(key) is bytes else key.encode("utf-8") if type(key) is str else encode_key(key),
+         value if (bytes_pass_through and type(value) is bytes) else encode_value(value))
+        for key, value in items
+    ]
+    return _py_encode_putnr_bulk(records)
+
+
 def encode_iterinit() -> bytes:
     return _SIMPLE[CMD_ITERINIT]
 
@@ -1497,6 +1517,9 @@ def parse_log_message(message: Buffer) -> Tuple[Request, bool]:
 _py_encode_mget_keys = encode_mget_keys
 _py_encode_putlist = encode_putlist
 _py_encode_misc = encode_misc
+_py_encode_outlist = encode_outlist
+_py_encode_putnr_items = encode_putnr_items
+_py_encode_putnr_bulk = encode_putnr_bulk
 _py_encode_get = encode_get
 _py_encode_put = encode_put
 _py_parse_mget = parse_mget
@@ -1509,6 +1532,8 @@ TWINS = {  # compiled name -> pure-Python twin
     "tt_encode_mget_keys": _py_encode_mget_keys,
     "tt_encode_putlist": _py_encode_putlist,
     "tt_encode_misc": _py_encode_misc,
+    "tt_encode_outlist": _py_encode_outlist,
+    "tt_encode_putnr_items": _py_encode_putnr_items,
     "tt_encode_get": _py_encode_get,
     "tt_encode_put": _py_encode_put,
     "tt_parse_mget": _py_parse_mget,
@@ -1523,6 +1548,8 @@ if _native is not None:
     encode_mget_keys = _native.tt_encode_mget_keys  # noqa: F811
     encode_putlist = _native.tt_encode_putlist  # noqa: F811
     encode_misc = _native.tt_encode_misc  # noqa: F811
+    encode_outlist = _native.tt_encode_outlist  # noqa: F811
+    encode_putnr_items = _native.tt_encode_putnr_items  # noqa: F811
     encode_get = _native.tt_encode_get  # noqa: F811
     encode_put = _native.tt_encode_put  # noqa: F811
     parse_mget = _native.tt_parse_mget  # noqa: F811
