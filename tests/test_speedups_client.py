@@ -178,6 +178,23 @@ def test_kt_single_record_requests(key: bytes, value: bytes, db: int, xt: int, n
     same("kt_encode_set_one", db, key, value, xt, no_reply)
 
 
+@FAST
+@given(st.lists(st.tuples(st.integers(0, 0xFFFF), st.binary(max_size=30)), max_size=20), st.integers(0, 1))
+def test_kt_key_record_requests(records: List[Tuple[int, bytes]], flags: int) -> None:
+    for magic in (kt_binary.MAGIC_GET_BULK, kt_binary.MAGIC_REMOVE_BULK):
+        same("kt_encode_key_records", magic, records, flags)
+        same("kt_encode_key_records", magic, Once(records), flags)
+    assert native.kt_encode_key_records(0xBA, records, 0) == kt_binary.encode_get_bulk(records)
+
+
+@pytest.mark.parametrize("records", [
+    [(0, "text")], [(-1, b"k")], [(1 << 16, b"k")], [(0, b"k", 1)], [b"k"], [(0, bytearray(b"k"))], None,
+    [(True, b"k")], [(0, b"k" * ((1 << 28) + 1))],
+])
+def test_kt_bad_key_records_fail_alike(records: Any) -> None:
+    same("kt_encode_key_records", 0xBA, records, 0)
+
+
 @pytest.mark.parametrize("args", [
     (0xBA, ["ok", 1.5], 0), (0xBA, ["ok"], -1), (0xBA, ["ok"], 1 << 16), (0xBA, [], 70000),
     (0xBA, ["\ud800"], 0), (0x1BA, ["k"], 0), (0xBA, ["k"], True), (0xBA, None, 0),

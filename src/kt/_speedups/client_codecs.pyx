@@ -213,6 +213,45 @@ def kt_encode_key_bulk(object magic, object keys, object dbidx, object encode_ke
     return out
 
 
+def kt_encode_key_records(object magic, object records, object flags):
+    """Twin of ``kt_binary._encode_key_records`` (``(dbidx, key)`` records: get/remove_bulk)."""
+    cdef Py_ssize_t total = 9, size, largest = 0, n
+    cdef list rows = records if type(records) is list else list(records)
+    n = len(rows)
+    if not (_in_range(magic, 0, 0xFF) and _in_range(flags, 0, 0xFFFFFFFF)):
+        return _key_records_twin(magic, rows, flags)
+    for row in rows:
+        if (type(row) is not tuple or PyTuple_GET_SIZE(row) != 2
+                or type(<object>PyTuple_GET_ITEM(row, 1)) is not bytes
+                or not _in_range(<object>PyTuple_GET_ITEM(row, 0), 0, 0xFFFF)):
+            return _key_records_twin(magic, rows, flags)
+        size = PyBytes_GET_SIZE(<object>PyTuple_GET_ITEM(row, 1))
+        if size > largest:
+            largest = size
+        total += 6 + size
+    if largest > KT_DATA_MAX:
+        return _key_records_twin(magic, rows, flags)  # raises
+    out = PyBytes_FromStringAndSize(NULL, total)
+    cdef uint8_t* w = <uint8_t*>PyBytes_AS_STRING(out)
+    w[0] = <uint8_t>magic
+    _put_u32(w + 1, <uint32_t>flags)
+    _put_u32(w + 5, <uint32_t>n)
+    w += 9
+    for row in rows:
+        key = <object>PyTuple_GET_ITEM(row, 1)
+        size = PyBytes_GET_SIZE(key)
+        _put_u16(w, <uint32_t>(<object>PyTuple_GET_ITEM(row, 0)))
+        _put_u32(w + 2, <uint32_t>size)
+        memcpy(w + 6, PyBytes_AS_STRING(key), size)
+        w += 6 + size
+    return out
+
+
+cdef object _key_records_twin(object magic, list rows, object flags):
+    from kt.protocol.kt_binary import _py_encode_key_records
+    return _py_encode_key_records(magic, rows, flags)
+
+
 def kt_encode_set_bulk_items(object items, object dbidx, object xt, object encode_key, object encode_value,
                              bint no_reply=False, bint bytes_pass_through=False):
     """Twin of ``kt_binary.encode_set_bulk_items``."""

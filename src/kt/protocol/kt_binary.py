@@ -481,6 +481,7 @@ def parse_play_script_reply(buf: Buffer, pos: int = 0) -> Optional[Tuple[List[Sc
 # The pure-Python functions above stay reachable as ``_py_<name>``: the compiled versions hand
 # every unusual case to them, and the tests compare both.
 _py_encode_key_bulk = encode_key_bulk
+_py_encode_key_records = _encode_key_records
 _py_encode_set_bulk_items = encode_set_bulk_items
 _py_encode_get_one = encode_get_one
 _py_encode_set_one = encode_set_one
@@ -493,6 +494,7 @@ _py_parse_remove_bulk_reply = parse_remove_bulk_reply
 
 TWINS = {  # compiled name -> pure-Python twin
     "kt_encode_key_bulk": _py_encode_key_bulk,
+    "kt_encode_key_records": _py_encode_key_records,
     "kt_encode_set_bulk_items": _py_encode_set_bulk_items,
     "kt_encode_get_one": _py_encode_get_one,
     "kt_encode_set_one": _py_encode_set_one,
@@ -507,6 +509,7 @@ TWINS = {  # compiled name -> pure-Python twin
 _native = load("client_codecs")
 if _native is not None:
     encode_key_bulk = _native.kt_encode_key_bulk  # noqa: F811
+    _encode_key_records = _native.kt_encode_key_records  # noqa: F811
     encode_set_bulk_items = _native.kt_encode_set_bulk_items  # noqa: F811
     encode_get_one = _native.kt_encode_get_one  # noqa: F811
     encode_set_one = _native.kt_encode_set_one  # noqa: F811
