@@ -2,14 +2,14 @@
 
 Two listeners share one lifecycle (bind, ``run``, signals, PID file, clean shutdown):
 
-* :class:`EventLoopServer` (the KT server): one epoll loop serves every connection and runs
+* :class:`EventLoopServer` (the KT and TT servers): one epoll loop serves every connection and runs
   the quick requests inline; requests that may block (KT ``WAIT``, ``synchronize``, big bulk
   operations, Lua) run in a pool of worker threads, streams (replication) get their own
   thread.  On the 2-core test box it served 2.5-5x more requests/s than a thread per
   connection at 4 and 16 connections (no context switch and GIL hand-off per request) and
   ~10% fewer at 1 connection (``bench/bench_kt_server.py``).
-* :class:`ThreadedServer` (the TT server so far): one thread per connection running a
-  blocking ``handler(conn)``; the simplest model for sequential handler code.
+* :class:`ThreadedServer`: one thread per connection running a blocking ``handler(conn)``;
+  the simplest model for sequential handler code.
 
 API (used by ``kt_server`` and ``tt_server``):
 
