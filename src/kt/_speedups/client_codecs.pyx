@@ -173,6 +173,48 @@ cdef inline object _as_bytes(object value):
     return value if type(value) is bytes else b"" + value
 
 
+cdef Py_ssize_t _wire_keys(object keys, object encode_key, Py_ssize_t per_key, list parts,
+                           Py_ssize_t* largest) except -1:
+    """Every key (see ``_wire_key``) appended to ``parts``; returns their size plus ``per_key``
+    header bytes each, and raises ``largest`` to the longest."""
+    cdef Py_ssize_t total = 0, size
+    for key in keys:
+        key = _wire_key(key, encode_key)
+        _span(key, &size)
+        if size > largest[0]:
+            largest[0] = size
+        total += per_key + size
+        PyList_Append(parts, key)
+    return total
+
+
+cdef Py_ssize_t _wire_items(object items, object encode_key, object encode_value, bint bytes_pass_through,
+                            Py_ssize_t per_item, list parts, Py_ssize_t* largest) except -1:
+    """``(key, value)`` items appended to ``parts`` as key, value, key, value...: keys as in
+    ``_wire_key``, values through ``encode_value`` (``bytes`` as they are when
+    ``bytes_pass_through``).  Returns their size plus ``per_item`` header bytes each."""
+    cdef Py_ssize_t total = 0, ksize, vsize
+    for item in items:
+        if type(item) is tuple and PyTuple_GET_SIZE(item) == 2:
+            key = <object>PyTuple_GET_ITEM(item, 0)
+            value = <object>PyTuple_GET_ITEM(item, 1)
+        else:
+            key, value = _pair(item)
+        key = _wire_key(key, encode_key)
+        if not (bytes_pass_through and type(value) is bytes):
+            value = _as_bytes(encode_value(value))
+        _span(key, &ksize)
+        vsize = PyBytes_GET_SIZE(value)
+        if ksize > largest[0]:
+            largest[0] = ksize
+        if vsize > largest[0]:
+            largest[0] = vsize
+        total += per_item + ksize + vsize
+        PyList_Append(parts, key)
+        PyList_Append(parts, value)
+    return total
+
+
 # -- Kyoto Tycoon: requests -----------------------------------------------------------------
 
 cdef inline bint _in_range(object number, object low, object high):
@@ -182,19 +224,13 @@ cdef inline bint _in_range(object number, object low, object high):
 def kt_encode_key_bulk(object magic, object keys, object dbidx, object encode_key, bint no_reply=False):
     """Twin of ``kt_binary.encode_key_bulk``."""
     cdef list parts = []
-    cdef Py_ssize_t total = 9, n = 0, size, largest = 0
+    cdef Py_ssize_t total = 9, n, size, largest = 0
     cdef const char* p
     if not (_in_range(magic, 0, 0xFF) and _in_range(dbidx, 0, 0xFFFF)):
         from kt.protocol.kt_binary import _py_encode_key_bulk
         return _py_encode_key_bulk(magic, keys, dbidx, encode_key, no_reply)  # raises
-    for key in keys:
-        key = _wire_key(key, encode_key)
-        _span(key, &size)
-        if size > largest:
-            largest = size
-        total += 6 + size
-        PyList_Append(parts, key)
-        n += 1
+    total += _wire_keys(keys, encode_key, 6, parts, &largest)
+    n = len(parts)
     if largest > KT_DATA_MAX:
         from kt.protocol.kt_binary import _too_large
         raise _too_large(largest)
@@ -256,7 +292,7 @@ def kt_encode_set_bulk_items(object items, object dbidx, object xt, object encod
                              bint no_reply=False, bint bytes_pass_through=False):
     """Twin of ``kt_binary.encode_set_bulk_items``."""
     cdef list parts = []
-    cdef Py_ssize_t total = 9, n = 0, ksize, vsize, largest = 0
+    cdef Py_ssize_t total = 9, n, ksize, vsize, largest = 0
     cdef const char* p
     cdef int64_t cxt
     if not (_in_range(dbidx, 0, 0xFFFF) and _in_range(xt, -(1 << 63), (1 << 63) - 1)):
@@ -264,25 +300,8 @@ def kt_encode_set_bulk_items(object items, object dbidx, object xt, object encod
         return _py_encode_set_bulk_items(items, dbidx, xt, encode_key, encode_value, no_reply,
                                          bytes_pass_through)  # raises
     cxt = xt
-    for item in items:
-        if type(item) is tuple and PyTuple_GET_SIZE(item) == 2:
-            key = <object>PyTuple_GET_ITEM(item, 0)
-            value = <object>PyTuple_GET_ITEM(item, 1)
-        else:
-            key, value = _pair(item)
-        key = _wire_key(key, encode_key)
-        if not (bytes_pass_through and type(value) is bytes):
-            value = _as_bytes(encode_value(value))
-        _span(key, &ksize)
-        vsize = PyBytes_GET_SIZE(value)
-        if ksize > largest:
-            largest = ksize
-        if vsize > largest:
-            largest = vsize
-        total += 18 + ksize + vsize
-        PyList_Append(parts, key)
-        PyList_Append(parts, value)
-        n += 1
+    total += _wire_items(items, encode_key, encode_value, bytes_pass_through, 18, parts, &largest)
+    n = len(parts) // 2
     if largest > KT_DATA_MAX:
         from kt.protocol.kt_binary import _too_large
         raise _too_large(largest)
@@ -513,12 +532,8 @@ cdef object _tt_sized_list(bytes head, list parts, Py_ssize_t total):
 def tt_encode_mget_keys(object keys, object encode_key):
     """Twin of ``tt_binary.encode_mget_keys``."""
     cdef list parts = []
-    cdef Py_ssize_t total = 0, size
-    for key in keys:
-        key = _wire_key(key, encode_key)
-        _span(key, &size)
-        total += 4 + size
-        PyList_Append(parts, key)
+    cdef Py_ssize_t total = 0, largest = 0
+    total += _wire_keys(keys, encode_key, 4, parts, &largest)
     cdef Py_ssize_t count = len(parts)
     if count > TT_MAX_ARG_NUM:
         from kt.protocol.tt_binary import encode_mget
@@ -573,24 +588,7 @@ def tt_encode_putlist(object items, object encode_key, object encode_value, bint
     """Twin of ``tt_binary.encode_putlist``."""
     cdef list parts = []
     cdef Py_ssize_t total = 0, ksize, vsize, largest = 0
-    for item in items:
-        if type(item) is tuple and PyTuple_GET_SIZE(item) == 2:
-            key = <object>PyTuple_GET_ITEM(item, 0)
-            value = <object>PyTuple_GET_ITEM(item, 1)
-        else:
-            key, value = _pair(item)
-        key = _wire_key(key, encode_key)
-        if not (bytes_pass_through and type(value) is bytes):
-            value = _as_bytes(encode_value(value))
-        _span(key, &ksize)
-        vsize = PyBytes_GET_SIZE(value)
-        if ksize > largest:
-            largest = ksize
-        if vsize > largest:
-            largest = vsize
-        total += 8 + ksize + vsize
-        PyList_Append(parts, key)
-        PyList_Append(parts, value)
+    total += _wire_items(items, encode_key, encode_value, bytes_pass_through, 8, parts, &largest)
     if len(parts) > TT_MAX_ARG_NUM or largest > TT_MAX_ARG_SIZE:
         return _tt_misc_twin(b"putlist", _all_bytes(parts), 0)  # raises
     return _tt_sized_list(_tt_misc_head(b"putlist", 0, len(parts)), parts, total)
@@ -600,13 +598,7 @@ def tt_encode_outlist(object keys, object encode_key):
     """Twin of ``tt_binary.encode_outlist``."""
     cdef list parts = []
     cdef Py_ssize_t total = 0, size, largest = 0
-    for key in keys:
-        key = _wire_key(key, encode_key)
-        _span(key, &size)
-        if size > largest:
-            largest = size
-        total += 4 + size
-        PyList_Append(parts, key)
+    total += _wire_keys(keys, encode_key, 4, parts, &largest)
     if len(parts) > TT_MAX_ARG_NUM or largest > TT_MAX_ARG_SIZE:
         return _tt_misc_twin(b"outlist", _all_bytes(parts), 0)  # raises
     return _tt_sized_list(_tt_misc_head(b"outlist", 0, len(parts)), parts, total)
@@ -621,24 +613,7 @@ def tt_encode_putnr_items(object items, object encode_key, object encode_value, 
     cdef list parts = []
     cdef Py_ssize_t total = 0, ksize, vsize, largest = 0, i
     cdef const char* p
-    for item in items:
-        if type(item) is tuple and PyTuple_GET_SIZE(item) == 2:
-            key = <object>PyTuple_GET_ITEM(item, 0)
-            value = <object>PyTuple_GET_ITEM(item, 1)
-        else:
-            key, value = _pair(item)
-        key = _wire_key(key, encode_key)
-        if not (bytes_pass_through and type(value) is bytes):
-            value = _as_bytes(encode_value(value))
-        _span(key, &ksize)
-        vsize = PyBytes_GET_SIZE(value)
-        if ksize > largest:
-            largest = ksize
-        if vsize > largest:
-            largest = vsize
-        total += 10 + ksize + vsize
-        PyList_Append(parts, key)
-        PyList_Append(parts, value)
+    total += _wire_items(items, encode_key, encode_value, bytes_pass_through, 10, parts, &largest)
     if largest > TT_MAX_ARG_SIZE:
         from kt.protocol.tt_binary import _py_encode_putnr_bulk
         flat = _all_bytes(parts)
