@@ -23,6 +23,8 @@ PURE_PYTHON_MODULES = [
     "test_tt_codec_vectors.py",
     "test_kt_server_vectors.py",
     "test_tt_server_vectors.py",
+    "test_kt_codec_properties.py",  # the client codecs' pure-Python twins (kt_binary, tt_binary)
+    "test_tt_codec_properties.py",
 ]
 
 

@@ -149,5 +149,14 @@ class Codec:
         decode = self.decode_value
         return {decode_key(k): decode(v) for k, v in records}
 
+    def text_flags(self, decode_values: bool = True) -> Optional[Tuple[bool, bool]]:
+        """``(text_keys, text_values)`` when a bulk reply parser can decode the records itself
+        (keys and values either bytes or KT_BINARY's "UTF-8 text, else bytes"); None when the
+        values need the serializer (decoded after the reply, by :meth:`records`)."""
+        raw_values = self.raw_values or not decode_values
+        if raw_values or self.serializer is KT_BINARY:
+            return not self.raw_keys, not raw_values
+        return None
+
     def record(self, key: bytes, value: bytes) -> Tuple[Any, Any]:
         return self.decode_key(key), self.decode_value(value)

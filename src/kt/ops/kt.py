@@ -38,6 +38,7 @@ from kt.protocol.kt_binary import (
     encode_set_bulk,
     encode_set_bulk_items,
     encode_set_one,
+    parse_get_bulk_dict,
     parse_get_bulk_pairs,
     parse_get_bulk_reply,
     parse_get_value_reply,
@@ -216,10 +217,17 @@ def get_bulk_raw(c: Codec, keys: Iterable[Any], db: Optional[int] = None) -> Pla
     return Plan(data, parse_get_bulk_pairs, partial(c.records, raw_values=True), True)
 
 
+# get_bulk replies parsed straight into the result dict, by (text_keys, text_values).
+_GET_BULK_DICT = {flags: partial(parse_get_bulk_dict, text_keys=flags[0], text_values=flags[1])
+                  for flags in itertools.product((False, True), repeat=2)}
+
+
 def get_bulk(c: Codec, keys: Iterable[Any], db: Optional[int] = None, decode_values: bool = True) -> Plan:
     data = encode_key_bulk(MAGIC_GET_BULK, keys, c.db(db), encode_key)
-    finish = partial(c.records, raw_values=c.raw_values or not decode_values)
-    return Plan(data, parse_get_bulk_pairs, finish, True)
+    flags = c.text_flags(decode_values)
+    if flags is not None:
+        return Plan(data, _GET_BULK_DICT[flags], None, True)
+    return Plan(data, parse_get_bulk_pairs, partial(c.records, raw_values=False), True)
 
 
 def _zero(_: Any) -> int:

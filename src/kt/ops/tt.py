@@ -17,6 +17,7 @@ docs/reliability.md).
 from __future__ import annotations
 
 import datetime
+import itertools
 import time
 from functools import partial
 from typing import Any, Callable, Dict, Generator, Iterable, List, Optional, Sequence, Tuple, Union
@@ -25,7 +26,7 @@ from kt.errors import ServerError
 from kt.ops import Operation, Plan, nothing
 from kt.ops.codec import Codec, check_int
 from kt.protocol import tt_binary as tt
-from kt.serializers import KT_BINARY, KT_NONE, TT_TABLE
+from kt.serializers import KT_BINARY, KT_NONE, TT_TABLE, encode_key
 
 Key = Union[str, bytes]
 
@@ -129,8 +130,7 @@ def setnr_bulk(c: Codec, __data: Optional[Dict[Any, Any]] = None, /, **kwargs: A
     data = merge(__data, kwargs, "setnr_bulk")
     if not data:
         return None
-    encode = c.encode_value
-    return Plan(tt.encode_putnr_bulk([(c.key(k), encode(v)) for k, v in data.items()]), None)  # type: ignore[arg-type]
+    return Plan(tt.encode_putnr_items(data.items(), encode_key, c.encode_value, c.bytes_pass_through), None)  # type: ignore[arg-type]
 
 
 def _one_if_removed(removed: bool) -> int:
@@ -180,9 +180,17 @@ def get_part(
 # -- bulk ---------------------------------------------------------------------------------
 
 
+# mget replies parsed straight into the result dict, by (text_keys, text_values).
+_MGET_DICT = {flags: partial(tt.parse_mget_dict, text_keys=flags[0], text_values=flags[1])
+              for flags in itertools.product((False, True), repeat=2)}
+
+
 def get_bulk(c: Codec, keys: Iterable[Key], decode_values: bool = True) -> Plan:
-    finish = partial(c.records, raw_values=c.raw_values or not decode_values)
-    return Plan(tt.encode_mget(c.keys(keys)), tt.parse_mget, finish, True)
+    data = tt.encode_mget_keys(keys, encode_key)
+    flags = c.text_flags(decode_values)
+    if flags is not None:
+        return Plan(data, _MGET_DICT[flags], None, True)
+    return Plan(data, tt.parse_mget, partial(c.records, raw_values=False), True)
 
 
 def get_bulk_raw(c: Codec, keys: Iterable[Key]) -> Plan:
@@ -196,14 +204,16 @@ def set_bulk(
     """``no_reply``: no-reply puts (a plan whose ``parse`` is None; None when there is nothing)."""
     data = merge(__data, kwargs, "set_bulk")
     encode = c.encode_value if encode_values else partial(_plain, c)
+    pass_through = c.bytes_pass_through and encode_values
     if no_reply:
         if not data:
             return None  # type: ignore[return-value]
-        return Plan(tt.encode_putnr_bulk([(c.key(k), encode(v)) for k, v in data.items()]), None)  # type: ignore[arg-type]
+        return Plan(tt.encode_putnr_items(data.items(), encode_key, encode, pass_through), None)  # type: ignore[arg-type]
     if not data:
         return nothing(True)
     # Not idempotent: on a B+ tree database with duplicates a repeated putlist adds records.
-    return _misc_ok(b"putlist", [part for k, v in data.items() for part in (c.key(k), encode(v))])
+    request = tt.encode_putlist(data.items(), encode_key, encode, pass_through)
+    return Plan(request, tt.parse_misc, _succeeded, False)
 
 
 def update(
@@ -220,11 +230,14 @@ def update(
     return set_bulk(c, __data, no_reply=no_reply, encode_values=encode_values, **kwargs)
 
 
+_EMPTY_OUTLIST = len(tt.encode_misc(b"outlist", []))
+
+
 def remove_bulk(c: Codec, keys: Iterable[Key]) -> Operation:
-    args = c.keys(keys)
-    if not args:
+    request = tt.encode_outlist(keys, encode_key)
+    if len(request) == _EMPTY_OUTLIST:
         return nothing(True)
-    return _misc_ok(b"outlist", args, True)
+    return Plan(request, tt.parse_misc, _succeeded, True)
 
 
 def setdup(c: Codec, key: Key, value: Any, encode_value: bool = True) -> Plan:

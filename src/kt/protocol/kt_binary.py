@@ -19,6 +19,7 @@ from __future__ import annotations
 import struct
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
+from kt._native import load
 from kt.errors import ProtocolError, ServerError
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -198,6 +199,11 @@ def encode_set_bulk_items(
     return _join_checked(parts)
 
 
+def _pair(item: Any) -> Tuple[Any, Any]:
+    key, value = item
+    return key, value
+
+
 def encode_key_bulk(
     magic: int,
     keys: Iterable[object],
@@ -348,6 +354,43 @@ def parse_get_bulk_pairs(buf: Buffer, pos: int = 0) -> Optional[Tuple[List[Scrip
     return pairs, off
 
 
+def parse_get_bulk_dict(
+    buf: Buffer, pos: int = 0, text_keys: bool = True, text_values: bool = False
+) -> Optional[Tuple[dict, int]]:
+    """``get_bulk`` reply straight to ``{key: value}``: the client's get_bulk result.
+
+    ``text_keys`` / ``text_values``: UTF-8 text where it decodes, bytes where it does not (the
+    KT_BINARY rule); otherwise bytes.  Later duplicates win, as in a dict built from pairs.
+    """
+    parsed = _py_parse_get_bulk_pairs(buf, pos)
+    if parsed is None:
+        return None
+    pairs, end = parsed
+    if text_keys and text_values:
+        try:
+            return {k.decode("utf-8"): v.decode("utf-8") for k, v in pairs}, end
+        except UnicodeDecodeError:
+            return {_text_or_bytes(k): _text_or_bytes(v) for k, v in pairs}, end
+    if text_keys:
+        try:
+            return {k.decode("utf-8"): v for k, v in pairs}, end
+        except UnicodeDecodeError:
+            return {_text_or_bytes(k): v for k, v in pairs}, end
+    if text_values:
+        try:
+            return {k: v.decode("utf-8") for k, v in pairs}, end
+        except UnicodeDecodeError:
+            return {k: _text_or_bytes(v) for k, v in pairs}, end
+    return dict(pairs), end
+
+
+def _text_or_bytes(data: bytes) -> Union[str, bytes]:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
+
+
 _unpack_get_one = _GET_ONE_REPLY.unpack_from
 
 
@@ -432,6 +475,50 @@ def parse_play_script_reply(buf: Buffer, pos: int = 0) -> Optional[Tuple[List[Sc
         base = vstart + vsiz
         records.append((data[kstart:vstart], data[vstart:base]))
     return records, scan
+
+
+# -- the compiled twins (kt._speedups.client_codecs) ------------------------------------------
+# The pure-Python functions above stay reachable as ``_py_<name>``: the compiled versions hand
+# every unusual case to them, and the tests compare both.
+_py_encode_key_bulk = encode_key_bulk
+_py_encode_key_records = _encode_key_records
+_py_encode_set_bulk_items = encode_set_bulk_items
+_py_encode_get_one = encode_get_one
+_py_encode_set_one = encode_set_one
+_py_parse_get_bulk_pairs = parse_get_bulk_pairs
+_py_parse_get_bulk_reply = parse_get_bulk_reply
+_py_parse_get_bulk_dict = parse_get_bulk_dict
+_py_parse_get_value_reply = parse_get_value_reply
+_py_parse_set_bulk_reply = parse_set_bulk_reply
+_py_parse_remove_bulk_reply = parse_remove_bulk_reply
+
+TWINS = {  # compiled name -> pure-Python twin
+    "kt_encode_key_bulk": _py_encode_key_bulk,
+    "kt_encode_key_records": _py_encode_key_records,
+    "kt_encode_set_bulk_items": _py_encode_set_bulk_items,
+    "kt_encode_get_one": _py_encode_get_one,
+    "kt_encode_set_one": _py_encode_set_one,
+    "kt_parse_get_bulk_pairs": _py_parse_get_bulk_pairs,
+    "kt_parse_get_bulk_reply": _py_parse_get_bulk_reply,
+    "kt_parse_get_bulk_dict": _py_parse_get_bulk_dict,
+    "kt_parse_get_value_reply": _py_parse_get_value_reply,
+    "kt_parse_set_bulk_reply": _py_parse_set_bulk_reply,
+    "kt_parse_remove_bulk_reply": _py_parse_remove_bulk_reply,
+}
+
+_native = load("client_codecs")
+if _native is not None:
+    encode_key_bulk = _native.kt_encode_key_bulk  # noqa: F811
+    _encode_key_records = _native.kt_encode_key_records  # noqa: F811
+    encode_set_bulk_items = _native.kt_encode_set_bulk_items  # noqa: F811
+    encode_get_one = _native.kt_encode_get_one  # noqa: F811
+    encode_set_one = _native.kt_encode_set_one  # noqa: F811
+    parse_get_bulk_pairs = _native.kt_parse_get_bulk_pairs  # noqa: F811
+    parse_get_bulk_reply = _native.kt_parse_get_bulk_reply  # noqa: F811
+    parse_get_bulk_dict = _native.kt_parse_get_bulk_dict  # noqa: F811
+    parse_get_value_reply = _native.kt_parse_get_value_reply  # noqa: F811
+    parse_set_bulk_reply = _native.kt_parse_set_bulk_reply  # noqa: F811
+    parse_remove_bulk_reply = _native.kt_parse_remove_bulk_reply  # noqa: F811
 
 
 class ReplicationMessage:
@@ -806,6 +893,7 @@ __all__ = [
     "parse_remove_bulk_reply",
     "parse_get_bulk_reply",
     "parse_get_bulk_pairs",
+    "parse_get_bulk_dict",
     "encode_set_bulk_items",
     "encode_key_bulk",
     "parse_get_one_reply",

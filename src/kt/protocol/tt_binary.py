@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
+from kt._native import load
 from kt.errors import ProtocolError, ScriptError, ServerError
 
 Buffer = Union[bytes, bytearray, memoryview]
@@ -315,6 +316,51 @@ def encode_mget(keys: Sequence[bytes]) -> bytes:
     return b"".join(parts)
 
 
+def _wire_keys(keys: Iterable[object], encode_key: Callable[[object], bytes]) -> List[bytes]:
+    return [k if type(k) is bytes else k.encode("utf-8") if type(k) is str else encode_key(k) for k in keys]
+
+
+def encode_mget_keys(keys: Iterable[object], encode_key: Callable[[object], bytes]) -> bytes:
+    """``encode_mget`` of caller keys in one pass (str as UTF-8, others via ``encode_key``)."""
+    return encode_mget(_wire_keys(keys, encode_key))
+
+
+def encode_putlist(
+    items: Iterable[Tuple[object, object]],
+    encode_key: Callable[[object], bytes],
+    encode_value: Callable[[object], bytes],
+    bytes_pass_through: bool = False,
+) -> bytes:
+    """misc ``putlist`` of ``(key, value)`` items: keys as in :func:`encode_mget_keys`, values
+    through ``encode_value`` (``bytes`` as they are when ``bytes_pass_through``)."""
+    args: List[bytes] = []
+    append = args.append
+    for key, value in items:
+        append(key if type(key) is bytes else key.encode("utf-8") if type(key) is str else encode_key(key))
+        append(value if (bytes_pass_through and type(value) is bytes) else encode_value(value))
+    return _py_encode_misc(b"putlist", args)
+
+
+def encode_outlist(keys: Iterable[object], encode_key: Callable[[object], bytes]) -> bytes:
+    """misc ``outlist`` of caller keys (as in :func:`encode_mget_keys`)."""
+    return _py_encode_misc(b"outlist", _wire_keys(keys, encode_key))
+
+
+def encode_putnr_items(
+    items: Iterable[Tuple[object, object]],
+    encode_key: Callable[[object], bytes],
+    encode_value: Callable[[object], bytes],
+    bytes_pass_through: bool = False,
+) -> bytes:
+    """:func:`encode_putnr_bulk` of caller ``(key, value)`` items (as in :func:`encode_putlist`)."""
+    records = [
+        (key if type(key) is bytes else key.encode("utf-8") if type(key) is str else encode_key(key),
+         value if (bytes_pass_through and type(value) is bytes) else encode_value(value))
+        for key, value in items
+    ]
+    return _py_encode_putnr_bulk(records)
+
+
 def encode_iterinit() -> bytes:
     return _SIMPLE[CMD_ITERINIT]
 
@@ -582,6 +628,34 @@ def parse_mget(buf: Buffer, pos: int = 0) -> Parsed:
     if code:
         raise ServerError("mget failed", code=1, procedure="mget", end=pos)
     return records, pos
+
+
+def parse_mget_dict(buf: Buffer, pos: int = 0, text_keys: bool = True, text_values: bool = False) -> Parsed:
+    """mget straight to ``{key: value}`` (the client's get_bulk result); ``text_keys`` /
+    ``text_values``: UTF-8 text where it decodes, else bytes."""
+    parsed = _py_parse_mget(buf, pos)
+    if parsed is None:
+        return None
+    pairs, end = parsed
+    if not (text_keys or text_values):
+        return dict(pairs), end
+    try:
+        if not text_values:
+            return {k.decode("utf-8"): v for k, v in pairs}, end
+        if not text_keys:
+            return {k: v.decode("utf-8") for k, v in pairs}, end
+        return {k.decode("utf-8"): v.decode("utf-8") for k, v in pairs}, end
+    except UnicodeDecodeError:
+        key = _text_or_bytes if text_keys else bytes
+        value = _text_or_bytes if text_values else bytes
+        return {key(k): value(v) for k, v in pairs}, end
+
+
+def _text_or_bytes(data: bytes) -> Union[str, bytes]:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
 
 
 def _list_head(buf: Buffer, pos: int, what: str) -> Optional[Tuple[int, int]]:
@@ -1433,3 +1507,53 @@ def parse_log_message(message: Buffer) -> Tuple[Request, bool]:
     if parsed is None or parsed[1] != len(body):
         raise ProtocolError("Tokyo Tyrant update-log message is truncated or has trailing bytes")
     return parsed[0], ok
+
+
+# --------------------------------------------------------------------------------------------
+# The compiled twins (kt._speedups.client_codecs)
+# --------------------------------------------------------------------------------------------
+# The pure-Python functions stay reachable as ``_py_<name>``: the compiled versions hand every
+# unusual case to them, and the tests compare both.
+_py_encode_mget_keys = encode_mget_keys
+_py_encode_putlist = encode_putlist
+_py_encode_misc = encode_misc
+_py_encode_outlist = encode_outlist
+_py_encode_putnr_items = encode_putnr_items
+_py_encode_putnr_bulk = encode_putnr_bulk
+_py_encode_get = encode_get
+_py_encode_put = encode_put
+_py_parse_mget = parse_mget
+_py_parse_mget_dict = parse_mget_dict
+_py_parse_misc = parse_misc
+_py_parse_get = parse_get
+_py_parse_put = parse_put
+
+TWINS = {  # compiled name -> pure-Python twin
+    "tt_encode_mget_keys": _py_encode_mget_keys,
+    "tt_encode_putlist": _py_encode_putlist,
+    "tt_encode_misc": _py_encode_misc,
+    "tt_encode_outlist": _py_encode_outlist,
+    "tt_encode_putnr_items": _py_encode_putnr_items,
+    "tt_encode_get": _py_encode_get,
+    "tt_encode_put": _py_encode_put,
+    "tt_parse_mget": _py_parse_mget,
+    "tt_parse_mget_dict": _py_parse_mget_dict,
+    "tt_parse_misc": _py_parse_misc,
+    "tt_parse_get": _py_parse_get,
+    "tt_parse_put": _py_parse_put,
+}
+
+_native = load("client_codecs")
+if _native is not None:
+    encode_mget_keys = _native.tt_encode_mget_keys  # noqa: F811
+    encode_putlist = _native.tt_encode_putlist  # noqa: F811
+    encode_misc = _native.tt_encode_misc  # noqa: F811
+    encode_outlist = _native.tt_encode_outlist  # noqa: F811
+    encode_putnr_items = _native.tt_encode_putnr_items  # noqa: F811
+    encode_get = _native.tt_encode_get  # noqa: F811
+    encode_put = _native.tt_encode_put  # noqa: F811
+    parse_mget = _native.tt_parse_mget  # noqa: F811
+    parse_mget_dict = _native.tt_parse_mget_dict  # noqa: F811
+    parse_misc = _native.tt_parse_misc  # noqa: F811
+    parse_get = _native.tt_parse_get  # noqa: F811
+    parse_put = _native.tt_parse_put  # noqa: F811
