@@ -49,6 +49,7 @@ from collections import deque
 from functools import partial
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
+from kt._native import load
 from kt.errors import ProtocolError, ServerConnectionError, ServerError, ServerTimeoutError
 from kt.protocol import kt_binary
 from kt.transport import ConnectionDroppedError, Pool, current_pid
@@ -164,6 +165,11 @@ class AsyncConnection(asyncio.Protocol):
         try:
             while waiting:
                 waiter = waiting[0]
+                if waiter[1] is _GET_ONE:  # a run of single gets: answered in one call
+                    end = _resolve_gets(waiting, buf, pos, _GET_ONE)
+                    if end != pos:
+                        pos = end
+                        continue
                 try:
                     parsed = waiter[1](buf, pos)
                 except ServerError as exc:
@@ -373,6 +379,39 @@ def _split_bulk(future: asyncio.Future, callers: List[_Waiter]) -> None:
                 _answer(caller, waiter[2], value)
 
 
+def _py_resolve_gets(waiting: Deque[_Waiter], buf: bytes, pos: int, parse: Parser) -> int:
+    """Answer the head waiters of ``waiting`` that use ``parse`` (the single-get parser) from
+    the replies in ``buf`` from ``pos``; returns the position after the last reply used.
+
+    Stops at a waiter of another kind, an incomplete reply, or one ``parse`` raises for
+    (left to ``data_received``'s general loop, which reports it).  A cancelled caller's reply
+    is read and dropped.  The compiled twin: ``kt._speedups.aio_pipeline.resolve_gets``."""
+    while waiting:
+        waiter = waiting[0]
+        if waiter[1] is not parse:
+            break
+        try:
+            parsed = parse(buf, pos)
+        except Exception:
+            break
+        if parsed is None:
+            break
+        waiting.popleft()
+        value, pos = parsed
+        future = waiter[0]
+        if future.done():
+            continue
+        if waiter[2] is None:
+            future.set_result(value)
+        else:
+            _answer(future, waiter[2], value)
+    return pos
+
+
+_native = load("aio_pipeline")
+_resolve_gets = _py_resolve_gets if _native is None else _native.resolve_gets
+
+
 def _answer(future: asyncio.Future, finish: Callable[[Any], Any], result: Any) -> None:
     """Resolve a future with its finished result (or the finishing step's error)."""
     try:
@@ -466,7 +505,7 @@ class AsyncPool:
         try:
             conn = self._pick()
         except RuntimeError:  # no running event loop any more
-            waiter.future.set_exception(ServerConnectionError(f"connection to {self.address} lost"))
+            waiter[0].set_exception(ServerConnectionError(f"connection to {self.address} lost"))
         else:
             conn.enqueue(waiter)
 
