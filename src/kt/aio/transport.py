@@ -49,6 +49,7 @@ from collections import deque
 from functools import partial
 from typing import Any, Callable, Deque, List, Optional, Tuple
 
+from kt import transport as _kt_transport
 from kt._native import load
 from kt.errors import ProtocolError, ServerConnectionError, ServerError, ServerTimeoutError
 from kt.protocol import kt_binary
@@ -436,6 +437,8 @@ class AsyncPool:
         self.loop: Any = None
         self._pid = 0
         self._conns: List[AsyncConnection] = []
+        # The connection while it is the only one there may be (max_size 1): submit's fast path.
+        self._only: Optional[AsyncConnection] = None
 
     def __repr__(self) -> str:
         return f"<AsyncPool {self.address} {len(self._conns)}/{self.max_size} connections>"
@@ -453,6 +456,7 @@ class AsyncPool:
             self.loop = asyncio.get_running_loop()
             self._pid = current_pid()
             self._conns = []
+            self._only = None
         conns = self._conns
         if len(conns) == 1 and self.max_size == 1:
             return conns[0]  # the only connection there may be: no load to compare
@@ -471,6 +475,8 @@ class AsyncPool:
     def _open(self) -> AsyncConnection:
         conn = AsyncConnection(self)
         self._conns.append(conn)
+        if self.max_size == 1:
+            self._only = conn
         self.loop.create_task(self._connect(conn))
         return conn
 
@@ -496,6 +502,8 @@ class AsyncPool:
         conn._flush()
 
     def _discard(self, conn: AsyncConnection) -> None:
+        if self._only is conn:
+            self._only = None
         try:
             self._conns.remove(conn)
         except ValueError:
@@ -517,12 +525,8 @@ class AsyncPool:
         choose); returns a future of its parsed (and finished) reply.  This runs once per
         request, so it holds the connection's queueing itself (one Python call, not three)."""
         if conn is None:
-            conns = self._conns
-            if len(conns) == 1 and self.max_size == 1 and self.loop is _running_loop() and (
-                self._pid == current_pid()
-            ):
-                conn = conns[0]  # _pick's first case, inlined
-            else:
+            conn = self._only
+            if conn is None or self.loop is not _running_loop() or self._pid != _kt_transport._pid:
                 conn = self._pick()
         future = conn._new_future()
         if not conn._flush_scheduled:  # the turn's first request: one write, one clock read
@@ -560,6 +564,7 @@ class AsyncPool:
     def close(self) -> None:
         """Close every connection; requests in flight fail; the pool reconnects on demand."""
         conns, self._conns = self._conns, []
+        self._only = None
         if self._pid == current_pid():
             for conn in conns:
                 conn.close()
