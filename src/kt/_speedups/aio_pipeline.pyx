@@ -61,13 +61,11 @@ def resolve_gets(object waiting, bytes buf, Py_ssize_t pos, object parse):
         if future.done():  # a cancelled caller: its reply is dropped
             continue
         finish = <object>PyTuple_GET_ITEM(waiter, 2)
-        if finish is None:
-            future.set_result(value)
-            continue
-        try:
-            value = finish(value)
-        except Exception as exc:
-            future.set_exception(exc)
-        else:
-            future.set_result(value)
+        if finish is not None:  # the operation's finishing step (e.g. the serializer)
+            try:
+                value = finish(value)
+            except Exception as exc:
+                future.set_exception(exc)
+                continue
+        future.set_result(value)
     return pos
