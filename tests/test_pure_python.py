@@ -25,6 +25,7 @@ PURE_PYTHON_MODULES = [
     "test_tt_server_vectors.py",
     "test_kt_codec_properties.py",  # the client codecs' pure-Python twins (kt_binary, tt_binary)
     "test_tt_codec_properties.py",
+    "test_speedups_aio.py",  # kt.aio's reply loop: the pure-Python twin alone
 ]
 
 
