@@ -54,14 +54,25 @@ the run is in the heading):
   methods, main before issue 12's follow-up) -> 40,051 (future-returning, h12b) ->
   34,957 (tuple waiters, one clock read per turn, one call in the transport, façade methods
   generated with the sync signatures) -> 29,837
-  with the C client codecs (k13cl); coalesced 80,789 -> 44,265 -> 37,171 -> 32,218.
+  with the C client codecs (k13cl) -> 28,619 (a run of replies answered in one C call,
+  kt._speedups.aio_pipeline) -> 27,899 (one-connection fast path in submit) -> 28,472
+  (writes every 16 requests, below); coalesced 80,789 -> 44,265 -> 37,171 -> 32,218 ->
+  31,525.
   What remains above the floor per get: the façade call and the operation's plan (argument
   checks, key encoding, request bytes), one tuple and two appends in the queue, a share of one
   write per loop turn, the reply parse (or a slice and a dict lookup of the coalesced
   get_bulk reply) and `set_result`.
-* Client CPU per get also holds kernel time that callgrind does not count: one send per loop
-  turn, one recv and epoll wake-up per arriving chunk of replies (ktserver writes each reply
-  of a pipelined batch on its own), and each burst's `run_until_complete`.
+* Client CPU per get also holds kernel time that callgrind does not count: the sends, one recv
+  and epoll wake-up per arriving chunk of replies, and each burst's `run_until_complete`.
+* Where one connection's time goes (real ktserver, getrusage and /proc per burst, k12b):
+  ktserver spends ~8 µs of its own CPU per pipelined get (it writes each reply with its own
+  send) against ~1.3 µs per get of a coalesced get_bulk; the client ~9.5 µs (user ~8, sys
+  ~1.5). With one write at the end of the turn the three phases ran one after another (the
+  client builds 100 requests, the server answers them, the client reads them in ~1 recv):
+  wall time per get = client + server. Writing every 16 requests lets the server start while
+  the rest are built: +10-25% gets/s on one connection (interleaved, 2..32 tried, 16 best),
+  and less client CPU per get (fewer sleeps). Merging coalesced gets early was tried too and
+  is slower (one get_bulk per turn stays).
 * Targets of the issue: >= 20x with coalescing needs < 2.8 µs of wall time per get on the
   quiet machine (sync 17.7k gets/s), about what the futures floor alone costs: not reachable
   with one future per awaited get in CPython's asyncio. >= 5x needs < 11.3 µs per get: the
