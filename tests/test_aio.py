@@ -490,3 +490,27 @@ def test_gets_gathered_right_after_a_no_reply_write_all_see_it(kt_servers):
             await db.checkin()
 
     asyncio.run(main())
+
+
+def test_a_turn_of_many_requests_is_written_in_chunks_and_answered_in_order(kt_servers):
+    """40 gets queued in one turn on one connection go out as writes of 16, 16 and 8 requests
+    (the server starts on the first while the rest are built); each caller gets its value."""
+    sync = kt_servers.client()
+
+    async def main():
+        async with kt.aio.KyotoTycoon(
+            kt_servers.host, kt_servers.port, max_connections=1, coalesce_gets=False
+        ) as db:
+            await db.get("aio-chunk-0")  # connected
+            transport = db._pool._conns[0].transport
+            sizes = []
+            write = transport.write
+            transport.write = lambda data: (sizes.append(len(data)), write(data))[1]
+            keys = [f"aio-chunk-{i:02d}" for i in range(40)]  # same-size requests
+            sync.set_bulk({key: key.upper() for key in keys})
+            values = await asyncio.gather(*[db.get(key) for key in keys])
+            assert values == [key.upper() for key in keys]
+            one = len(keys[0]) + 15  # a single get: 15 bytes of head, then the key
+            assert sizes == [16 * one, 16 * one, 8 * one]
+
+    asyncio.run(main())
