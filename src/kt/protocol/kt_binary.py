@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Uni
 
 from kt._native import load
 from kt.errors import ProtocolError, ServerError
+from kt.protocol.records import records_dict
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -200,6 +201,8 @@ def encode_set_bulk_items(
 
 
 def _pair(item: Any) -> Tuple[Any, Any]:
+    """Unpack one ``(key, value)`` item (the compiled encoder calls it on an item that is not a
+    2-tuple, so both raise the same error)."""
     key, value = item
     return key, value
 
@@ -366,29 +369,7 @@ def parse_get_bulk_dict(
     if parsed is None:
         return None
     pairs, end = parsed
-    if text_keys and text_values:
-        try:
-            return {k.decode("utf-8"): v.decode("utf-8") for k, v in pairs}, end
-        except UnicodeDecodeError:
-            return {_text_or_bytes(k): _text_or_bytes(v) for k, v in pairs}, end
-    if text_keys:
-        try:
-            return {k.decode("utf-8"): v for k, v in pairs}, end
-        except UnicodeDecodeError:
-            return {_text_or_bytes(k): v for k, v in pairs}, end
-    if text_values:
-        try:
-            return {k: v.decode("utf-8") for k, v in pairs}, end
-        except UnicodeDecodeError:
-            return {k: _text_or_bytes(v) for k, v in pairs}, end
-    return dict(pairs), end
-
-
-def _text_or_bytes(data: bytes) -> Union[str, bytes]:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data
+    return records_dict(pairs, text_keys, text_values), end
 
 
 _unpack_get_one = _GET_ONE_REPLY.unpack_from

@@ -34,6 +34,7 @@ from typing import Callable, Iterable, List, Mapping, NamedTuple, Optional, Sequ
 
 from kt._native import load
 from kt.errors import ProtocolError, ScriptError, ServerError
+from kt.protocol.records import records_dict
 
 Buffer = Union[bytes, bytearray, memoryview]
 Parsed = Optional[Tuple[object, int]]
@@ -325,20 +326,30 @@ def encode_mget_keys(keys: Iterable[object], encode_key: Callable[[object], byte
     return encode_mget(_wire_keys(keys, encode_key))
 
 
+def _wire_items(
+    items: Iterable[Tuple[object, object]],
+    encode_key: Callable[[object], bytes],
+    encode_value: Callable[[object], bytes],
+    bytes_pass_through: bool,
+) -> List[Tuple[bytes, bytes]]:
+    """Caller ``(key, value)`` items as wire bytes: keys as in :func:`encode_mget_keys`, values
+    through ``encode_value`` (``bytes`` as they are when ``bytes_pass_through``)."""
+    return [
+        (key if type(key) is bytes else key.encode("utf-8") if type(key) is str else encode_key(key),
+         value if (bytes_pass_through and type(value) is bytes) else encode_value(value))
+        for key, value in items
+    ]
+
+
 def encode_putlist(
     items: Iterable[Tuple[object, object]],
     encode_key: Callable[[object], bytes],
     encode_value: Callable[[object], bytes],
     bytes_pass_through: bool = False,
 ) -> bytes:
-    """misc ``putlist`` of ``(key, value)`` items: keys as in :func:`encode_mget_keys`, values
-    through ``encode_value`` (``bytes`` as they are when ``bytes_pass_through``)."""
-    args: List[bytes] = []
-    append = args.append
-    for key, value in items:
-        append(key if type(key) is bytes else key.encode("utf-8") if type(key) is str else encode_key(key))
-        append(value if (bytes_pass_through and type(value) is bytes) else encode_value(value))
-    return _py_encode_misc(b"putlist", args)
+    """misc ``putlist`` of caller ``(key, value)`` items (converted as in :func:`_wire_items`)."""
+    pairs = _wire_items(items, encode_key, encode_value, bytes_pass_through)
+    return _py_encode_misc(b"putlist", [part for pair in pairs for part in pair])
 
 
 def encode_outlist(keys: Iterable[object], encode_key: Callable[[object], bytes]) -> bytes:
@@ -353,12 +364,7 @@ def encode_putnr_items(
     bytes_pass_through: bool = False,
 ) -> bytes:
     """:func:`encode_putnr_bulk` of caller ``(key, value)`` items (as in :func:`encode_putlist`)."""
-    records = [
-        (key if type(key) is bytes else key.encode("utf-8") if type(key) is str else encode_key(key),
-         value if (bytes_pass_through and type(value) is bytes) else encode_value(value))
-        for key, value in items
-    ]
-    return _py_encode_putnr_bulk(records)
+    return _py_encode_putnr_bulk(_wire_items(items, encode_key, encode_value, bytes_pass_through))
 
 
 def encode_iterinit() -> bytes:
@@ -637,25 +643,7 @@ def parse_mget_dict(buf: Buffer, pos: int = 0, text_keys: bool = True, text_valu
     if parsed is None:
         return None
     pairs, end = parsed
-    if not (text_keys or text_values):
-        return dict(pairs), end
-    try:
-        if not text_values:
-            return {k.decode("utf-8"): v for k, v in pairs}, end
-        if not text_keys:
-            return {k: v.decode("utf-8") for k, v in pairs}, end
-        return {k.decode("utf-8"): v.decode("utf-8") for k, v in pairs}, end
-    except UnicodeDecodeError:
-        key = _text_or_bytes if text_keys else bytes
-        value = _text_or_bytes if text_values else bytes
-        return {key(k): value(v) for k, v in pairs}, end
-
-
-def _text_or_bytes(data: bytes) -> Union[str, bytes]:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data
+    return records_dict(pairs, text_keys, text_values), end
 
 
 def _list_head(buf: Buffer, pos: int, what: str) -> Optional[Tuple[int, int]]:
