@@ -67,6 +67,38 @@ def _echo_once(sock, data=b"ping"):
     return sock.recv(100)
 
 
+def test_sigterm_during_the_main_threads_wait_stops_the_server():
+    """The SIGTERM handler runs in the main thread, which may be inside ``_stopping.wait``
+    holding the event's lock: a handler that set the event there deadlocked the server
+    (about 1 in 30 stops).  Here the handler is called while that lock is held."""
+    import signal
+
+    server = ThreadedServer(_echo, port=0, logger=Logger(kinds=0))
+    server.bind()
+    handler_returned = []
+
+    def call_handler_under_the_lock() -> None:
+        deadline = time.monotonic() + 10
+        while signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, signal.default_int_handler, None):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.01)
+        handler = signal.getsignal(signal.SIGTERM)
+        with server._stopping._cond:
+            call = threading.Thread(target=handler, args=(signal.SIGTERM, None), daemon=True)
+            call.start()
+            call.join(2.0)
+            handler_returned.append(not call.is_alive())
+
+    helper = threading.Thread(target=call_handler_under_the_lock)
+    helper.start()
+    started = time.monotonic()
+    status = server.run()  # in the main thread, so it installs its signal handlers
+    helper.join(10)
+    assert handler_returned == [True]
+    assert status == 0 and time.monotonic() - started < 5
+
+
 def test_connection_bound_and_clean_stop():
     server = ThreadedServer(_echo, port=0, max_connections=2, logger=Logger(kinds=0))
     host, port = server.bind()

@@ -240,6 +240,7 @@ def daemonize() -> None:
 # ---------------------------------------------------------------------------- connections
 
 _RECV_SIZE = 1 << 16
+_SIGNAL_POLL = 0.1  # seconds: how soon the main thread acts on SIGTERM/SIGINT (see ThreadedServer.run)
 
 
 class Connection:
@@ -464,8 +465,10 @@ class ThreadedServer:
         caught: List[int] = []
 
         def on_signal(signum, _frame):
-            caught.append(signum)  # no logging here: the logger's lock may be held
-            self.stop()
+            # Only record it: the handler runs in the main thread, possibly inside
+            # ``self._stopping.wait`` holding the event's lock, so ``stop()`` (which sets the
+            # event) would deadlock here; the loop below calls it.  No logging either.
+            caught.append(signum)
 
         def on_restart_signal(signum, _frame):
             caught.append(-signum)  # ktserver restarts in place; we keep running (logged)
@@ -484,7 +487,9 @@ class ThreadedServer:
         acceptor.start()
         status = 0
         try:
-            while not self._stopping.wait(0.5):
+            while not self._stopping.wait(_SIGNAL_POLL):
+                if any(n > 0 for n in caught):
+                    break
                 while caught and caught[0] < 0:
                     self.logger.system(f"caught the signal {-caught.pop(0)}: restarting is not "
                                        "supported, the server keeps running")
