@@ -16,15 +16,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kt import _native
 from kt.protocol import tt_binary as tt
-from kt.server.engines.tc import TokyoCabinetDB, load_library
+from kt.server.engines.tc import TokyoCabinetDB, bulk_speedups
 from kt.server.tt_server import TTService
 
-native = _native.load("tt_server_bulk")
+native = bulk_speedups()
 pytestmark = pytest.mark.skipif(native is None, reason="kt._speedups.tt_server_bulk is not built")
-if native is not None:
-    native.bind(load_library())
 
 
 class _CapturedLog:

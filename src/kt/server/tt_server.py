@@ -28,7 +28,6 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
-from kt import _native as kt_native
 from kt.errors import EngineError
 from kt.protocol import tt_binary as tt
 from kt.server.common import (
@@ -47,7 +46,7 @@ from kt.server.common import (
     ineffective_options,
     parse_options,
 )
-from kt.server.engines.tc import TokyoCabinetDB, library_version, load_library
+from kt.server.engines.tc import TokyoCabinetDB, bulk_speedups, library_version
 from kt.server.engines.tc import codec as tc_codec
 from kt.server.tt_replication import ReplicationSlave
 
@@ -819,12 +818,6 @@ def _after_bad_request(exc: tt.RequestError, counts: List[int], end: int) -> Opt
     return exc.consumed
 
 
-_native = kt_native.load("tt_server_bulk")
-if _native is not None:
-    try:
-        _native.bind(load_library())
-    except EngineError:  # no Tokyo Cabinet: the server will say so when it opens a database
-        _native = None
 _SEQ_OF_COMMAND = {cmd: SEQ[name] for cmd, name in tt.COMMAND_NAMES.items() if name in SEQ}
 
 
@@ -841,9 +834,10 @@ class TTHandler:
         self.service = service
         self.text = TextFrontEnd(service)
         self.logger = service.logger
-        self._scan = _native.scan_request if _native is not None else tt.scan_request
+        native = self._native = bulk_speedups()
+        self._scan = native.scan_request if native is not None else tt.scan_request
         # the commands the compiled module may serve (those the mask does not forbid)
-        self._fast = frozenset() if _native is None else frozenset(
+        self._fast = frozenset() if native is None else frozenset(
             cmd for cmd, name in ((tt.CMD_GET, "get"), (tt.CMD_PUT, "put"), (tt.CMD_MGET, "mget"),
                                   (tt.CMD_MISC, "misc")) if not service._forbidden[name])
 
@@ -897,7 +891,7 @@ class TTHandler:
         if handle is None:
             return None
         ulog = service.ulog
-        served = _native.serve(handle, conn.buf, ulog is not None)
+        served = self._native.serve(handle, conn.buf, ulog is not None)
         if served is None:
             return None
         end, reply, cmd, ok, message = served

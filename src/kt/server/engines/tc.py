@@ -148,6 +148,28 @@ def load_library() -> ctypes.CDLL:
         return _lib
 
 
+_bulk_module = None
+_bulk_loaded = False
+
+
+def bulk_speedups():
+    """``kt._speedups.tt_server_bulk`` bound to this library, or None when it is not built,
+    ``KT_PURE_PYTHON`` is set or Tokyo Cabinet is missing (callers then take the pure-Python
+    path).  The Kyoto Cabinet twin is ``engines.kc.bulk_speedups``."""
+    global _bulk_module, _bulk_loaded
+    if not _bulk_loaded:
+        from kt import _native
+
+        module = _native.load("tt_server_bulk")
+        if module is not None:
+            try:
+                module.bind(load_library())
+            except EngineError:  # the server says so when it opens a database
+                module = None
+        _bulk_module, _bulk_loaded = module, True
+    return _bulk_module
+
+
 def library_version() -> str:
     """Tokyo Cabinet's own version string (``tcversion``), e.g. ``1.4.48``."""
     lib = load_library()
