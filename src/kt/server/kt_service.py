@@ -1171,9 +1171,7 @@ class KTService:
         reply, end, db, magic, n, hits, failed = done
         if magic == kb.MAGIC_GET_BULK:
             if reply is None:
-                err = db.db.error()
-                err.end = end
-                raise err
+                raise _engine_error_at(db, end)
             db._expire(XTSCUNIT // XTREADFREQ * n)
             self._count(4, n)
             self._count(5, n - hits)
@@ -1187,9 +1185,7 @@ class KTService:
             self._count(2, n)
             self._count(3, n - hits if failed < 0 else 1)
         if failed >= 0:
-            err = db.db.error()
-            err.end = end
-            raise err
+            raise _engine_error_at(db, end)
         return reply, end
 
     def _runs(self, records: Sequence[tuple]) -> List[Tuple[TimedDB, Sequence[tuple]]]:
@@ -1406,6 +1402,16 @@ for _name, _kind in [
 ]:
     _PROCEDURES[_name] = (_kind, getattr(KTService, "_do_" + _name))
 
+
+def _engine_error_at(db: TimedDB, end: int) -> Exception:
+    """The engine's error for a request that failed part-way; ``end``: where that request
+    ends in the buffer, so the caller can answer it and go on (see ``bin_small``)."""
+    err = db.db.error()
+    err.end = end
+    return err
+
+
 RV_TO_STATUS = dict(_STATUS)
 
 __all__ = ["KTService", "Session", "ReplicationSlave", "strmktime", "datestr_http", "RV_TO_STATUS"]
+
