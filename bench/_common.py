@@ -1,7 +1,8 @@
 """Shared helpers for the bench scripts: timing, the raw-socket floor, tables, servers.
 
 Numbers are only meaningful as ratios taken in one run against one server, so the helpers
-interleave the candidates (``compare``) and report medians over rounds.  Set
+interleave the candidates (``compare``) and report the best round of each, with the range of
+the per-round ratios (round i of a client against round i of the baseline).  Set
 ``KT_BENCH_QUICK=1`` for a short smoke run (``bench/run_all.py --quick`` does).
 
     from _common import RawSocket, bundled_server, compare, print_table, rows_for
@@ -20,7 +21,6 @@ import os
 import re
 import selectors
 import socket
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -38,11 +38,13 @@ DEFAULT_ROUNDS = 3 if QUICK else 7
 
 @dataclass
 class Measurement:
-    """Throughput and client CPU cost of one candidate (medians over rounds)."""
+    """Throughput and client CPU cost of one candidate: its best round (most ops/s, least
+    CPU), and every round's ops/s for the ranges of the ratios."""
 
     ops_per_s: float
     cpu_us_per_op: float
     ops: int
+    rounds: Tuple[float, ...] = ()
 
     @property
     def wall_us_per_op(self) -> float:
@@ -79,7 +81,7 @@ def measure(
     duration: float = DEFAULT_DURATION,
     rounds: int = DEFAULT_ROUNDS,
 ) -> Measurement:
-    """Median ops/s and client CPU µs/op of ``fn`` over ``rounds`` timed runs."""
+    """Best ops/s and client CPU µs/op of ``fn`` over ``rounds`` timed runs."""
     return compare({"_": fn}, ops_per_call={"_": ops_per_call}, duration=duration, rounds=rounds)["_"]
 
 
@@ -103,12 +105,23 @@ def compare(
             samples[name].append(_timed(fn, calls[name], ops_per_call.get(name, 1)))
     return {
         name: Measurement(
-            statistics.median(m.ops_per_s for m in runs),
-            statistics.median(m.cpu_us_per_op for m in runs),
+            max(m.ops_per_s for m in runs),
+            min(m.cpu_us_per_op for m in runs),
             sum(m.ops for m in runs),
+            tuple(m.ops_per_s for m in runs),
         )
         for name, runs in samples.items()
     }
+
+
+def ratio_text(m: Measurement, ref: Measurement) -> str:
+    """``best ÷ best``, then the range of the per-round ratios: ``0.91x (0.84-0.97)``."""
+    text = f"{m.ops_per_s / ref.ops_per_s:.2f}x"
+    if len(m.rounds) > 1 and len(m.rounds) == len(ref.rounds):
+        per_round = [a / b for a, b in zip(m.rounds, ref.rounds) if b]
+        if per_round:
+            text += f" ({min(per_round):.2f}-{max(per_round):.2f})"
+    return text
 
 
 class RawSocket:
@@ -255,8 +268,8 @@ def rows_for(
 ) -> Tuple[List[str], List[List[Any]]]:
     """Headers and rows for ``{operation: {client: Measurement}}``.
 
-    Adds an ``x <baseline>`` column (ops/s ratio) and one ``x <peer>`` column per peer, for
-    every client that is not that baseline/peer.
+    Adds an ``x <baseline>`` column (best ÷ best ops/s, with the range of the per-round
+    ratios) and one ``x <peer>`` column per peer, for every client that is not that one.
     """
     refs = [r for r in ([baseline] if baseline else []) + list(peers) if r]
     headers = ["operation", "client", "ops/s", "client CPU µs/op", *[f"x {r}" for r in refs]]
@@ -266,8 +279,7 @@ def rows_for(
             ratios = []
             for ref in refs:
                 other = by_client.get(ref)
-                ratios.append(f"{m.ops_per_s / other.ops_per_s:.2f}x"
-                              if other is not None and ref != client else None)
+                ratios.append(ratio_text(m, other) if other is not None and ref != client else None)
             rows.append([operation, client, m.ops_per_s, m.cpu_us_per_op, *ratios])
     return headers, rows
 

@@ -3,7 +3,7 @@
 Operations: get, set, get_bulk(1000), set_bulk(1000), setnr_bulk(1000) and an indexed table
 search, each next to a bare socket sending the same pre-built request bytes (the floor: what a
 sync client cannot beat).  Reports ops/s (records per second for the bulk forms) and the
-client's CPU µs per op, medians of interleaved rounds.
+client's CPU µs per op: the best of interleaved rounds, with the range of the per-round ratios.
 
     .venv/bin/python bench/bench_tt_client.py          # bundled server
     KT_BENCH_REAL=1 TTSERVER=/path/ttserver .venv/bin/python bench/bench_tt_client.py
