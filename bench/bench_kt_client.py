@@ -47,26 +47,20 @@ SECTION_START = "<!-- kt-client-bench:start -->"
 SECTION_END = "<!-- kt-client-bench:end -->"
 NOTES = """Reading the table (2-core machine, client and server share the CPUs):
 
-* Against the bundled (Python) server the server's own time dominates every round trip, so
-  ops/s ratios compress towards 1: even the floor is only ~1.1-1.5x ukt on bulk calls. Client CPU
-  per op is the client's own cost; that is where the difference between clients shows.
-* get/set: kt adds about 2-3 µs of client CPU per call over the floor: ~1.1 µs in the client and
-  codec (key encoding, struct pack, value-only reply parse), ~0.8 µs pool check-out/in, the rest
-  in the transport's request/recv path; the system calls are the same for both. Against a
-  ~30-45 µs round trip that is 0.85-1.0x the floor; run-to-run noise on this shared 2-core machine
-  (other processes busy) is of the same size, so single runs swing between those values.
-* get_bulk(1000): encoding 1000 keys costs ~130 µs, parsing the 135 KB reply ~280 µs (one pass,
-  struct.unpack_from per record), building the result dict ~100 µs; the reply arrives in two
-  recv()s, so the parser runs once on a partial buffer (~half the records built twice).
-* set_bulk(1000): one fused encode pass (~240 µs: pack + 3 list appends per record, then one
-  join); ukt's Cython encoder costs about the same, so client CPU is on par. The server applying
-  1000 writes dominates the wall time for everyone.
-* Targets "bulk >= 2x ukt" are out of reach against this server: the raw-socket floor itself is
-  only ~1.1-1.9x ukt there. Against a C++ ktserver (`KT_BENCH_REAL=1 KTSERVER=...`) the client
-  CPU column is what decides.
-* exists (HTTP RPC): ~7 µs of Python per call in-process (request build ~2 µs, HTTP head
-  parse ~3.5 µs, or a dict lookup when the head repeats, TSV decode ~1 µs, status mapping); on
-  this loaded machine the measured client CPU gap to the floor is larger (~15-20 µs) and varies.
+* Ratios are best round ÷ best round, the brackets the range of the per-round ratios.  The
+  bundled server answers from C on these paths, so the floor is as fast as against the real
+  ktserver (faster for get_bulk); the same script with `KT_BENCH_REAL=1 KTSERVER=...` gives
+  the figures in "The clients against the real servers" below.
+* get/set: kt adds about 3 µs of client CPU per call over the floor, about 1 µs in each
+  layer (plan and value decode, pool checkout/return, the connection's reply checks); the
+  system calls are the same.  ukt spends twice the CPU per call.
+* get_bulk(1000): the request is encoded and the reply parsed straight into the result dict
+  in C (`kt._speedups.client_codecs`); what is left (~175 ns per record over the floor) is
+  the result's own objects: the str key, the value bytes and the dict insert.  ukt spends
+  about 7x the CPU.
+* set_bulk(1000): one compiled encode pass; ~4x less CPU than ukt's encoder.
+* exists (HTTP RPC): the HTTP head parse (a dict lookup when the head repeats) and the TSV
+  decode stay in Python, ~16 µs per call over the floor; 5x less than ukt.
 """
 
 
@@ -139,8 +133,9 @@ def write_markdown(path: str, table: str, server_kind: str) -> None:
     intro = (
         f"Server: {server_kind}; 100-byte values; KT_NONE serializer for both clients; one op = one "
         "call (a bulk op moves 1000 records). `x floor` = ops/s relative to a raw socket sending "
-        "pre-built requests; `x ukt` = relative to ukt 0.4.8. Client CPU = `time.process_time` "
-        "of the benchmark process per op."
+        "pre-built requests; `x ukt` = relative to ukt 0.4.8: best of 7 interleaved rounds, the "
+        "range of the per-round ratios in brackets. Client CPU = `time.process_time` of the "
+        "benchmark process per op (best round)."
     )
     title = "## KyotoTycoon client (`bench/bench_kt_client.py`)"
     write_section(path, SECTION_START, SECTION_END, f"{title}\n\n{intro}\n\n{table}\n\n{NOTES}")
