@@ -114,13 +114,15 @@ def compare(
     }
 
 
-def ratio_text(m: Measurement, ref: Measurement) -> str:
-    """``best ÷ best``, then the range of the per-round ratios: ``0.91x (0.84-0.97)``."""
-    text = f"{m.ops_per_s / ref.ops_per_s:.2f}x"
-    if len(m.rounds) > 1 and len(m.rounds) == len(ref.rounds):
-        per_round = [a / b for a, b in zip(m.rounds, ref.rounds) if b]
-        if per_round:
-            text += f" ({min(per_round):.2f}-{max(per_round):.2f})"
+def ratio_text(ours: Sequence[float], theirs: Sequence[float], unit: str = "") -> str:
+    """Best ÷ best, and the range of the per-round ratios (round i against round i):
+    ``0.91x (0.84-0.97)`` with ``unit="x"``."""
+    per_round = [a / b for a, b in zip(ours, theirs) if b]
+    if not per_round or not max(theirs):
+        return "n/a (no reply from the baseline)"
+    text = f"{max(ours) / max(theirs):.2f}{unit}"
+    if len(per_round) > 1:
+        text += f" ({min(per_round):.2f}-{max(per_round):.2f})"
     return text
 
 
@@ -279,7 +281,8 @@ def rows_for(
             ratios = []
             for ref in refs:
                 other = by_client.get(ref)
-                ratios.append(ratio_text(m, other) if other is not None and ref != client else None)
+                ratios.append(ratio_text(m.rounds or (m.ops_per_s,), other.rounds or (other.ops_per_s,), "x")
+                              if other is not None and ref != client else None)
             rows.append([operation, client, m.ops_per_s, m.cpu_us_per_op, *ratios])
     return headers, rows
 

@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from _common import markdown_table
+from _common import markdown_table, ratio_text
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -198,15 +198,6 @@ def versus(
     return cells
 
 
-def ratio_text(ours: Sequence[float], theirs: Sequence[float]) -> str:
-    """Best ÷ best, and the range of the per-round ratios."""
-    per_round = [a / b for a, b in zip(ours, theirs) if b]
-    if not per_round:
-        return "n/a (no reply from the real server)"
-    best = max(ours) / max(theirs)
-    return f"{best:.2f} ({min(per_round):.2f}-{max(per_round):.2f})"
-
-
 def versus_table(cells: Sequence[Cell], ours: str = "bundled", theirs: str = "real") -> str:
     headers = ["operation", "conns", f"{ours} req/s", f"{theirs} req/s", f"{ours} ÷ {theirs} (range)",
                f"{ours} CPU µs/req", f"{theirs} CPU µs/req", f"CPU {theirs} ÷ {ours}"]
@@ -261,7 +252,9 @@ def load_table(results: Dict[str, List[LoadResult]], records: int, ours: str = "
 @contextlib.contextmanager
 def servers(product: str, database: str, server_args: Sequence[str] = (),
             real: Optional[str] = None) -> Iterator[List[Target]]:
-    """The bundled server and the real one (``real`` or $KTSERVER/$TTSERVER), both running."""
+    """The bundled server and the real one (``real`` or $KTSERVER/$TTSERVER), both running.
+
+    ``%s`` in the database name or in ``server_args`` becomes the server's name (bundled/real)."""
     from kt.embedded import EmbeddedServer, EmbeddedTokyoTyrantServer
 
     cls = EmbeddedServer if product == "kt" else EmbeddedTokyoTyrantServer
@@ -274,7 +267,8 @@ def servers(product: str, database: str, server_args: Sequence[str] = (),
         for name, binary, db in (("bundled", None, database), ("real", real, database)):
             if db not in ("*", "%", ":", "+", "-"):
                 db = db.replace("%s", name)
-            server = cls(server=binary, database=db, server_args=list(server_args))
+            args = [arg.replace("%s", name) for arg in server_args]  # e.g. one -ulog directory each
+            server = cls(server=binary, database=db, server_args=args)
             server.run()
             started.append(server)
             targets.append(Target(name, server.port, server.pid))

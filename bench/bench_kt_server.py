@@ -13,8 +13,10 @@ prints where the server's time goes for each workload.
 
 ``--versus`` runs the bundled server and the real ktserver ($KTSERVER) side by side, same
 load generator (bench/_versus.py), interleaved rounds, and prints bundled ÷ real: get/set at
-1/4/16 connections, get/set/remove_bulk of 1000 x 100 B at 1/4, loading ``--load`` records
-with set_bulk batches of 1000 (time and server RSS), and match_prefix over those records.
+1/4/16 connections, get/set/remove_bulk of 1000 x 100 B at 1/4, HTTP RPC get/set at 1/4/16,
+loading ``--load`` records with set_bulk batches of 1000 (time and server RSS), and
+match_prefix over those records.  ``--ulog``: both servers keep an update log (``-ulog -sid 1``),
+as replicated deployments do; ``--only TEXT`` keeps the workloads whose name contains TEXT.
 """
 
 from __future__ import annotations
@@ -117,6 +119,13 @@ def versus_workloads() -> list:
         Workload("set_bulk 1000 x 100 B", [[kb.encode_set_bulk(_records(bulk_keys(c)))] for c in range(4)],
                  kb.parse_set_bulk_reply, (1, 4)),
         Workload("remove_bulk 1000 / set_bulk 1000 alternating", removes, _count_reply, (1, 4)),
+        # HTTP RPC, the protocol ukt and most non-Python clients speak
+        Workload("HTTP RPC get",
+                 [[rpc_request(b"get", [(b"key", b"key%05d" % (1234 + c))])] for c in range(16)],
+                 parse_http_reply, (1, 4, 16)),
+        Workload("HTTP RPC set 100 B",
+                 [[rpc_request(b"set", [(b"key", b"hset%02d" % c), (b"value", VALUE)])] for c in range(16)],
+                 parse_http_reply, (1, 4, 16)),
     ]
 
 
@@ -125,12 +134,22 @@ def run_versus(args) -> None:
     from _versus import Workload, load_records, load_table, servers, versus, versus_table
 
     conns = tuple(int(c) for c in args.conns.split(","))
-    workloads = versus_workloads()
+    workloads = [w for w in versus_workloads() if not args.only or args.only in w.name]
     for w in workloads:
         w.conns = tuple(c for c in w.conns if c in conns) or w.conns[:1]
-    with servers("kt", "*") as targets:
-        cells = versus(targets, workloads, args.rounds, args.seconds)
-    print("\n### KT: bundled ÷ real ktserver (in-memory `*`, 10k records of 100 B)\n")
+    server_args: List[str] = []
+    logdir = None
+    if args.ulog:
+        logdir = tempfile.TemporaryDirectory()
+        server_args = ["-ulog", os.path.join(logdir.name, "%s-ulog"), "-sid", "1"]
+    try:
+        with servers("kt", "*", server_args) as targets:
+            cells = versus(targets, workloads, args.rounds, args.seconds)
+    finally:
+        if logdir is not None:
+            logdir.cleanup()
+    logged = ", both with an update log (-ulog -sid 1)" if args.ulog else ""
+    print(f"\n### KT: bundled ÷ real ktserver (in-memory `*`, 10k records of 100 B{logged})\n")
     print(versus_table(cells))
     if not args.load:
         return
@@ -293,6 +312,8 @@ def main() -> int:
     ap.add_argument("--versus", action="store_true", help="bundled vs real ktserver ($KTSERVER), ratios")
     ap.add_argument("--load", type=int, default=1000000, help="--versus: records to load (0: skip)")
     ap.add_argument("--load-rounds", type=int, default=2, help="--versus: fresh server pairs for loading")
+    ap.add_argument("--ulog", action="store_true", help="--versus: both servers keep an update log")
+    ap.add_argument("--only", help="--versus: run only the workloads whose name contains this text")
     args = ap.parse_args()
     if args.versus:
         run_versus(args)
