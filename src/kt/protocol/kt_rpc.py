@@ -204,7 +204,7 @@ _CTRL_RE = re.compile(rb"[\x00-\x1f\x7f]")
 
 def checkmapenc(pairs: Pairs) -> Optional[str]:
     """The server's choice of output encoding (``ktutil.h: checkmapenc``): None, "B" or "U"."""
-    items = pairs.items() if isinstance(pairs, Mapping) else pairs
+    items = pairs.items() if type(pairs) is dict or isinstance(pairs, Mapping) else pairs
     binary = False
     blen = 0
     ulen = 0

@@ -27,9 +27,9 @@ import threading
 import time
 from typing import List, Optional, Sequence
 
+from kt.protocol import fast_rpc, kt_rpc
 from kt.protocol import http_server as hs
 from kt.protocol import kt_binary as kb
-from kt.protocol import kt_rpc
 from kt.server.common import (
     AGAIN,
     LOG_INFO,
@@ -90,6 +90,18 @@ _STREAMED = frozenset((kb.MAGIC_SET_BULK, kb.MAGIC_REMOVE_BULK, kb.MAGIC_GET_BUL
 _BULK_HEAD = struct.Struct(">BII")  # magic, flags, rnum
 _BULK_BATCH = 1024  # records parsed (in the loop) and applied (in a worker) per step of a bulk request
 _HEAD_LINES_PER_STEP = 128  # a longer head is parsed in slices, other connections served between
+# RPC bulk procedures with at most this many parameters run in the loop (a worker costs more)
+_INLINE_BULK_PARAMS = 64
+_BULK_PROCEDURES = frozenset(("set_bulk", "remove_bulk", "get_bulk"))
+
+
+def _offloaded(procedure: str, params) -> bool:
+    """Whether an RPC runs in a worker thread (it may take long or block) or in the loop."""
+    if b"WAIT" in params:
+        return True
+    if procedure in _SLOW_PROCEDURES:
+        return procedure not in _BULK_PROCEDURES or len(params) > _INLINE_BULK_PARAMS
+    return False
 
 
 class _BulkStream:
@@ -183,6 +195,9 @@ class KTServerHandler:
     def _http(self, conn: Connection, eof: bool):
         parser = conn.state
         if parser is None:  # a new request; kept while it arrives, so no byte is parsed twice
+            fast = self._fast_rpc(conn)
+            if fast is not None:
+                return fast
             parser = conn.state = hs.RequestParser()
         try:
             parsed = parser.parse(conn.buf, 0, eof, _HEAD_LINES_PER_STEP)
@@ -199,10 +214,42 @@ class KTServerHandler:
         if request.path.startswith(_RPC_PREFIX):
             procedure = kt_rpc.parse_procedure(request.path)
             params = kt_rpc.parse_rpc_params(request.query, request.body, _content_type(request.headers))
-            if procedure in _SLOW_PROCEDURES or b"WAIT" in params:
+            if _offloaded(procedure, params):
                 return Offload(lambda: self._rpc_reply(conn, request, procedure, params, session))
             return self._rpc_reply(conn, request, procedure, params, session)
         return self._reply(conn, request, self._rest, request)
+
+    def _fast_rpc(self, conn: Connection):
+        """An ordinary ``POST /rpc/NAME`` whose head is a known one and whose body is all there:
+        answered without the general parser (``fast_rpc.FastHead``), or None for the general
+        path.  The reply, the logging and everything the service sees are the same."""
+        buf = conn.buf
+        if not buf.startswith(b"POST /rpc/"):
+            return None
+        got = fast_rpc.find_head(buf)
+        if got is None:
+            return None
+        fh, start = got
+        end = start + fh.clen
+        if end > len(buf):
+            return None
+        body = bytes(buf[start:end])
+        conn.consume(end)
+        procedure = fh.procedure
+        params = fh.params(body)
+        session = conn.session
+        if _offloaded(procedure, params):
+            request = fh.request(body)
+            return Offload(lambda: self._rpc_reply(conn, request, procedure, params, session))
+        try:
+            code, output = self.service.rpc(procedure, params, session)
+            reply = fast_rpc.rpc_response(code, output, fh.keep)
+        except Exception as exc:  # as _reply
+            self.logger.error(f"request failed: {fh.request(body)!r}: {type(exc).__name__}: {exc}")
+            return hs.build_error(500, "logic error"), False
+        if self.logger.kinds & LOG_INFO:
+            self.logger.info(f"({conn.peer}): {fh.log_text}: {code}")
+        return reply, fh.keep
 
     def _rpc_reply(self, conn: Connection, request: hs.HTTPRequest, procedure: str, params, session):
         return self._reply(conn, request, self._rpc, procedure, params, session)

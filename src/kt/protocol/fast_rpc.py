@@ -1,0 +1,146 @@
+"""The common HTTP RPC request, answered without the general parser (sans-IO).
+
+Why: nearly every RPC request a client sends has the same head as its previous one (the same
+procedure, Host, Content-Type and often Content-Length); only the body changes.  The general
+:class:`kt.protocol.http_server.RequestParser` re-parses every header line each time, which was
+most of the bundled server's CPU per request.  Here a head is parsed once, by that parser (so
+every ktserver rule applies unchanged), and remembered by its bytes; a request whose head is
+remembered needs one ``find`` and a dictionary look-up.
+
+Only heads the general parser reads the plain way are remembered (CRLF lines, no NUL, short
+lines: see :func:`kt.protocol.http_server._fast_head`), only ``POST /rpc/NAME`` with a
+Content-Length body (or none) and a text/tab-separated-values body; anything else returns None
+and takes the general path, which answers it as before.
+
+:func:`rpc_response` is ``build_response`` for an RPC answer (``encode_rpc_output`` and
+``send_result`` in one join).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Mapping, Optional, Tuple
+
+from kt.protocol import http_server as hs
+from kt.protocol import kt_rpc
+
+__all__ = ["FastHead", "find_head", "rpc_response"]
+
+HEAD_WINDOW = 2048  # a longer head takes the general path
+BODY_LIMIT = 1 << 20  # a larger body takes the general path (it arrives in many pieces anyway)
+_CACHE_MAX = 4096
+
+_heads: Dict[bytes, Optional[FastHead]] = {}
+
+
+class FastHead:
+    """What the general parser made of one request head, for requests that repeat it."""
+
+    __slots__ = ("method", "target", "path", "query", "version", "headers", "keep", "clen",
+                 "procedure", "content_type", "log_text", "_query_params", "_colenc", "_plain")
+
+    def __init__(self, parser: hs.RequestParser, procedure: str, content_type: str):
+        self.method = parser.method
+        self.target = parser.target
+        self.path = parser.path
+        self.query = parser.query
+        self.version = parser.version
+        self.headers = parser.headers
+        self.keep = parser.keep
+        self.clen = max(parser.clen, 0)
+        self.procedure = procedure
+        self.content_type = content_type
+        self.log_text = (f"{self.method.decode('latin-1')} {self.target.decode('latin-1')} "
+                         f"HTTP/1.{self.version}")
+        self._query_params = kt_rpc.parse_rpc_params(self.query, b"", None)
+        self._colenc = kt_rpc.parse_colenc(content_type)
+        self._plain = not self._query_params and self._colenc is None
+
+    def request(self, body: bytes) -> hs.HTTPRequest:
+        """The request as the general parser would have returned it."""
+        return hs.HTTPRequest(self.method, hs.M_POST, self.target, self.path, self.query, self.version,
+                              self.headers, self.keep, body)
+
+    def params(self, body: bytes) -> Dict[bytes, bytes]:
+        """``kt_rpc.parse_rpc_params`` of this head's query and Content-Type with ``body``."""
+        if self._plain and b"\r" not in body:  # tsv_to_map without a CR to strip
+            params = {}
+            for line in body.split(b"\n"):
+                key, tab, value = line.partition(b"\t")
+                if tab:
+                    params[key] = value
+            return params
+        return kt_rpc.parse_rpc_params(self.query, body, self.content_type)
+
+
+def _learn(head: bytes) -> Optional[FastHead]:
+    """The FastHead of ``head`` (the bytes before the first blank line), or None when a request
+    with this head must take the general path."""
+    whole = head + b"\r\n\r\n"
+    if hs._fast_head(whole, 0) is None:
+        return None
+    parser = hs.RequestParser()
+    try:
+        parser.parse(whole, 0, False)
+    except (hs.DropConnection, hs.HTTPErrorReply):
+        return None
+    if parser.kind != hs.M_POST or not parser.path.startswith(b"/rpc/"):
+        return None
+    if parser.clen < 0 and parser.chunked or parser.clen > BODY_LIMIT:
+        return None
+    value = parser.headers.get(b"content-type")
+    if value is None:
+        return None
+    content_type = value.decode("latin-1")
+    if not content_type.lower().startswith(kt_rpc.TSV_CONTENT_TYPE):
+        return None
+    return FastHead(parser, kt_rpc.parse_procedure(parser.path), content_type)
+
+
+def find_head(buf) -> Optional[Tuple[FastHead, int]]:
+    """``(FastHead, body start)`` of the request at the start of ``buf``, or None."""
+    hend = buf.find(b"\r\n\r\n", 0, HEAD_WINDOW)
+    if hend < 0:
+        return None
+    head = bytes(buf[:hend])
+    try:
+        fh = _heads[head]
+    except KeyError:
+        fh = _learn(head)
+        if len(_heads) >= _CACHE_MAX:
+            _heads.clear()
+        _heads[head] = fh
+    if fh is None:
+        return None
+    return fh, hend + 4
+
+
+_TSV = kt_rpc.TSV_CONTENT_TYPE
+_HEAD_START = b"\r\nServer: " + hs.SERVER_NAME + b"\r\nDate: "
+_KEEP_LINES = {True: b"\r\nContent-Length: ", False: b"\r\nConnection: close\r\nContent-Length: "}
+_TYPE_LINES = {name: b"\r\n" + hs._header_line("content-type", kt_rpc.tsv_content_type(name)) + b"\r\n"
+               for name in (None, "B", "U")}
+_EMPTY_TYPE_LINE = _TYPE_LINES[None]
+
+
+_status_heads: Dict[int, bytes] = {}
+
+
+def _status_head(code: int) -> bytes:
+    head = _status_heads.get(code)
+    if head is None:
+        head = _status_heads[code] = hs._status_line(code)[:-2] + _HEAD_START
+    return head
+
+
+def rpc_response(code: int, output: Mapping[bytes, bytes], keep: bool) -> bytes:
+    """``build_response(code, *encode_rpc_output(output), keep_alive=keep)`` of an RPC answer."""
+    if not output:
+        body = b""
+        type_line = _EMPTY_TYPE_LINE
+    else:
+        body, ctype = kt_rpc.encode_rpc_output(output)
+        type_line = _TYPE_LINES.get(kt_rpc.parse_colenc(ctype), None)
+        if type_line is None:
+            return hs.build_response(code, body, {"content-type": ctype}, keep_alive=keep)
+    return b"".join((_status_head(code), hs.http_date(), _KEEP_LINES[keep],
+                     b"%d" % len(body), type_line, body))
