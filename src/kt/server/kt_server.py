@@ -138,6 +138,7 @@ class KTServerHandler:
         self.server_name = server_name  # b"localhost:PORT" (ktserver's HTTPServer name)
         self.logger = logger
         self.stopping = False
+        self.use_fast_rpc = True  # ordinary RPC requests through fast_rpc (False: the general path only)
         # binary bulk batches parsed and applied in C, when built (None: the pure-Python path)
         self._native = kc.bulk_speedups() if isinstance(service, KTService) else None
         self._idle_wakeup = threading.Event()
@@ -195,9 +196,10 @@ class KTServerHandler:
     def _http(self, conn: Connection, eof: bool):
         parser = conn.state
         if parser is None:  # a new request; kept while it arrives, so no byte is parsed twice
-            fast = self._fast_rpc(conn)
-            if fast is not None:
-                return fast
+            if self.use_fast_rpc:
+                fast = self._fast_rpc(conn)
+                if fast is not None:
+                    return fast
             parser = conn.state = hs.RequestParser()
         try:
             parsed = parser.parse(conn.buf, 0, eof, _HEAD_LINES_PER_STEP)
