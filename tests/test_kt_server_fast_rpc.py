@@ -156,10 +156,13 @@ def test_fast_path_takes_ordinary_requests_and_leaves_unusual_ones():
         assert fast_rpc.find_head(unusual) is None, unusual
 
 
-def test_rpc_response_is_build_response_of_the_encoded_output():
-    for code, output, keep in ((200, {}, True), (450, {b"ERROR": b"no record"}, False),
-                               (200, {b"value": b"\x00\x01", b"xt": b"5"}, True),
-                               (200, {b"value": b"a b\tc", b"_k": b"%"}, True)):
-        body, ctype = kt_rpc.encode_rpc_output(output)
-        want = hs.build_response(code, body, {"content-type": ctype}, keep_alive=keep)
-        assert _DATE.sub(b"", fast_rpc.rpc_response(code, output, keep)) == _DATE.sub(b"", want)
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from([200, 400, 450, 500, 501, 503]),
+       st.dictionaries(st.binary(max_size=300), st.binary(max_size=300), max_size=4)
+       | st.dictionaries(st.sampled_from([b"value", b"xt", b"num", b"ERROR", b"_a"]),
+                         st.binary(max_size=20) | st.sampled_from([b"abc", b"1", b"a b", b"%~"]), max_size=3),
+       st.booleans())
+def test_rpc_response_is_build_response_of_the_encoded_output(code, output, keep):
+    body, ctype = kt_rpc.encode_rpc_output(output)
+    want = hs.build_response(code, body, {"content-type": ctype}, keep_alive=keep)
+    assert _DATE.sub(b"", fast_rpc.rpc_response(code, output, keep)) == _DATE.sub(b"", want)

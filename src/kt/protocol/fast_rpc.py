@@ -122,6 +122,30 @@ _TYPE_LINES = {name: b"\r\n" + hs._header_line("content-type", kt_rpc.tsv_conten
 _EMPTY_TYPE_LINE = _TYPE_LINES[None]
 
 
+_CONTROL = kt_rpc._CTRL_RE.search
+_UNRESERVED = kt_rpc._UNRESERVED
+
+
+def _output_encoding(output: Mapping[bytes, bytes]) -> Optional[str]:
+    """``checkmapenc(output)`` (None, "B" or "U") with one regex search and one translate over
+    all the strings together when none is longer than 255 bytes (its per-string cut)."""
+    parts = []
+    blen = 0
+    for key, value in output.items():
+        n, m = len(key), len(value)
+        if n > 255 or m > 255:
+            return kt_rpc.checkmapenc(output)
+        blen += n * 6 // 4 + m * 6 // 4 + 6
+        parts.append(key)
+        parts.append(value)
+    joined = b"".join(parts)
+    if not _CONTROL(joined):
+        return None
+    total = len(joined)
+    ulen = 3 * total - 2 * (total - len(joined.translate(None, _UNRESERVED)))
+    return "B" if blen < ulen else "U"
+
+
 _status_heads: Dict[int, bytes] = {}
 
 
@@ -138,9 +162,14 @@ def rpc_response(code: int, output: Mapping[bytes, bytes], keep: bool) -> bytes:
         body = b""
         type_line = _EMPTY_TYPE_LINE
     else:
-        body, ctype = kt_rpc.encode_rpc_output(output)
-        type_line = _TYPE_LINES.get(kt_rpc.parse_colenc(ctype), None)
-        if type_line is None:
-            return hs.build_response(code, body, {"content-type": ctype}, keep_alive=keep)
+        colenc = _output_encoding(output)
+        type_line = _TYPE_LINES[colenc]
+        if colenc is not None:
+            enc = kt_rpc.ENCODERS[colenc]
+            output = {enc(k): enc(v) for k, v in output.items()}
+        if len(output) == 1:
+            body = b"%s\t%s\n" % next(iter(output.items()))
+        else:
+            body = b"".join([b"%s\t%s\n" % (k, output[k]) for k in sorted(output)])
     return b"".join((_status_head(code), hs.http_date(), _KEEP_LINES[keep],
                      b"%d" % len(body), type_line, body))
