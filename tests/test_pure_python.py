@@ -26,6 +26,7 @@ PURE_PYTHON_MODULES = [
     "test_kt_codec_properties.py",  # the client codecs' pure-Python twins (kt_binary, tt_binary)
     "test_tt_codec_properties.py",
     "test_speedups_aio.py",  # kt.aio's reply loop: the pure-Python twin alone
+    "test_kt_server_fast_rpc.py",  # the KT server's fast RPC path: fast_rpc's pure-Python twins
 ]
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Dict, Mapping, Optional, Tuple
 
+from kt import _native
 from kt.protocol import http_server as hs
 from kt.protocol import kt_rpc
 
@@ -30,6 +31,8 @@ BODY_LIMIT = 1 << 20  # a larger body takes the general path (it arrives in many
 _CACHE_MAX = 4096
 
 _heads: Dict[bytes, Optional[FastHead]] = {}
+# kt._speedups.kt_server_http: rpc_response and the plain TSV split in C (None: pure Python)
+native = _native.load("kt_server_http")
 
 
 class FastHead:
@@ -62,14 +65,24 @@ class FastHead:
 
     def params(self, body: bytes) -> Dict[bytes, bytes]:
         """``kt_rpc.parse_rpc_params`` of this head's query and Content-Type with ``body``."""
-        if self._plain and b"\r" not in body:  # tsv_to_map without a CR to strip
-            params = {}
-            for line in body.split(b"\n"):
-                key, tab, value = line.partition(b"\t")
-                if tab:
-                    params[key] = value
-            return params
+        if self._plain:
+            if native is not None:
+                params = native.tsv_params(body)
+                if params is not None:
+                    return params
+            elif b"\r" not in body:  # tsv_to_map without a CR to strip
+                return _tsv_params(body)
         return kt_rpc.parse_rpc_params(self.query, body, self.content_type)
+
+
+def _tsv_params(body: bytes) -> Dict[bytes, bytes]:
+    """``tsv_to_map(body)`` of a body without a CR (the twin of ``native.tsv_params``)."""
+    params = {}
+    for line in body.split(b"\n"):
+        key, tab, value = line.partition(b"\t")
+        if tab:
+            params[key] = value
+    return params
 
 
 def _learn(head: bytes) -> Optional[FastHead]:
@@ -156,8 +169,21 @@ def _status_head(code: int) -> bytes:
     return head
 
 
+_TYPE_LINE_TUPLE = (_TYPE_LINES[None], _TYPE_LINES["B"], _TYPE_LINES["U"])
+
+
 def rpc_response(code: int, output: Mapping[bytes, bytes], keep: bool) -> bytes:
     """``build_response(code, *encode_rpc_output(output), keep_alive=keep)`` of an RPC answer."""
+    if native is not None and type(output) is dict:
+        reply = native.rpc_response(_status_head(code), hs.http_date(), _KEEP_LINES[keep], output,
+                                    _TYPE_LINE_TUPLE)
+        if reply is not None:
+            return reply
+    return _rpc_response(code, output, keep)
+
+
+def _rpc_response(code: int, output: Mapping[bytes, bytes], keep: bool) -> bytes:
+    """``rpc_response`` in Python (the twin of ``native.rpc_response``)."""
     if not output:
         body = b""
         type_line = _EMPTY_TYPE_LINE
