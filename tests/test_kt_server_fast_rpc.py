@@ -8,13 +8,14 @@ same, for ordinary requests and for the unusual ones the fast path must leave al
 from __future__ import annotations
 
 import re
+from typing import Optional
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kt.protocol import fast_rpc, kt_rpc
 from kt.protocol import http_server as hs
-from kt.server.common import AGAIN, Connection, Logger, Offload
+from kt.server.common import AGAIN, LOG_ALL, Connection, Logger, Offload
 from kt.server.kt_server import KTServerHandler
 from kt.server.kt_service import KTService
 
@@ -25,9 +26,9 @@ PROCEDURES = ["get", "set", "add", "replace", "remove", "check", "increment", "a
               "nosuch", "cur_jump", "status"]
 
 
-def _handler(fast: bool) -> KTServerHandler:
+def _handler(fast: bool, logger: Optional[Logger] = None) -> KTServerHandler:
     handler = KTServerHandler(KTService(["*", "%"]), server_name=b"localhost:1978",
-                              logger=Logger(kinds=0))
+                              logger=logger or Logger(kinds=0))
     handler.use_fast_rpc = fast
     return handler
 
@@ -166,3 +167,44 @@ def test_rpc_response_is_build_response_of_the_encoded_output(code, output, keep
     body, ctype = kt_rpc.encode_rpc_output(output)
     want = hs.build_response(code, body, {"content-type": ctype}, keep_alive=keep)
     assert _DATE.sub(b"", fast_rpc.rpc_response(code, output, keep)) == _DATE.sub(b"", want)
+
+
+def test_fast_path_logs_like_the_general_path(tmp_path, monkeypatch):
+    stream = b"".join([
+        kt_rpc.build_rpc_request("set", [(b"key", b"a"), (b"value", b"\x00v")]),
+        kt_rpc.build_rpc_request("get", [(b"key", b"a")]),
+        kt_rpc.build_rpc_request("get", [(b"key", b"missing")]),
+        kt_rpc.build_rpc_request("increment", [(b"key", b"a"), (b"num", b"1")]),
+        kt_rpc.build_rpc_request("nosuch", []),
+        kt_rpc.build_rpc_request("get", [(b"key", b"a")], keep_alive=False),
+    ])
+    logs = []
+    for fast in (True, False):
+        path = tmp_path / f"{fast}.log"
+        logger = Logger(str(path), kinds=LOG_ALL)
+        handler = _handler(fast, logger)
+        try:
+            reply = _serve(handler, [stream])
+        finally:
+            handler.service.close()
+            logger.close()
+        logs.append((reply, [line.split(": ", 1)[1] for line in path.read_text().splitlines()]))
+    assert logs[0] == logs[1]
+    assert len(logs[0][1]) == 6
+    assert logs[0][1][0] == "[INFO]: (127.0.0.1:1): POST /rpc/set HTTP/1.1: 200"
+
+    def broken(*_args):
+        raise RuntimeError("boom")
+
+    for fast in (True, False):  # a bug below answers 500 "logic error" and closes, logged alike
+        path = tmp_path / f"err{fast}.log"
+        logger = Logger(str(path), kinds=LOG_ALL)
+        handler = _handler(fast, logger)
+        monkeypatch.setattr(handler.service, "rpc", broken)
+        try:
+            reply = _serve(handler, [stream])
+        finally:
+            handler.service.close()
+            logger.close()
+        logs.append((reply, [line.split(": ", 1)[1] for line in path.read_text().splitlines()]))
+    assert logs[2] == logs[3] and b"500 Internal Server Error" in logs[2][0] and len(logs[2][1]) == 1
