@@ -28,7 +28,7 @@ __all__ = ["FastHead", "find_head", "rpc_response"]
 
 HEAD_WINDOW = 2048  # a longer head takes the general path
 BODY_LIMIT = 1 << 20  # a larger body takes the general path (it arrives in many pieces anyway)
-_CACHE_MAX = 4096
+_CACHE_MAX = 1024  # distinct heads remembered (at most HEAD_WINDOW bytes each)
 
 _heads: Dict[bytes, Optional[FastHead]] = {}
 # kt._speedups.kt_server_http: rpc_response and the plain TSV split in C (None: pure Python)
