@@ -19,9 +19,12 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcpy, memmove
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from libc.errno cimport EINTR, errno
+from posix.unistd cimport pwrite
 from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock,
                                PyThread_free_lock, PyThread_release_lock, PyThread_type_lock)
 
+import os
 import time
 
 ctypedef const char* (*fullproc_t)(const char*, size_t, const char*, size_t, size_t*, void*) noexcept nogil
@@ -283,6 +286,41 @@ cdef class LogQueue:
         memmove(self.core.buf, self.core.buf + off, self.core.used - off)
         self.core.used -= off
         return out, ts
+
+    def write_out(self, int fd, int64_t size, int64_t limit, int64_t cts):
+        """``take`` what fits the log file ``fd`` (``limit`` bytes) and write it at ``size``,
+        then the file's meta header: ``(new size, new max ts)`` (lock held)."""
+        cdef char meta[17]
+        records, ts = self.take(limit - size)
+        _pwrite_all(fd, records, len(records), size)
+        size += len(records)
+        if ts > cts:
+            cts = ts
+        meta[0] = <char>0xA0
+        _put64(meta + 1, <uint64_t>size)
+        _put64(meta + 9, <uint64_t>cts)
+        _pwrite_all(fd, meta, 17, 0)
+        return size, cts
+
+
+cdef int _pwrite_all(int fd, const char* data, size_t size, int64_t off) except -1:
+    """os.pwrite until all is written (the GIL released); OSError on failure."""
+    cdef ssize_t n
+    cdef int err = 0
+    with nogil:
+        while size > 0:
+            n = pwrite(fd, data, size, off)
+            if n < 0:
+                if errno == EINTR:
+                    continue
+                err = errno
+                break
+            data += n
+            size -= n
+            off += n
+    if err:
+        raise OSError(err, os.strerror(err))
+    return 0
 
 
 ctypedef struct RemoveState:

@@ -89,6 +89,23 @@ class PendingLog:
         del self._records[:len(out)]
         return b"".join(out), ts
 
+    def write_out(self, fd: int, size: int, limit: int, cts: int) -> tuple[int, int]:
+        """``take`` what fits the log file ``fd`` (``limit`` bytes) and write it at ``size``,
+        then the file's meta header: ``(new size, new max ts)`` (lock held)."""
+        records, ts = self.take(limit - size)
+        _pwrite_all(fd, records, size)
+        size += len(records)
+        cts = max(cts, ts)
+        _pwrite_all(fd, META.pack(METAMAGIC, size, cts), 0)
+        return size, cts
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
 
 def _pending_log() -> PendingLog:
     """The compiled LogQueue when built (native batches then log in C), else the twin."""
@@ -169,18 +186,12 @@ class UpdateLogger:
             self._size = 0
             self._write_meta()
 
-    def _append(self, records: bytes, ts: int) -> None:
-        os.pwrite(self._fd, records, self._size)
-        self._size += len(records)
-        if ts > self._cts:
-            self._cts = ts
-        self._write_meta()
 
     def _flush(self) -> None:
         pending = self.pending
         while pending.pending():
             self._rotate_if_full()
-            self._append(*pending.take(self.limit - self._size))
+            self._size, self._cts = pending.write_out(self._fd, self._size, self.limit, self._cts)
 
     def flush(self) -> None:
         """Write out the records native batches queued (before their replies are sent)."""
@@ -194,7 +205,11 @@ class UpdateLogger:
             if ts < 1:
                 ts = self._clock()
             self._rotate_if_full()
-            self._append(RECHEAD.pack(BEGMAGIC, ts, len(message)) + message + bytes((ENDMAGIC,)), ts)
+            record = RECHEAD.pack(BEGMAGIC, ts, len(message)) + message + bytes((ENDMAGIC,))
+            _pwrite_all(self._fd, record, self._size)
+            self._size += len(record)
+            self._cts = max(self._cts, ts)
+            self._write_meta()
             return ts
 
     def list_files(self) -> list[tuple[str, int, int]]:
