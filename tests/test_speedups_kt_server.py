@@ -11,6 +11,7 @@ several databases, unknown dbidx and a ``ktopts=p`` database.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -275,7 +276,8 @@ def _logged(service: KTService) -> list:
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_log_queue_stamps_and_cuts_like_its_python_twin(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_log_queue_stamps_and_cuts_like_its_python_twin(
+        seed: int, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``LogQueue`` (C) and ``PendingLog`` (Python): the same records, timestamps and cuts."""
     from kt.server.timeddb import UREMOVE, USET
     from kt.server.ulog import PendingLog
@@ -304,7 +306,24 @@ def test_log_queue_stamps_and_cuts_like_its_python_twin(seed: int, monkeypatch: 
         assert results[0] == results[1]
     for queue in queues:
         with queue:
+            queue.push(USET, b"k", b"v" * 50, 9)
+            queue.push(UREMOVE, b"k", None, 9)
             results.append(queue.take(1 << 40))
     assert results[-2] == results[-1]
+    files = []
+    for queue in queues:  # write_out: the records that fit, then the meta header
+        with queue:
+            for i in range(5):
+                queue.push(USET, b"k%d" % i, b"v" * 40, 3)
+        path = tmp_path / f"{type(queue).__name__}.ulog"
+        path.write_bytes(b"\0" * 17)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            with queue:
+                ends = [queue.write_out(fd, 17, 150, 0), queue.write_out(fd, 140, 1 << 40, 5)]
+        finally:
+            os.close(fd)
+        files.append((ends, path.read_bytes()))
+    assert files[0] == files[1] and files[0][0][0][0] == 17 + 3 * 63  # 3 start below 150
     with pytest.raises(ValueError):
         queues[0].push(0xA5, b"k")
