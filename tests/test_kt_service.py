@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from kt.protocol import kt_binary as kb
 from kt.protocol import kt_rpc
+from kt.server.engines import kc
 from kt.server.engines.kc import KCError
 from kt.server.kt_service import KTService, datestr_http, strmktime
 from kt.server.ulog import parse_db_message
@@ -382,11 +384,24 @@ def test_update_log_files_and_replication_reader(tmp_path):
         svc.close()
 
 
-def test_update_log_rotates_files(tmp_path):
+@pytest.mark.parametrize("pure_log", [False, True])
+def test_update_log_rotates_files(tmp_path, pure_log: bool, monkeypatch: pytest.MonkeyPatch):
+    """Records written one by one (rpc set) and by a binary batch (queued in C when built)."""
+    from kt.server import ulog
+
+    if pure_log:
+        monkeypatch.setattr(ulog, "_pending_log", ulog.PendingLog)
     svc = KTService(["*"], ulog_dir=str(tmp_path / "u"), ulog_limit=200, sid=1)
     try:
-        for i in range(20):
+        for i in range(10):
             svc.rpc("set", {b"key": b"key%d" % i, b"value": b"x" * 20}, svc.session())
+        records = [(0, b"key%d" % i, b"x" * 20, NEVER) for i in range(10, 20)]
+        native = kc.bulk_speedups()
+        if native is not None and not pure_log:
+            batch = native.parse(kb.encode_set_bulk(records), 9, kb.MAGIC_SET_BULK, len(records))[0]
+            assert svc.bin_set_bulk_batch(batch) == 10 and svc.dbs[0].native_log is not None
+        else:
+            assert svc.bin_set_bulk(records) == 10
         names = sorted(os.listdir(tmp_path / "u"))
         assert len(names) > 2 and names[0] == "0000000001.ulog"
         stream = svc.ulog_reader(0, 9)
@@ -666,7 +681,6 @@ def test_slave_of_a_master_taking_concurrent_binary_batches_ends_equal(tmp_path)
     must be the apply order, or the slave replaying it would end with other values."""
     import random
 
-    from kt.protocol import kt_binary as kb
     from kt_server_harness import ServerProcess
 
     master = ServerProcess(["-ulog", str(tmp_path / "mlog"), "-sid", "1", "*"], tmp_path / "m")
