@@ -325,6 +325,12 @@ class _EchoOnlyScripts:
         return RV_NOIMPL, {}
 
 
+class _Origin(threading.local):
+    """The origin sid of the replicated record this thread applies; None: this server's."""
+
+    sid: Optional[int] = None
+
+
 class _LogTrigger:
     """A database's update trigger: logs its updates framed with the origin sid (this
     server's, or the master's while a replicated record is applied) and its index.  Native
@@ -338,7 +344,8 @@ class _LogTrigger:
         self.ulog = service.ulog
 
     def sid(self) -> int:
-        return getattr(self.service._origin, "sid", self.service.sid)
+        sid = self.service._origin.sid
+        return self.service.sid if sid is None else sid
 
     def __call__(self, update: bytes) -> None:
         self.ulog.write(db_message(self.sid(), self.dbidx, update))
@@ -383,7 +390,7 @@ class KTService:
         self.connection_count: Callable[[], int] = lambda: 0
         self.task_count: Callable[[], int] = lambda: 0
         self._conds = _Conditions()
-        self._origin = threading.local()
+        self._origin = _Origin()
         self.slave: Optional[ReplicationSlave] = None
         self._counts = [0] * 8  # set, set_misses, remove, remove_misses, get, get_misses, script, misc
         self.ulog: Optional[UpdateLogger] = None
