@@ -47,7 +47,9 @@ NOT_FOR_KT_GET = [
     "kt.embedded",
     "kt.sharding",
     "kt.tokyotyrant",
+    "pickle",
     "rich",
+    "urllib.parse",
 ]
 
 
