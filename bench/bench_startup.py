@@ -33,13 +33,14 @@ _SRC = os.path.join(os.path.dirname(_HERE), "src")
 
 def cases(port: int) -> Dict[str, List[str]]:
     py = [sys.executable]
-    kt = [*py, "-m", "kt.cli", "-p", str(port), "--kt"]
+    # What the ``kt`` console script runs (``python -m kt.cli`` would add runpy's imports).
+    script = [*py, "-c", "import sys; from kt.cli import main; sys.argv[0] = 'kt'; sys.exit(main())"]
     return {
         "python -c pass (floor)": [*py, "-c", "pass"],
         "import kt": [*py, "-c", "import kt"],
         "import kt.cli.main": [*py, "-c", "import kt.cli.main"],
-        "kt --help": [*py, "-m", "kt.cli", "--help"],
-        "kt get KEY": [*kt, "get", "startup-key"],
+        "kt --help": [*script, "--help"],
+        "kt get KEY": [*script, "-p", str(port), "--kt", "get", "startup-key"],
     }
 
 
