@@ -28,7 +28,10 @@ class KtGroup(click.Group):
     """Loads subcommands on first use; runs one with kt's errors turned into one line and an exit code."""
 
     def list_commands(self, ctx: click.Context) -> List[str]:
-        return sorted({*self.commands, *COMMAND_MODULES})
+        # Whoever lists the commands (help, completion, sphinx-click) gets them all loaded.
+        for name in COMMAND_MODULES:
+            self.get_command(ctx, name)
+        return sorted(self.commands)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
         if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
