@@ -449,9 +449,9 @@ def parse(buf, Py_ssize_t pos, int magic, Py_ssize_t want):
 
 def serve_small(buf, dbs, int64_t now, Py_ssize_t most):
     """A whole set/remove/get_bulk request of at most ``most`` records, all there and all for
-    one database that takes native batches, in one call; None for anything else (the caller
-    then takes the general path, which also notes a key with NUL or an expiring record on the
-    TimedDB before storing it: such a first request is left to it).
+    one database that takes native batches (any database for get_bulk), in one call; None for
+    anything else (the caller then takes the general path, which also notes a key with NUL or
+    an expiring record on the TimedDB before storing it: such a first request is left to it).
 
     Returns ``(reply, end, db, magic, records, hits, failed)``: ``failed`` is -1, or the index
     of the record the engine failed on (``reply`` is then None; the error is this thread's).
@@ -491,7 +491,7 @@ def serve_small(buf, dbs, int64_t now, Py_ssize_t most):
     if dbidx >= len(dbs):
         return None
     db = dbs[dbidx]
-    if not db.native:
+    if not (db.native or (magic == 0xBA and db.native_reads)):  # a get logs and evicts nothing
         return None
     persistent = db.persistent
     i = batch.flags(0, batch.count, now) if magic != 0xBA else 0  # a get notes nothing

@@ -1135,7 +1135,7 @@ class KTService:
         """``bin_get_bulk`` of a native batch as ``(hits, the reply's records encoded)``;
         ``whole``: the whole reply, head included (built in place when it can be)."""
         runs = self._batch_runs(batch)
-        if whole and len(runs) == 1 and runs[0][0].native:
+        if whole and len(runs) == 1 and runs[0][0].native_reads:
             db, start, stop = runs[0]
             n, reply = db.get_batch(batch, start, stop, True)
             self._count(4, stop - start)
@@ -1144,7 +1144,7 @@ class KTService:
         hits = 0
         parts = [kb.encode_count_reply(kb.MAGIC_GET_BULK, 0)] if whole else []
         for db, start, stop in runs:
-            if not db.native:
+            if not db.native_reads:
                 found = self.bin_get_bulk(batch.records(start, stop))
                 n, body = len(found), kb.encode_get_bulk_records(found)
             else:

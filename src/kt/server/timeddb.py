@@ -204,6 +204,9 @@ class TimedDB:
         # with an update log or a capacity limit (their per-record work is Python's).
         self.native = (kc.bulk_speedups() is not None and update_trigger is None
                        and self.capcnt <= 0 and self.capsiz <= 0)
+        # Reads log nothing and evict nothing (the sweep after them, ``_expire``, does that in
+        # Python), so a native get_bulk suits every database.
+        self.native_reads = kc.bulk_speedups() is not None
         self.db = kc.KCDB(spec, mode)
         self._sync_opaque()
         self.persistent = bool(self.opts & TPERSIST)
