@@ -163,13 +163,22 @@ def run_versus(args) -> None:
     from _versus import servers, versus, versus_table
 
     plain, table = versus_workloads()
-    with servers("tt", "*") as targets:
-        cells = versus(targets, plain, args.rounds, args.seconds)
+    plain = [w for w in plain if not args.only or args.only in w.name]
+    table = [w for w in table if not args.only or args.only in w.name]
     with tempfile.TemporaryDirectory() as workdir:
-        with servers("tt", os.path.join(workdir, "bench-%s.tct")) as targets:
-            cells += versus(targets, table, args.rounds, args.seconds)
+        server_args = ["-ulog", os.path.join(workdir, "%s-ulog"), "-sid", "1"] if args.ulog else []
+        for name in ("bundled", "real") if args.ulog else ():
+            os.mkdir(os.path.join(workdir, f"{name}-ulog"))  # ttserver does not create it
+        cells = []
+        if plain:
+            with servers("tt", "*", server_args) as targets:
+                cells += versus(targets, plain, args.rounds, args.seconds)
+        if table:
+            with servers("tt", os.path.join(workdir, "bench-%s.tct"), server_args) as targets:
+                cells += versus(targets, table, args.rounds, args.seconds)
+    logged = "; both with an update log (-ulog -sid 1)" if args.ulog else ""
     print("\n### TT: bundled ÷ real ttserver (`*` with 10k records of 100 B; search on a `.tct` of "
-          "10k rows, index on age)\n")
+          f"10k rows, index on age{logged})\n")
     print(versus_table(cells))
 
 
@@ -212,6 +221,8 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--versus", action="store_true", help="bundled vs real ttserver ($TTSERVER), ratios")
     ap.add_argument("--rounds", type=int, default=5, help="--versus: interleaved rounds")
+    ap.add_argument("--ulog", action="store_true", help="--versus: both servers keep an update log")
+    ap.add_argument("--only", help="--versus: run only the workloads whose name contains this text")
     args = ap.parse_args()
     if args.versus:
         run_versus(args)
