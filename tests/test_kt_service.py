@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from kt.protocol import kt_binary as kb
 from kt.protocol import kt_rpc
+from kt.server.engines import kc
 from kt.server.engines.kc import KCError
 from kt.server.kt_service import KTService, datestr_http, strmktime
 from kt.server.ulog import parse_db_message
@@ -382,11 +384,24 @@ def test_update_log_files_and_replication_reader(tmp_path):
         svc.close()
 
 
-def test_update_log_rotates_files(tmp_path):
+@pytest.mark.parametrize("pure_log", [False, True])
+def test_update_log_rotates_files(tmp_path, pure_log: bool, monkeypatch: pytest.MonkeyPatch):
+    """Records written one by one (rpc set) and by a binary batch (queued in C when built)."""
+    from kt.server import ulog
+
+    if pure_log:
+        monkeypatch.setattr(ulog, "_pending_log", ulog.PendingLog)
     svc = KTService(["*"], ulog_dir=str(tmp_path / "u"), ulog_limit=200, sid=1)
     try:
-        for i in range(20):
+        for i in range(10):
             svc.rpc("set", {b"key": b"key%d" % i, b"value": b"x" * 20}, svc.session())
+        records = [(0, b"key%d" % i, b"x" * 20, NEVER) for i in range(10, 20)]
+        native = kc.bulk_speedups()
+        if native is not None and not pure_log:
+            batch = native.parse(kb.encode_set_bulk(records), 9, kb.MAGIC_SET_BULK, len(records))[0]
+            assert svc.bin_set_bulk_batch(batch) == 10 and svc.dbs[0].native_log is not None
+        else:
+            assert svc.bin_set_bulk(records) == 10
         names = sorted(os.listdir(tmp_path / "u"))
         assert len(names) > 2 and names[0] == "0000000001.ulog"
         stream = svc.ulog_reader(0, 9)
@@ -642,3 +657,75 @@ def test_lua_levdist_counts_bytes_or_characters(tmp_path):
         assert svc.rpc("play_script", params, svc.session()) == (200, {b"_bytes": b"3", b"_chars": b"1"})
     finally:
         svc.close()
+
+
+NEVER = (1 << 63) - 1
+
+
+def _binary_exchange(sock, request: bytes, parse) -> object:
+    """Send one binary request and read its whole reply with ``parse`` (a kt_binary parser)."""
+    sock.sendall(request)
+    buf = b""
+    while True:
+        done = parse(buf)
+        if done is not None:
+            return done[0]
+        chunk = sock.recv(1 << 20)
+        assert chunk, "the server closed the connection"
+        buf += chunk
+
+
+def test_slave_of_a_master_taking_concurrent_binary_batches_ends_equal(tmp_path):
+    """Binary set/remove_bulk from several connections (small ones inline, one over 1 MiB in
+    a worker thread) on the same keys: the master logs each batch from C, so the log's order
+    must be the apply order, or the slave replaying it would end with other values."""
+    import random
+
+    from kt_server_harness import ServerProcess
+
+    master = ServerProcess(["-ulog", str(tmp_path / "mlog"), "-sid", "1", "*"], tmp_path / "m")
+    rts = tmp_path / "slave.rts"
+    slave = KTService(["*"], sid=2, rts_path=str(rts))
+    keys = [b"k%02d" % i for i in range(40)]
+    failures: list = []
+
+    def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            with master.connect() as sock:
+                for step in range(60):
+                    picked = rng.sample(keys, rng.choice([1, 3, 20, 40]))
+                    if rng.random() < 0.3:
+                        request = kb.encode_remove_bulk([(0, k) for k in picked])
+                        _binary_exchange(sock, request, kb.parse_remove_bulk_reply)
+                        continue
+                    size = rng.randrange(1, 50)
+                    if seed == 0 and step % 15 == 0:  # 1.6 MB: applied in a worker thread
+                        picked, size = keys, 40000
+                    value = b"%d.%d." % (seed, step) + b"v" * size
+                    request = kb.encode_set_bulk([(0, k, value, NEVER) for k in picked])
+                    assert _binary_exchange(sock, request, kb.parse_set_bulk_reply) == len(picked)
+        except Exception as exc:  # reported by the main thread
+            failures.append(exc)
+
+    try:
+        slave.start_replication("127.0.0.1", master.port)
+        threads = [threading.Thread(target=writer, args=(seed,)) for seed in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures
+        with master.connect() as sock:
+            request = kb.encode_get_bulk([(0, k) for k in keys])
+            records = _binary_exchange(sock, request, kb.parse_get_bulk_reply)
+        on_master = {key: value for _, key, value, _ in records}
+        assert on_master
+
+        def slave_equal() -> bool:
+            return {k: rec[0] for k in keys if (rec := slave.dbs[0].get(k)) is not None} == on_master
+
+        assert _wait_for(slave_equal, timeout=20)
+    finally:
+        slave.close()
+        master.terminate()

@@ -11,6 +11,7 @@ several databases, unknown dbidx and a ``ktopts=p`` database.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -221,24 +222,45 @@ def _raw(db: TimedDB) -> list:
     return sorted(rows)
 
 
-@pytest.mark.parametrize("seed", range(2))
-def test_databases_with_an_update_log_write_the_python_way_from_a_native_batch(
+@pytest.mark.parametrize("seed", range(3))
+def test_databases_with_an_update_log_log_a_native_batch_like_python(
         seed: int, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Writes log record by record in Python; get_bulk (which logs nothing) stays in C."""
+    """A native batch's visitors queue its log records in C (``LogQueue``); the log must hold
+    the very messages the record-by-record Python path writes, in order, with rising
+    timestamps, across file rotations (a small ``ulog_limit``)."""
     frozen = float(int(time.time()))
     monkeypatch.setattr(time, "time", lambda: frozen)
     rng = random.Random(50 + seed)
-    pure = KTService(SPECS, ulog_dir=str(tmp_path / "pure"))
-    fast = KTService(SPECS, ulog_dir=str(tmp_path / "fast"))
+    limit = rng.choice([0, 3000])
+    pure = KTService(SPECS, ulog_dir=str(tmp_path / "pure"), ulog_limit=limit, sid=7)
+    fast = KTService(SPECS, ulog_dir=str(tmp_path / "fast"), ulog_limit=limit, sid=7)
+    for db in pure.dbs:  # the pure side logs record by record through the update trigger
+        db.native = False
+        db.native_log = None
+    # The expirer's sweeps run after every record on the Python path but after a whole batch
+    # on the native one, so their UREMOVEs interleave differently: here they run only when
+    # asked (vacuum), comparing the C sweep with the Python one.
+    for db in pure.dbs + fast.dbs:
+        db._expire = lambda score: None
     try:
-        assert not any(db.native for db in fast.dbs) and all(db.native_reads for db in fast.dbs)
+        assert all(db.native and db.native_log is not None for db in fast.dbs)
         for step in range(60):
             request = _request(rng)
             assert _native(fast, request, rng.choice([0, 64])) == _pure(pure, request), (seed, step)
+            if step % 20 == 19:  # a sweep purging expired records logs their UREMOVEs
+                frozen += 7300
+                for a, b in zip(fast.dbs, pure.dbs):
+                    steps = rng.choice([0, 50])
+                    a.vacuum(steps)
+                    b.vacuum(steps)
         assert _contents(fast) == _contents(pure)
         assert fast._counts == pure._counts
         logged = [_logged(svc) for svc in (fast, pure)]
         assert logged[0] == logged[1] and logged[0]
+        stamps = [ts for ts, _ in logged[0]]
+        assert stamps == sorted(set(stamps))
+        files = [len(svc.ulog.list_files()) for svc in (fast, pure)]
+        assert files[0] == files[1] and (files[0] > 1) == (limit > 0)
     finally:
         pure.close()
         fast.close()
@@ -248,6 +270,60 @@ def _logged(service: KTService) -> list:
     service.ulog.synchronize()
     reader = service.ulog_reader(0, 99)
     try:
-        return [message for _, message in iter(reader.read, None)]
+        return list(iter(reader.read, None))
     finally:
         reader.close()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_log_queue_stamps_and_cuts_like_its_python_twin(
+        seed: int, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``LogQueue`` (C) and ``PendingLog`` (Python): the same records, timestamps and cuts."""
+    from kt.server.timeddb import UREMOVE, USET
+    from kt.server.ulog import PendingLog
+
+    rng = random.Random(70 + seed)
+    now = [float(int(time.time()))]
+    monkeypatch.setattr(time, "time", lambda: now[0])
+    queues = [native.LogQueue(), PendingLog()]
+    for queue in queues:
+        queue.tswall = int(now[0] * 1000) + 3  # a log whose meta ts is ahead of the clock
+    for _ in range(40):
+        op = rng.choice([USET, UREMOVE])
+        key = rng.randbytes(rng.choice([0, 3, 200]))
+        stored = rng.randbytes(rng.choice([0, 5, 130, 20000])) if op == USET else None
+        prefix = rng.randrange(1 << 32)
+        room = rng.choice([1, 40, 500, 1 << 40])
+        clock, take = rng.random() < 0.5, rng.random() < 0.6
+        results = []
+        for queue in queues:
+            with queue:
+                queue.push(op, key, stored, prefix)
+                out = [queue.clock()] if clock else []
+                out.append(queue.take(room) if take else queue.pending())
+            results.append(out)
+        now[0] += rng.choice([0, 0, 0.004])
+        assert results[0] == results[1]
+    for queue in queues:
+        with queue:
+            queue.push(USET, b"k", b"v" * 50, 9)
+            queue.push(UREMOVE, b"k", None, 9)
+            results.append(queue.take(1 << 40))
+    assert results[-2] == results[-1]
+    files = []
+    for queue in queues:  # write_out: the records that fit, then the meta header
+        with queue:
+            for i in range(5):
+                queue.push(USET, b"k%d" % i, b"v" * 40, 3)
+        path = tmp_path / f"{type(queue).__name__}.ulog"
+        path.write_bytes(b"\0" * 17)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            with queue:
+                ends = [queue.write_out(fd, 17, 150, 0), queue.write_out(fd, 140, 1 << 40, 5)]
+        finally:
+            os.close(fd)
+        files.append((ends, path.read_bytes()))
+    assert files[0] == files[1] and files[0][0][0][0] == 17 + 3 * 63  # 3 start below 150
+    with pytest.raises(ValueError):
+        queues[0].push(0xA5, b"k")

@@ -25,7 +25,6 @@ loop keeps running meanwhile.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import random
 import shutil
@@ -285,11 +284,11 @@ class _BaseEmbeddedServer:
 
     async def astart(self) -> bool:
         """``run()`` without blocking the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(None, self.run)
+        return await _in_executor(self.run)
 
     async def astop(self) -> bool:
         """``stop()`` without blocking the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(None, self.stop)
+        return await _in_executor(self.stop)
 
     async def __aenter__(self):
         await self.astart()
@@ -323,6 +322,17 @@ class _BaseEmbeddedServer:
 
     def make_client(self, **kwargs):  # pragma: no cover - overridden
         raise NotImplementedError
+
+
+async def _in_executor(func: Any) -> Any:
+    """``func()`` in the running loop's default executor.
+
+    asyncio is imported here, not at the top: a coroutine only runs once asyncio is loaded,
+    and importing it costs ~45 ms of ``import kt`` for every program that never uses it.
+    """
+    import asyncio
+
+    return await asyncio.get_running_loop().run_in_executor(None, func)
 
 
 def _looks_like_port_in_use(output: str) -> bool:

@@ -8,7 +8,6 @@ objects; any ``(encode, decode)`` pair of callables is accepted wherever a seria
 from __future__ import annotations
 
 import json
-import pickle
 from typing import Any, Callable, Dict, NamedTuple, Tuple, Union
 
 from kt.errors import ImproperlyConfigured
@@ -89,11 +88,19 @@ def _msgpack_decode(data: bytes) -> Any:
     return _load_msgpack().unpackb(data, raw=False, strict_map_key=False)
 
 
+# pickle is imported on use, like msgpack: few programs use KT_PICKLE, and every ``kt``
+# command would otherwise pay for loading it.
+
+
 def _pickle_encode(value: Any) -> bytes:
+    import pickle
+
     return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def _pickle_decode(data: bytes) -> Any:
+    import pickle
+
     return pickle.loads(data)
 
 

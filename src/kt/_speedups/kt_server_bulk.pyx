@@ -19,6 +19,13 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memchr, memcpy, memmove
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.buffer cimport PyBUF_SIMPLE, PyBuffer_Release, PyObject_GetBuffer
+from libc.errno cimport EINTR, errno
+from posix.unistd cimport pwrite
+from cpython.pythread cimport (NOWAIT_LOCK, WAIT_LOCK, PyThread_acquire_lock, PyThread_allocate_lock,
+                               PyThread_free_lock, PyThread_release_lock, PyThread_type_lock)
+
+import os
+import time
 
 ctypedef const char* (*fullproc_t)(const char*, size_t, const char*, size_t, size_t*, void*) noexcept nogil
 ctypedef const char* (*emptyproc_t)(const char*, size_t, size_t*, void*) noexcept nogil
@@ -43,6 +50,14 @@ cdef enum:
     NOREC = 7
     SET_HEAD = 18
     KEY_HEAD = 6
+
+cdef enum:
+    USET = 0xA1
+    UREMOVE = 0xA2
+    BEGMAGIC = 0xA1
+    ENDMAGIC = 0xA2
+    LOGHEAD = 13  # [BEGMAGIC][ts:8][msiz:4]
+    TSLACC = 1000000
 
 cdef int64_t XTMAX = (<int64_t>1 << 40) - 1
 cdef int64_t INT64MAX = 0x7FFFFFFFFFFFFFFF
@@ -117,10 +132,275 @@ cdef inline int64_t _read_xt(const char* p) noexcept nogil:
             | (<int64_t>u[3] << 8) | u[4])
 
 
+ctypedef struct QueueCore:
+    PyThread_type_lock lock
+    char* buf
+    size_t used
+    size_t cap
+
+
+cdef inline size_t _varnum_size(size_t n) noexcept nogil:
+    cdef size_t size = 1
+    while n >= 128:
+        n >>= 7
+        size += 1
+    return size
+
+
+cdef inline char* _put_varnum(char* p, size_t n) noexcept nogil:
+    """KC's writevarnum: big-endian base-128, the high bit set on all but the last byte."""
+    cdef size_t size = _varnum_size(n), i
+    for i in range(size):
+        p[size - 1 - i] = <char>((n & 0x7F) | (0x80 if i else 0))
+        n >>= 7
+    return p + size
+
+
+cdef int _queue(QueueCore* q, uint32_t prefix, int op, const char* kbuf, size_t ksiz,
+                const char* sbuf, size_t ssiz) noexcept nogil:
+    """Queue the log record of one update (its ts left 0 until ``LogQueue.take``); the
+    caller holds ``q.lock``.  -1 when out of memory."""
+    cdef size_t msiz = 5 + _varnum_size(ksiz) + ksiz
+    cdef size_t need, cap
+    cdef char* p
+    if op == USET:
+        msiz += _varnum_size(ssiz) + ssiz
+    need = q.used + LOGHEAD + msiz + 1
+    if need > q.cap:
+        cap = need * 2 if need > 4096 else 8192
+        p = <char*>realloc(q.buf, cap)
+        if p == NULL:
+            return -1
+        q.buf = p
+        q.cap = cap
+    p = q.buf + q.used
+    p[0] = <char>BEGMAGIC
+    _put64(p + 1, 0)
+    _put32(p + 9, <uint32_t>msiz)
+    _put32(p + LOGHEAD, prefix)
+    p[LOGHEAD + 4] = <char>op
+    p = _put_varnum(p + LOGHEAD + 5, ksiz)
+    if op == USET:
+        p = _put_varnum(p, ssiz)
+    memcpy(p, kbuf, ksiz)
+    p += ksiz
+    if op == USET:
+        memcpy(p, sbuf, ssiz)
+        p += ssiz
+    p[0] = <char>ENDMAGIC
+    q.used = need
+    return 0
+
+
+cdef int _queue_locked(QueueCore* q, uint32_t prefix, int op, const char* kbuf, size_t ksiz,
+                       const char* sbuf, size_t ssiz) noexcept nogil:
+    cdef int rv
+    PyThread_acquire_lock(q.lock, WAIT_LOCK)
+    rv = _queue(q, prefix, op, kbuf, ksiz, sbuf, ssiz)
+    PyThread_release_lock(q.lock)
+    return rv
+
+
+cdef class LogQueue:
+    """Update-log records not yet in the file, in apply order, and the log's clock.
+
+    The lock (``with queue:``) is the update log's: C visitors queue records under it
+    without the GIL; ``UpdateLogger`` holds it to stamp and write them out (``take``) and to
+    write its own records, so the file keeps one order.  Twin: ``kt.server.ulog.PendingLog``.
+    """
+
+    cdef QueueCore core
+    cdef public int64_t tswall
+    cdef public int64_t tslogic
+
+    def __cinit__(self):
+        self.core.lock = PyThread_allocate_lock()
+        if self.core.lock == NULL:
+            raise MemoryError()
+        self.core.buf = NULL
+        self.core.used = 0
+        self.core.cap = 0
+        self.tswall = 0
+        self.tslogic = 0
+
+    def __dealloc__(self):
+        if self.core.lock != NULL:
+            PyThread_free_lock(self.core.lock)
+        free(self.core.buf)
+
+    def __enter__(self):
+        if not PyThread_acquire_lock(self.core.lock, NOWAIT_LOCK):
+            with nogil:
+                PyThread_acquire_lock(self.core.lock, WAIT_LOCK)
+        return self
+
+    def __exit__(self, *exc):
+        PyThread_release_lock(self.core.lock)
+        return False
+
+    def push(self, int op, bytes key, bytes stored=None, uint32_t prefix=0):
+        """Queue one update (lock held): USET ``key`` ``stored`` or UREMOVE ``key``, after
+        the ``[sid:2][dbid:2]`` ``prefix``."""
+        if op != USET and op != UREMOVE:
+            raise ValueError(f"not a queued update operation: {op}")
+        if op == USET and stored is None:
+            raise ValueError("a USET update needs the stored value")
+        cdef const char* sbuf = NULL
+        cdef size_t ssiz = 0
+        if op == USET:
+            sbuf = stored
+            ssiz = len(stored)
+        if _queue(&self.core, prefix, op, key, len(key), sbuf, ssiz):
+            raise MemoryError()
+
+    def pending(self):
+        """Whether records wait (lock held)."""
+        return self.core.used > 0
+
+    def clock(self):
+        """The next log timestamp (lock held): ``UpdateLogger::clock``."""
+        return self._stamp(int(time.time() * 1000))
+
+    cdef int64_t _stamp(self, int64_t ct) noexcept:
+        if ct > self.tswall:
+            self.tswall = ct
+            self.tslogic = 0
+        else:
+            self.tslogic += 1
+        return self.tswall * TSLACC + self.tslogic
+
+    def take(self, int64_t room):
+        """``(records, max ts)``: the queued records stamped in order, while fewer than
+        ``room`` bytes are taken (at least one), for the current log file (lock held)."""
+        cdef size_t off = 0, size
+        cdef int64_t ts = 0
+        cdef int64_t ct = int(time.time() * 1000)
+        cdef char* p
+        while off < self.core.used and (off == 0 or <int64_t>off < room):
+            p = self.core.buf + off
+            ts = self._stamp(ct)
+            _put64(p + 1, <uint64_t>ts)
+            size = LOGHEAD + _u32(<const uint8_t*>p + 9) + 1
+            off += size
+        out = PyBytes_FromStringAndSize(self.core.buf, off)
+        memmove(self.core.buf, self.core.buf + off, self.core.used - off)
+        self.core.used -= off
+        return out, ts
+
+    def write_out(self, int fd, int64_t size, int64_t limit, int64_t cts):
+        """``take`` what fits the log file ``fd`` (``limit`` bytes) and write it at ``size``,
+        then the file's meta header: ``(new size, new max ts)`` (lock held)."""
+        cdef char meta[17]
+        records, ts = self.take(limit - size)
+        _pwrite_all(fd, records, len(records), size)
+        size += len(records)
+        if ts > cts:
+            cts = ts
+        meta[0] = <char>0xA0
+        _put64(meta + 1, <uint64_t>size)
+        _put64(meta + 9, <uint64_t>cts)
+        _pwrite_all(fd, meta, 17, 0)
+        return size, cts
+
+
+cdef int _pwrite_all(int fd, const char* data, size_t size, int64_t off) except -1:
+    """os.pwrite until all is written (the GIL released); OSError on failure."""
+    cdef ssize_t n
+    cdef int err = 0
+    with nogil:
+        while size > 0:
+            n = pwrite(fd, data, size, off)
+            if n < 0:
+                if errno == EINTR:
+                    continue
+                err = errno
+                break
+            data += n
+            size -= n
+            off += n
+    if err:
+        raise OSError(err, os.strerror(err))
+    return 0
+
+
 ctypedef struct RemoveState:
     int64_t now
     int persistent
     int hit
+    QueueCore* q
+    uint32_t prefix
+    int nomem
+
+
+ctypedef struct SetState:
+    int persistent
+    const char* sbuf
+    size_t ssiz
+    QueueCore* q
+    uint32_t prefix
+    int nomem
+
+
+cdef const char* _setlog_full(const char* kbuf, size_t ksiz, const char* vbuf, size_t vsiz,
+                              size_t* sp, void* opq) noexcept nogil:
+    """TimedDB.set with an update log (its ``_wrap``): a record without an xt head is left
+    alone; otherwise the new record is stored and its USET queued."""
+    cdef SetState* st = <SetState*>opq
+    if not st.persistent and vsiz < XTWIDTH:
+        return _VISNOP
+    return _setlog_empty(kbuf, ksiz, sp, opq)
+
+
+cdef const char* _setlog_empty(const char* kbuf, size_t ksiz, size_t* sp, void* opq) noexcept nogil:
+    cdef SetState* st = <SetState*>opq
+    if _queue_locked(st.q, st.prefix, USET, kbuf, ksiz, st.sbuf, st.ssiz):
+        st.nomem = 1
+        return _VISNOP
+    sp[0] = st.ssiz
+    return st.sbuf
+
+
+cdef const char* _removelog_full(const char* kbuf, size_t ksiz, const char* vbuf, size_t vsiz,
+                                 size_t* sp, void* opq) noexcept nogil:
+    """TimedDB.remove with an update log: a live record is a hit; absent, expired or live, the
+    UREMOVE is queued (as ktserver logs it); a record without an xt head is left alone."""
+    cdef RemoveState* st = <RemoveState*>opq
+    if not st.persistent:
+        if vsiz < XTWIDTH:
+            return _VISNOP
+        if st.now <= _read_xt(vbuf):
+            st.hit = 1
+    else:
+        st.hit = 1
+    return _removelog_empty(kbuf, ksiz, sp, opq)
+
+
+cdef const char* _removelog_empty(const char* kbuf, size_t ksiz, size_t* sp, void* opq) noexcept nogil:
+    cdef RemoveState* st = <RemoveState*>opq
+    if _queue_locked(st.q, st.prefix, UREMOVE, kbuf, ksiz, NULL, 0):
+        st.hit = 0
+        st.nomem = 1
+        return _VISNOP
+    return _VISREMOVE
+
+
+cdef const char* _purgelog_full(const char* kbuf, size_t ksiz, const char* vbuf, size_t vsiz,
+                                size_t* sp, void* opq) noexcept nogil:
+    """The expirer's visitor with an update log: an expired record goes, its UREMOVE queued."""
+    cdef RemoveState* st = <RemoveState*>opq
+    if vsiz < XTWIDTH or st.now <= _read_xt(vbuf):
+        return _VISNOP
+    if _queue_locked(st.q, st.prefix, UREMOVE, kbuf, ksiz, NULL, 0):
+        st.nomem = 1
+        return _VISNOP
+    return _VISREMOVE
+
+
+cdef QueueCore* _core(object queue) except? NULL:
+    """The C side of a LogQueue, or NULL for None."""
+    if queue is None:
+        return NULL
+    return &(<LogQueue?>queue).core
 
 
 cdef const char* _remove_full(const char* kbuf, size_t ksiz, const char* vbuf, size_t vsiz,
@@ -149,16 +429,27 @@ cdef const char* _purge_full(const char* kbuf, size_t ksiz, const char* vbuf, si
     return _VISREMOVE
 
 
-def sweep(size_t cursor, Py_ssize_t steps, int64_t now):
-    """Up to ``steps`` records from the cursor on, each removed when expired at ``now``, the
-    GIL released: ``steps``, or how many were visited before the cursor ran out (or failed)."""
+def sweep(size_t cursor, Py_ssize_t steps, int64_t now, queue=None, uint32_t prefix=0):
+    """Up to ``steps`` records from the cursor on, each removed when expired at ``now`` (its
+    UREMOVE queued on the LogQueue ``queue`` after ``prefix``, if given), the GIL released:
+    ``steps``, or how many were visited before the cursor ran out (or failed)."""
     cdef Py_ssize_t i
+    cdef RemoveState st
+    st.now = now
+    st.q = _core(queue)
+    st.prefix = prefix
+    st.nomem = 0
     with nogil:
         for i in range(steps):
-            if not _kccuraccept(<void*>cursor, _purge_full, &now, 1, 1):
+            if st.q != NULL:
+                if not _kccuraccept(<void*>cursor, _purgelog_full, &st, 1, 1) or st.nomem:
+                    break
+            elif not _kccuraccept(<void*>cursor, _purge_full, &now, 1, 1):
                 break
         else:
             i = steps
+    if st.nomem:
+        raise MemoryError()
     return i
 
 
@@ -227,21 +518,29 @@ cdef class Batch:
                 out |= FLAG_EXPIRING
         return out
 
-    def set(self, size_t handle, Py_ssize_t start, Py_ssize_t stop, bint persistent, int64_t now):
-        """kcdbset each record in order, the GIL released; -1, or the index that failed."""
-        cdef Py_ssize_t failed = self._set(<void*>handle, start, stop, persistent, now)
+    def set(self, size_t handle, Py_ssize_t start, Py_ssize_t stop, bint persistent, int64_t now,
+            queue=None, uint32_t prefix=0):
+        """kcdbset each record in order, the GIL released; -1, or the index that failed.
+        With a LogQueue ``queue`` each record's USET is queued after ``prefix``."""
+        cdef Py_ssize_t failed = self._set(<void*>handle, start, stop, persistent, now,
+                                           _core(queue), prefix)
         if failed == -2:
             raise MemoryError()
         return failed
 
     cdef Py_ssize_t _set(self, void* db, Py_ssize_t start, Py_ssize_t stop, bint persistent,
-                         int64_t now) noexcept:
+                         int64_t now, QueueCore* q, uint32_t prefix) noexcept:
         cdef Py_ssize_t i, failed = -1
         cdef uint32_t maxv = 0
         cdef char* scratch
         cdef Rec* r
         cdef int64_t xt
         cdef int32_t ok
+        cdef SetState st
+        st.persistent = persistent
+        st.q = q
+        st.prefix = prefix
+        st.nomem = 0
         for i in range(start, stop):
             if self.recs[i].vsiz > maxv:
                 maxv = self.recs[i].vsiz
@@ -252,7 +551,8 @@ cdef class Batch:
             for i in range(start, stop):
                 r = &self.recs[i]
                 if persistent:
-                    ok = _kcdbset(db, self.data + r.koff, r.ksiz, self.data + r.voff, r.vsiz)
+                    st.sbuf = self.data + r.voff
+                    st.ssiz = r.vsiz
                 else:
                     xt = _stored_xt(r.xt, now)
                     scratch[0] = <char>(xt >> 32)
@@ -261,31 +561,54 @@ cdef class Batch:
                     scratch[3] = <char>(xt >> 8)
                     scratch[4] = <char>xt
                     memcpy(scratch + XTWIDTH, self.data + r.voff, r.vsiz)
-                    ok = _kcdbset(db, self.data + r.koff, r.ksiz, scratch, r.vsiz + XTWIDTH)
+                    st.sbuf = scratch
+                    st.ssiz = r.vsiz + XTWIDTH
+                if q != NULL:
+                    ok = _kcdbaccept(db, self.data + r.koff, r.ksiz, _setlog_full, _setlog_empty, &st, 1)
+                    if st.nomem:
+                        failed = -2
+                        break
+                else:
+                    ok = _kcdbset(db, self.data + r.koff, r.ksiz, st.sbuf, st.ssiz)
                 if not ok:
                     failed = i
                     break
         free(scratch)
         return failed
 
-    def remove(self, size_t handle, Py_ssize_t start, Py_ssize_t stop, bint persistent, int64_t now):
+    def remove(self, size_t handle, Py_ssize_t start, Py_ssize_t stop, bint persistent, int64_t now,
+               queue=None, uint32_t prefix=0):
         """Remove each key in order (expired ones are purged, not counted): the hits, or -1
-        when the engine failed (its error is this thread's)."""
-        return self._remove(<void*>handle, start, stop, persistent, now)
+        when the engine failed (its error is this thread's).  With a LogQueue ``queue`` each
+        key's UREMOVE is queued after ``prefix``."""
+        cdef Py_ssize_t hits = self._remove(<void*>handle, start, stop, persistent, now,
+                                            _core(queue), prefix)
+        if hits == -2:
+            raise MemoryError()
+        return hits
 
     cdef Py_ssize_t _remove(self, void* db, Py_ssize_t start, Py_ssize_t stop, bint persistent,
-                            int64_t now) noexcept:
+                            int64_t now, QueueCore* q, uint32_t prefix) noexcept:
+        """``remove``; -2 when a log record found no memory (the records before it stay)."""
         cdef Py_ssize_t i, hits = 0
         cdef RemoveState st
         cdef Rec* r
+        cdef fullproc_t full = _removelog_full if q != NULL else _remove_full
+        cdef emptyproc_t empty = _removelog_empty if q != NULL else _remove_empty
         st.now = now
         st.persistent = persistent
+        st.q = q
+        st.prefix = prefix
+        st.nomem = 0
         with nogil:
             for i in range(start, stop):
                 r = &self.recs[i]
                 st.hit = 0
-                if not _kcdbaccept(db, self.data + r.koff, r.ksiz, _remove_full, _remove_empty, &st, 1):
+                if not _kcdbaccept(db, self.data + r.koff, r.ksiz, full, empty, &st, 1):
                     hits = -1
+                    break
+                if st.nomem:
+                    hits = -2
                     break
                 hits += st.hit
         return hits
@@ -466,6 +789,8 @@ def serve_small(buf, dbs, int64_t now, Py_ssize_t most):
     cdef size_t handle
     cdef char head[5]
     cdef Batch batch
+    cdef QueueCore* q
+    cdef uint32_t prefix
     PyObject_GetBuffer(buf, &view, PyBUF_SIMPLE)
     try:
         p = <const uint8_t*>view.buf
@@ -505,16 +830,28 @@ def serve_small(buf, dbs, int64_t now, Py_ssize_t most):
         if found is None:
             return None, end, db, magic, batch.count, 0, 0
         return found[1], end, db, magic, batch.count, found[0], -1
-    if magic == 0xB8:
-        failed = batch._set(<void*>handle, 0, batch.count, persistent, now)
-        if failed == -2:
-            raise MemoryError()
-        hits = batch.count if failed < 0 else failed
-    else:
-        hits = batch._remove(<void*>handle, 0, batch.count, persistent, now)
-        if hits < 0:
-            failed = batch.count - 1
-            hits = 0
+    log = db.native_log  # the database's update log (TimedDB.native_log), or None
+    q = NULL
+    prefix = 0
+    if log is not None:
+        q = _core(log.queue)
+        prefix = log.prefix()
+    try:
+        if magic == 0xB8:
+            failed = batch._set(<void*>handle, 0, batch.count, persistent, now, q, prefix)
+            if failed == -2:
+                raise MemoryError()
+            hits = batch.count if failed < 0 else failed
+        else:
+            hits = batch._remove(<void*>handle, 0, batch.count, persistent, now, q, prefix)
+            if hits == -2:
+                raise MemoryError()
+            if hits < 0:
+                failed = batch.count - 1
+                hits = 0
+    finally:
+        if log is not None:
+            log.flush()  # the log is written before the reply
     if failed >= 0:
         return None, end, db, magic, batch.count, hits, failed
     if flags & 1:

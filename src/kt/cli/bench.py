@@ -8,13 +8,14 @@ from typing import Any, Callable, List, Tuple
 
 import click
 
-from kt import KT_NONE, KyotoTycoon, TokyoTyrant
 from kt.cli.context import Target, json_option
 
 PREFIX = b"kt-bench:"
 
 
 def _client(target: Target) -> Any:
+    from kt import KT_NONE, KyotoTycoon, TokyoTyrant  # on use: ``kt --help`` imports this module
+
     if target.is_tt:
         return TokyoTyrant(target.host, target.port, serializer=KT_NONE, timeout=target.timeout)
     return KyotoTycoon(

@@ -7,17 +7,18 @@ Exit codes: 0 ok, 1 not found or a logical failure (:class:`Failure`, or a serve
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import socket
 import sys
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from kt import KT_NONE, KyotoTycoon, TokyoTyrant
 from kt.errors import KyotoTycoonError, ServerConnectionError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_CONNECTION = 0, 1, 2, 3
 DEFAULT_PORT = 1978
@@ -70,8 +71,21 @@ class Target:
         self._flavour = flavour
         self.debug = debug
         self._client: Any = None
-        self.out = Console(highlight=False, soft_wrap=True)
-        self.err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    # rich is imported on first use: ``kt get`` and most commands write plain bytes or JSON
+    # and never need it (its import is a large part of the command's start-up time).
+
+    @functools.cached_property
+    def out(self) -> Console:
+        from rich.console import Console
+
+        return Console(highlight=False, soft_wrap=True)
+
+    @functools.cached_property
+    def err(self) -> Console:
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False, soft_wrap=True)
 
     @property
     def flavour(self) -> str:
@@ -87,11 +101,17 @@ class Target:
     def client(self) -> Any:
         """A KyotoTycoon or TokyoTyrant client with bytes in, bytes out (``KT_NONE``)."""
         if self._client is None:
+            from kt.serializers import KT_NONE
+
             if self.is_tt:
+                from kt.tokyotyrant import TokyoTyrant
+
                 self._client = TokyoTyrant(
                     self.host, self.port, serializer=KT_NONE, decode_keys=False, timeout=self.timeout
                 )
             else:
+                from kt.kyototycoon import KyotoTycoon
+
                 self._client = KyotoTycoon(
                     self.host,
                     self.port,
@@ -125,6 +145,8 @@ class Target:
         click.echo(json.dumps(obj, ensure_ascii=False, indent=None))
 
     def table(self, title: Optional[str], columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        from rich.table import Table
+
         table = Table(title=title, show_header=True, header_style="bold")
         for column in columns:
             table.add_column(column, overflow="fold")

@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+import importlib
+from typing import Any, List, Optional
 
 import click
 
-from kt.cli import bench, records, search, server, transfer
 from kt.cli.context import DEFAULT_PORT, Target, translate_errors
 
 CONTEXT_SETTINGS = {"help_option_names": ["--help"], "max_content_width": 100}
 
+# The module (in kt.cli) holding each subcommand.  A module is imported only when one of its
+# commands runs or help lists them all, so ``kt get`` does not load rich's progress bars,
+# the bench, search or server commands (tests/test_startup.py checks this map against
+# each module's COMMANDS).
+COMMAND_MODULES = {
+    **dict.fromkeys(["get", "set", "remove", "incr", "list", "count", "clear", "script"], "records"),
+    "search": "search",
+    **dict.fromkeys(["report", "status", "stat", "sync", "vacuum", "optimize", "ulog", "serve"], "server"),
+    **dict.fromkeys(["export", "import"], "transfer"),
+    "bench": "bench",
+}
+
 
 class KtGroup(click.Group):
-    """Runs a subcommand with kt's errors turned into one line and an exit code."""
+    """Loads subcommands on first use; runs one with kt's errors turned into one line and an exit code."""
+
+    def list_commands(self, ctx: click.Context) -> List[str]:
+        # Whoever lists the commands (help, completion, sphinx-click) gets them all loaded.
+        for name in COMMAND_MODULES:
+            self.get_command(ctx, name)
+        return sorted(self.commands)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            module = importlib.import_module(f"kt.cli.{COMMAND_MODULES[cmd_name]}")
+            for command in module.COMMANDS:
+                self.add_command(command)
+        return self.commands.get(cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         debug = bool(ctx.params.get("debug"))
@@ -70,11 +95,6 @@ def cli(
     target = Target(host, port, db, timeout, flavour, debug)
     ctx.obj = target
     ctx.call_on_close(target.close)
-
-
-for module in (records, search, server, transfer, bench):
-    for command in module.COMMANDS:
-        cli.add_command(command)
 
 
 def main() -> None:

@@ -14,47 +14,11 @@ import time
 from typing import IO, Dict, Iterator, List, Optional, Tuple
 
 import click
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from kt.cli import formats
 from kt.cli.context import Failure, Target
 from kt.cli.formats import Record, RecordError
 from kt.cli.kt_rpc_walk import walk_records
-
-
-class RateColumn(ProgressColumn):
-    """Records per second."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("-- rec/s" if speed is None else f"{speed:,.0f} rec/s", style="progress.data.speed")
-
-
-def progress_bar(console: Console, enabled: Optional[bool]) -> Progress:
-    """A rich progress bar on stderr (by default only when stderr is a terminal)."""
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not (console.is_terminal if enabled is None else enabled),
-        refresh_per_second=4,
-    )
 
 
 def _tt_records(target: Target) -> Iterator[Record]:
@@ -129,6 +93,8 @@ def export(
     out = _open_output(file)
     try:
         out.write(formats.HEADERS.get(fmt, b""))
+        from kt.cli.progress import progress_bar  # rich.progress: only when a transfer runs
+
         with progress_bar(target.err, progress) as bar:
             task = bar.add_task("export", total=total)
             batch: List[bytes] = []
@@ -279,6 +245,8 @@ def import_(
     started = time.perf_counter()
     errors = nbytes = 0
     try:
+        from kt.cli.progress import progress_bar  # rich.progress: only when a transfer runs
+
         with progress_bar(target.err, progress) as bar:
             task = bar.add_task("import", total=total)
             for lineno, item in read_lines(source, decode, fmt in formats.HEADERS):

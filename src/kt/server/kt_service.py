@@ -325,6 +325,43 @@ class _EchoOnlyScripts:
         return RV_NOIMPL, {}
 
 
+class _Origin(threading.local):
+    """The origin sid of the replicated record this thread applies; None: this server's."""
+
+    sid: Optional[int] = None
+
+
+class _LogTrigger:
+    """A database's update trigger: logs its updates framed with the origin sid (this
+    server's, or the master's while a replicated record is applied) and its index.  Native
+    batches queue theirs in C instead (``pending``/``prefix``) and ``flush`` them."""
+
+    __slots__ = ("service", "dbidx", "ulog")
+
+    def __init__(self, service: KTService, dbidx: int):
+        self.service = service
+        self.dbidx = dbidx
+        self.ulog = service.ulog
+
+    def sid(self) -> int:
+        sid = self.service._origin.sid
+        return self.service.sid if sid is None else sid
+
+    def __call__(self, update: bytes) -> None:
+        self.ulog.write(db_message(self.sid(), self.dbidx, update))
+
+    @property
+    def queue(self):
+        return self.ulog.pending
+
+    def prefix(self) -> int:
+        """``db_message``'s ``[sid:2][dbid:2]`` as a number."""
+        return (self.sid() & 0xFFFF) << 16 | (self.dbidx & 0xFFFF)
+
+    def flush(self) -> None:
+        self.ulog.flush()
+
+
 class KTService:
     """All of ktserver's database-facing behaviour, shared by every connection (thread-safe)."""
 
@@ -353,7 +390,7 @@ class KTService:
         self.connection_count: Callable[[], int] = lambda: 0
         self.task_count: Callable[[], int] = lambda: 0
         self._conds = _Conditions()
-        self._origin = threading.local()
+        self._origin = _Origin()
         self.slave: Optional[ReplicationSlave] = None
         self._counts = [0] * 8  # set, set_misses, remove, remove_misses, get, get_misses, script, misc
         self.ulog: Optional[UpdateLogger] = None
@@ -385,14 +422,8 @@ class KTService:
                 self.scripts = _EchoOnlyScripts()
         self._idle_index = 0
 
-    def _trigger(self, idx: int):
-        ulog = self.ulog
-        origin = self._origin
-
-        def trigger(update: bytes) -> None:
-            ulog.write(db_message(getattr(origin, "sid", self.sid), idx, update))
-
-        return trigger
+    def _trigger(self, idx: int) -> _LogTrigger:
+        return _LogTrigger(self, idx)
 
     def apply_replicated(self, message: bytes) -> bool:
         """Apply a master's log message (``[sid][dbid][update]``); False if it was not applied.

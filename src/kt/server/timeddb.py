@@ -200,9 +200,16 @@ class TimedDB:
         self.opts, self.capcnt, self.capsiz = _split_options(spec)
         self.mode = mode
         self.update_trigger = update_trigger
+        # An update trigger whose log queues records in C (kt_service._LogTrigger with a
+        # compiled ``kt_server_bulk.LogQueue``): native batches then log from their visitors.
+        speedups = kc.bulk_speedups()
+        self.native_log = None
+        if speedups is not None and isinstance(getattr(update_trigger, "queue", None), speedups.LogQueue):
+            self.native_log = update_trigger
         # Whether a native batch (kt._speedups.kt_server_bulk) can go to the engine in C: not
-        # with an update log or a capacity limit (their per-record work is Python's).
-        self.native = (kc.bulk_speedups() is not None and update_trigger is None
+        # with a capacity limit (its evictions are Python's), nor with an update log that
+        # cannot take records from C.
+        self.native = (speedups is not None and (update_trigger is None or self.native_log is not None)
                        and self.capcnt <= 0 and self.capsiz <= 0)
         # Reads log nothing and evict nothing (the sweep after them, ``_expire``, does that in
         # Python), so a native get_bulk suits every database.
@@ -403,8 +410,8 @@ class TimedDB:
             return kc.REMOVE
 
         cur = self._xcur
-        if self.native:  # no update log: the purge needs no Python, one C call for the steps
-            if kc.bulk_speedups().sweep(cur._h(), step, now) < step:
+        if self.native:  # the purge needs no Python, one C call for the steps
+            if self._sweep(cur, step, now) < step:
                 cur.jump()
                 self._xsc = 0
             step = 0
@@ -427,6 +434,21 @@ class TimedDB:
             for _ in range(step):
                 if not self._evict_one(cur):
                     break
+
+    def _sweep(self, cur: kc.KCCursor, steps: int, now: int) -> int:
+        """``kt_server_bulk.sweep`` (its UREMOVEs logged, with an update log)."""
+        return self._logged(kc.bulk_speedups().sweep, cur._h(), steps, now)
+
+    def _logged(self, call, *args):
+        """A native engine call; with an update log its visitors queue the log records
+        (``native_log``), which are written out before this returns."""
+        log = self.native_log
+        if log is None:
+            return call(*args)
+        try:
+            return call(*args, log.queue, log.prefix())
+        finally:
+            log.flush()
 
     def _evict_one(self, cur: kc.KCCursor) -> bool:
         key = cur.get_key()
@@ -466,8 +488,7 @@ class TimedDB:
                     return kc.REMOVE
 
                 if self.native:
-                    sweep = kc.bulk_speedups().sweep
-                    while sweep(cur._h(), 4096, now) == 4096:
+                    while self._sweep(cur, 4096, now) == 4096:
                         pass
                     return
                 while cur.accept(purge, True, True):
@@ -760,7 +781,7 @@ class TimedDB:
         now = int(time.time())
         self._note_batch(batch, start, stop, now)
         try:
-            failed = batch.set(self.db._handle(), start, stop, self.persistent, now)
+            failed = self._logged(batch.set, self.db._handle(), start, stop, self.persistent, now)
             if failed >= 0:
                 err = self.db.error()
                 err.applied = failed - start
@@ -771,10 +792,10 @@ class TimedDB:
     def remove_batch(self, batch, start: int, stop: int) -> int:
         """``remove_many`` of a native batch's keys ``start:stop``: how many were live."""
         now = int(time.time())
-        if self._xtrecs and not self.persistent:  # as remove_many, which then goes through accept
+        if self.native_log is not None or (self._xtrecs and not self.persistent):  # as remove_many
             self._note_batch(batch, start, stop, now)
         try:
-            hits = batch.remove(self.db._handle(), start, stop, self.persistent, now)
+            hits = self._logged(batch.remove, self.db._handle(), start, stop, self.persistent, now)
             if hits < 0:
                 raise self.db.error()
             return hits

@@ -17,6 +17,8 @@ import threading
 import time
 from typing import Optional
 
+from kt.server.timeddb import UREMOVE, USET, update_message
+
 METAMAGIC = 0xA0
 BEGMAGIC = 0xA1
 ENDMAGIC = 0xA2
@@ -26,6 +28,91 @@ META = struct.Struct(">BQQ")
 RECHEAD = struct.Struct(">BQI")
 DEFAULT_LIMIT = 256 << 20
 EXTENSION = ".ulog"
+
+
+class PendingLog:
+    """Log records not yet in the file, in apply order, and the log's clock; the lock
+    (``with pending:``) is the update log's.  Pure-Python twin of the compiled
+    ``kt_server_bulk.LogQueue``, whose C visitors queue a native batch's records under it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._records: list[bytes] = []
+        self.tswall = 0
+        self.tslogic = 0
+
+    def __enter__(self) -> PendingLog:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._lock.release()
+        return False
+
+    def push(self, op: int, key: bytes, stored: Optional[bytes] = None, prefix: int = 0) -> None:
+        """Queue one update (lock held): USET ``key`` ``stored`` or UREMOVE ``key``, after the
+        ``[sid:2][dbid:2]`` ``prefix``."""
+        if op not in (USET, UREMOVE):
+            raise ValueError(f"not a queued update operation: {op}")
+        if op == USET and stored is None:
+            raise ValueError("a USET update needs the stored value")
+        message = prefix.to_bytes(4, "big") + update_message(op, key, stored)
+        self._records.append(RECHEAD.pack(BEGMAGIC, 0, len(message)) + message + bytes((ENDMAGIC,)))
+
+    def pending(self) -> bool:
+        """Whether records wait (lock held)."""
+        return bool(self._records)
+
+    def clock(self) -> int:
+        """The next log timestamp (lock held): ``UpdateLogger::clock``."""
+        return self._stamp(int(time.time() * TSWACC))
+
+    def _stamp(self, ct: int) -> int:
+        if ct > self.tswall:
+            self.tswall = ct
+            self.tslogic = 0
+        else:
+            self.tslogic += 1
+        return self.tswall * TSLACC + self.tslogic
+
+    def take(self, room: int) -> tuple[bytes, int]:
+        """``(records, max ts)``: the queued records stamped in order, while fewer than
+        ``room`` bytes are taken (at least one), for the current log file (lock held)."""
+        ct = int(time.time() * TSWACC)
+        out: list[bytes] = []
+        used = ts = 0
+        while len(out) < len(self._records) and (not out or used < room):
+            record = self._records[len(out)]
+            ts = self._stamp(ct)
+            out.append(record[:1] + ts.to_bytes(8, "big") + record[9:])
+            used += len(record)
+        del self._records[:len(out)]
+        return b"".join(out), ts
+
+    def write_out(self, fd: int, size: int, limit: int, cts: int) -> tuple[int, int]:
+        """``take`` what fits the log file ``fd`` (``limit`` bytes) and write it at ``size``,
+        then the file's meta header: ``(new size, new max ts)`` (lock held)."""
+        records, ts = self.take(limit - size)
+        _pwrite_all(fd, records, size)
+        size += len(records)
+        cts = max(cts, ts)
+        _pwrite_all(fd, META.pack(METAMAGIC, size, cts), 0)
+        return size, cts
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
+
+def _pending_log() -> PendingLog:
+    """The compiled LogQueue when built (native batches then log in C), else the twin."""
+    from kt import _native
+
+    native = _native.load("kt_server_bulk")
+    return native.LogQueue() if native is not None else PendingLog()
 
 
 def clock_pure() -> int:
@@ -52,9 +139,9 @@ class UpdateLogger:
         self.limit = limit if limit > 0 else (1 << 63) - 1
         ids = [int(n[:10]) for n in os.listdir(path) if _is_log_name(n)]
         self.id = max(ids) if ids else 1
-        self._lock = threading.Lock()
-        self._tswall = 0
-        self._tslogic = 0
+        # records queued by native batches and the clock; its lock is the log's lock
+        self.pending = _pending_log()
+        self._lock = self.pending
         self._cts = 0
         self._fd = os.open(self.file_path(self.id), os.O_RDWR | os.O_CREAT, 0o644)
         self._size = os.fstat(self._fd).st_size
@@ -82,37 +169,46 @@ class UpdateLogger:
             os.ftruncate(fd, fsiz)
         self._size = fsiz
         self._cts = fts
-        self._tswall = fts // TSLACC + 1
+        self.pending.tswall = fts // TSLACC + 1
 
     def clock(self) -> int:
         with self._lock:
             return self._clock()
 
     def _clock(self) -> int:
-        ct = int(time.time() * TSWACC)
-        if ct > self._tswall:
-            self._tswall = ct
-            self._tslogic = 0
-        else:
-            self._tslogic += 1
-        return self._tswall * TSLACC + self._tslogic
+        return self.pending.clock()
+
+    def _rotate_if_full(self) -> None:
+        if self._size >= self.limit:
+            os.close(self._fd)
+            self.id += 1
+            self._fd = os.open(self.file_path(self.id), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._size = 0
+            self._write_meta()
+
+
+    def _flush(self) -> None:
+        pending = self.pending
+        while pending.pending():
+            self._rotate_if_full()
+            self._size, self._cts = pending.write_out(self._fd, self._size, self.limit, self._cts)
+
+    def flush(self) -> None:
+        """Write out the records native batches queued (before their replies are sent)."""
+        with self._lock:
+            self._flush()
 
     def write(self, message: bytes, ts: int = 0) -> int:
-        """Append one message; returns its timestamp."""
+        """Append one message (after the queued records); returns its timestamp."""
         with self._lock:
+            self._flush()
             if ts < 1:
                 ts = self._clock()
-            if self._size >= self.limit:
-                os.close(self._fd)
-                self.id += 1
-                self._fd = os.open(self.file_path(self.id), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-                self._size = 0
-                self._write_meta()
+            self._rotate_if_full()
             record = RECHEAD.pack(BEGMAGIC, ts, len(message)) + message + bytes((ENDMAGIC,))
-            os.pwrite(self._fd, record, self._size)
+            _pwrite_all(self._fd, record, self._size)
             self._size += len(record)
-            if ts > self._cts:
-                self._cts = ts
+            self._cts = max(self._cts, ts)
             self._write_meta()
             return ts
 
@@ -153,6 +249,7 @@ class UpdateLogger:
     def close(self) -> None:
         with self._lock:
             if self._fd >= 0:
+                self._flush()
                 os.close(self._fd)
                 self._fd = -1
 
